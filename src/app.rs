@@ -1,0 +1,144 @@
+//! Builds and supervises what `serve` runs: the HTTP front, the inbox
+//! writers, the router and the scheduler. Every task gets a cancellation
+//! token and is awaited at shutdown, in pipeline order: first stop
+//! accepting requests and finish the in-flight ones (which wait for their
+//! inbox commits), then stop the workers, which finish their current batch
+//! and release their claims by committing or rolling back.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::Pool;
+use crate::inbox::Inbox;
+use crate::providers::Registry;
+use crate::router::Router;
+use crate::{scheduler, telemetry};
+
+/// Shared, cheap to clone: what every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub inbox: Inbox,
+    pub providers: Registry,
+    pub metrics: PrometheusHandle,
+    pub health: Arc<Health>,
+}
+
+/// Background components report problems here; `/readyz` lists them.
+#[derive(Default)]
+pub struct Health {
+    problems: Mutex<BTreeMap<&'static str, String>>,
+}
+
+impl Health {
+    pub fn problem(&self, component: &'static str, what: impl Into<String>) {
+        if let Ok(mut p) = self.problems.lock() {
+            p.insert(component, what.into());
+        }
+    }
+
+    pub fn ok(&self, component: &'static str) {
+        if let Ok(mut p) = self.problems.lock() {
+            p.remove(component);
+        }
+    }
+
+    pub fn problems(&self) -> BTreeMap<&'static str, String> {
+        self.problems.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+/// A running service.
+pub struct App {
+    pub state: AppState,
+    addr: SocketAddr,
+    http_cancel: CancellationToken,
+    work_cancel: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Connections the service keeps at most (inbox writers, router,
+/// handlers' readiness checks, scheduler).
+pub const POOL_SIZE: usize = 16;
+const INBOX_WRITERS: usize = 4;
+
+impl App {
+    /// Starts every component on an already-bound listener against an
+    /// already-migrated database.
+    pub async fn start(config: Config, pool: Pool, listener: TcpListener) -> std::io::Result<App> {
+        let config = Arc::new(config);
+        let work_cancel = CancellationToken::new();
+        let http_cancel = CancellationToken::new();
+        let providers = Registry::from_config(&config);
+        let health = Arc::new(Health::default());
+        let stored = Arc::new(Notify::new());
+
+        let (inbox, mut workers) = Inbox::start(
+            pool.clone(),
+            INBOX_WRITERS,
+            stored.clone(),
+            work_cancel.clone(),
+        );
+        let router = Router::new(pool.clone(), &providers, config.router.clone());
+        workers.push(tokio::spawn(router.run(stored, work_cancel.clone())));
+        workers.push(tokio::spawn(scheduler::run(
+            pool.clone(),
+            health.clone(),
+            work_cancel.clone(),
+        )));
+
+        let state = AppState {
+            config,
+            pool,
+            inbox,
+            providers,
+            metrics: telemetry::metrics(),
+            health,
+        };
+        let addr = listener.local_addr()?;
+        let app = crate::http::router(state.clone());
+        let shutdown = http_cancel.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        });
+        Ok(App {
+            state,
+            addr,
+            http_cancel,
+            work_cancel,
+            server,
+            workers,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful stop: no new requests, in-flight ones answered, workers
+    /// finish their batch.
+    pub async fn shutdown(self) {
+        self.http_cancel.cancel();
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        }
+        self.work_cancel.cancel();
+        for w in self.workers {
+            let _ = w.await;
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The command line (SPEC §1): `serve`, `migrate`, `replay`,
+//! `export-fixtures`, `pull`, `check`. This is the binary's edge: errors
+//! become `anyhow` here and exit codes are decided here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::app::{App, POOL_SIZE};
+use crate::config::Config;
+use crate::db::{self, migrate, Database};
+use crate::domain::{parse_provider_time, ProviderName};
+use crate::ops::fixtures::{self, Fixture};
+use crate::ops::replay::Replayer;
+use crate::providers::Registry;
+use crate::router::Router;
+use crate::{scheduler, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncbridge",
+    version,
+    about = "Keeps Postgres and your SaaS tools in sync, both ways."
+)]
+pub struct Cli {
+    /// A TOML file with the same keys as the environment variables
+    /// (the environment wins).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then run the HTTP front, router and
+    /// scheduler until SIGINT/SIGTERM.
+    Serve,
+    /// Schema migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Send recorded webhook deliveries (files or folders of fixtures) to a
+    /// running server, or straight into the pipeline when none is running.
+    Replay {
+        /// Fixture files or folders (folders are read recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Server to send to (default: the configured listen address when a
+        /// server answers there; otherwise an in-process pipeline).
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
+        /// Re-sign each delivery with the configured secret and the current
+        /// time (recorded signatures expire after the tolerance).
+        #[arg(long)]
+        resign: bool,
+    },
+    /// Write stored inbox deliveries as fixture files.
+    ExportFixtures {
+        /// Only this provider's deliveries.
+        #[arg(long, value_name = "P")]
+        provider: Option<String>,
+        /// Only deliveries received at or after this time (RFC 3339).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Folder to write `<provider>/<id>-<type>.json` into.
+        dir: PathBuf,
+    },
+    /// Pull what has no webhooks.
+    Pull {
+        #[command(subcommand)]
+        source: PullSource,
+    },
+    /// Integrity checks; exit 1 when issues remain.
+    Check {
+        /// Repair what is safe to repair.
+        #[arg(long)]
+        fix: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration (the default).
+    Up,
+    /// Revert the N most recent migrations.
+    Down {
+        /// How many to revert.
+        n: usize,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PullSource {
+    /// The organisation-wide Teli call sync.
+    Teli {
+        /// Only calls after this time.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Report without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref()).context("configuration")?;
+    telemetry::init_logging(config.log_format);
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate { action } => {
+            migrate_cmd(config, action.unwrap_or(MigrateAction::Up)).await
+        }
+        Command::Replay {
+            paths,
+            target,
+            resign,
+        } => replay(config, paths, target, resign).await,
+        Command::ExportFixtures {
+            provider,
+            since,
+            dir,
+        } => export(config, provider, since, dir).await,
+        Command::Pull { .. } => {
+            eprintln!("syncbridge pull: not yet available in this version");
+            Ok(ExitCode::from(2))
+        }
+        Command::Check { .. } => {
+            eprintln!("syncbridge check: not yet available in this version");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Opens the database (embedded if needed) and applies migrations.
+async fn prepare(config: &Config) -> anyhow::Result<(Database, db::Pool)> {
+    let database = Database::open(config)
+        .await
+        .context("starting the embedded PostgreSQL")?;
+    let mut client = db::connect(&database.url)
+        .await
+        .context("connecting to the database (check DATABASE_URL)")?;
+    let ran = migrate::up(&mut client)
+        .await
+        .context("applying migrations")?;
+    if !ran.is_empty() {
+        tracing::info!(applied = ?ran, "migrations applied");
+    }
+    let pool = db::pool(&database.url, POOL_SIZE)?;
+    scheduler::ensure_partitions(&pool)
+        .await
+        .context("creating the audit log partitions")?;
+    Ok((database, pool))
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    for (provider, state) in config.provider_summary() {
+        match state {
+            Ok(()) => tracing::info!(provider, "webhooks enabled"),
+            Err(why) => tracing::warn!(provider, "webhooks disabled: {why}"),
+        }
+    }
+    if config.admin_token.is_none() {
+        tracing::warn!("SYNCBRIDGE_ADMIN_TOKEN is unset: the admin API answers 503");
+    }
+    let (database, pool) = prepare(&config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {} (SYNCBRIDGE_LISTEN)", config.listen))?;
+    let app = App::start(config, pool, listener).await?;
+    tracing::info!(addr = %app.addr(), "syncbridge is serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight work");
+    app.shutdown().await;
+    database.close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn migrate_cmd(config: Config, action: MigrateAction) -> anyhow::Result<ExitCode> {
+    let database = Database::open(&config)
+        .await
+        .context("starting the embedded PostgreSQL")?;
+    let mut client = db::connect(&database.url)
+        .await
+        .context("connecting to the database")?;
+    match action {
+        MigrateAction::Up => {
+            let ran = migrate::up(&mut client).await?;
+            if ran.is_empty() {
+                println!("nothing to apply: the schema is up to date");
+            }
+            for m in ran {
+                println!("applied  {m}");
+            }
+        }
+        MigrateAction::Down { n } => {
+            let ran = migrate::down(&mut client, n).await?;
+            if ran.is_empty() {
+                println!("nothing to revert");
+            }
+            for m in ran {
+                println!("reverted {m}");
+            }
+        }
+        MigrateAction::Status => {
+            for s in migrate::status(&client).await? {
+                let state = match (s.applied_at, s.modified) {
+                    (Some(at), false) => format!("applied {}", at.to_rfc3339()),
+                    (Some(at), true) => {
+                        format!("applied {} (script changed since!)", at.to_rfc3339())
+                    }
+                    (None, _) => "pending".to_owned(),
+                };
+                println!("{:04}  {:<28} {state}", s.version, s.name);
+            }
+        }
+    }
+    drop(client);
+    database.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(
+    config: Config,
+    paths: Vec<PathBuf>,
+    target: Option<String>,
+    resign: bool,
+) -> anyhow::Result<ExitCode> {
+    let fixtures = fixtures::load(&paths)?;
+    let registry = Registry::from_config(&config);
+    let configured = format!("http://{}", config.listen);
+    let running = tokio::net::TcpStream::connect(config.listen).await.is_ok();
+
+    // A server to send to: the one named, the configured one if it answers,
+    // or the pipeline started here for the duration.
+    let (target, local) = match target {
+        Some(t) => (t, None),
+        None if running => (configured, None),
+        None => {
+            let (database, pool) = prepare(&config).await?;
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let app = App::start(config.clone(), pool.clone(), listener).await?;
+            eprintln!(
+                "no server at {}: replaying into an in-process pipeline",
+                config.listen
+            );
+            (
+                format!("http://{}", app.addr()),
+                Some((database, pool, app)),
+            )
+        }
+    };
+
+    let replayer = Replayer {
+        target,
+        providers: &registry,
+        keap_token: config.keap.webhook_token.as_ref(),
+        resign,
+    };
+    let results = replayer.replay(&fixtures).await?;
+    let mut mismatches = 0;
+    for r in &results {
+        let mark = match r.as_expected {
+            Some(true) => "ok  ",
+            Some(false) => {
+                mismatches += 1;
+                "DIFF"
+            }
+            None => "    ",
+        };
+        println!("{mark} {} {:<10} {}", r.status, r.answer, r.path.display());
+    }
+
+    if let Some((database, pool, app)) = local {
+        // Apply what was stored before stopping.
+        let router = Router::new(pool, &registry, config.router.clone());
+        let stats = router
+            .drain(&tokio_util::sync::CancellationToken::new())
+            .await?;
+        println!(
+            "applied {} events ({} ignored, {} stale, {} to retry, {} failed)",
+            stats.processed, stats.ignored, stats.stale, stats.retried, stats.failed
+        );
+        app.shutdown().await;
+        database.close().await;
+    }
+    println!(
+        "{} deliveries replayed, {mismatches} not as expected",
+        results.len()
+    );
+    Ok(if mismatches == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn export(
+    config: Config,
+    provider: Option<String>,
+    since: Option<String>,
+    dir: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let provider =
+        match provider {
+            Some(p) => Some(ProviderName::parse(&p).with_context(|| {
+                format!("unknown provider {p:?}: use openphone, keap or resman")
+            })?),
+            None => None,
+        };
+    let since: Option<DateTime<Utc>> = match since {
+        Some(s) => Some(
+            parse_provider_time(&s)
+                .with_context(|| format!("--since {s:?} is not an RFC 3339 time"))?,
+        ),
+        None => None,
+    };
+    let database = Database::open(&config).await?;
+    let client = db::connect(&database.url).await?;
+    let rows = client
+        .query(
+            "SELECT id, provider, event_type, headers, body, received_at FROM webhook_events
+             WHERE ($1::text IS NULL OR provider = $1)
+               AND ($2::timestamptz IS NULL OR received_at >= $2)
+             ORDER BY id",
+            &[&provider.map(|p| p.as_str()), &since],
+        )
+        .await?;
+    let mut written = 0;
+    for row in rows {
+        let id: i64 = row.get(0);
+        let Some(p) = ProviderName::parse(row.get(1)) else {
+            continue;
+        };
+        let kind: Option<String> = row.get(2);
+        let headers: serde_json::Value = row.get(3);
+        let headers = headers
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body: Vec<u8> = row.get(4);
+        let fixture = Fixture::from_stored(p, headers, &body, row.get(5));
+        let safe_kind: String = kind
+            .unwrap_or_else(|| "event".into())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let folder = dir.join(p.as_str());
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+        let path = folder.join(format!("{id:08}-{safe_kind}.json"));
+        std::fs::write(&path, fixture.to_file_text())
+            .with_context(|| format!("writing {}", path.display()))?;
+        written += 1;
+    }
+    drop(client);
+    database.close().await;
+    println!("wrote {written} fixtures to {}", dir.display());
+    if written == 0 && provider.is_some() {
+        bail!("no stored deliveries matched");
+    }
+    Ok(ExitCode::SUCCESS)
+}

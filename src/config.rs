@@ -1,0 +1,447 @@
+//! Configuration: one struct, loaded once at start from the environment
+//! (and optionally a TOML file with the same keys; the environment wins),
+//! validated before anything runs. Secrets are wrapped so that `Debug`
+//! never prints them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::providers::signature::HmacKey;
+
+/// A secret string: compared in constant time, never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The value itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison with a presented value.
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        // Hash both sides so the comparison is constant-time in the length
+        // of the presented value too.
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(presented.as_bytes());
+        a.ct_eq(&b).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenPhoneConfig {
+    pub webhook_key: Option<HmacKey>,
+    pub webhook_secret: Option<HmacKey>,
+    pub api_key: Option<Secret>,
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeapConfig {
+    pub webhook_token: Option<Secret>,
+    pub api_key: Option<Secret>,
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResManConfig {
+    pub webhook_secret: Option<HmacKey>,
+    pub api_url: String,
+    pub legacy_api_url: String,
+    pub integration_partner_id: Option<String>,
+    pub api_key: Option<Secret>,
+    pub account_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TeliConfig {
+    pub api_key: Option<Secret>,
+    pub api_url: String,
+    pub organization_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct D1Config {
+    pub api_url: String,
+    pub account_id: Option<String>,
+    pub database_id: Option<String>,
+    pub api_token: Option<Secret>,
+}
+
+/// How the router retries an event that failed to apply.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Attempts before an event is `failed` (`SYNCBRIDGE_MAX_ATTEMPTS`, 8).
+    pub max_attempts: i32,
+    /// First retry delay; doubles each attempt, with jitter, capped at an
+    /// hour (`SYNCBRIDGE_RETRY_BASE_MS`, 1000).
+    pub retry_base: Duration,
+    /// Events claimed per transaction (`SYNCBRIDGE_ROUTER_BATCH`, 256).
+    pub batch_size: i64,
+    /// Sweep interval for anything a wake-up missed.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`; `None` starts the embedded cluster.
+    pub database_url: Option<Secret>,
+    pub listen: SocketAddr,
+    pub admin_token: Option<Secret>,
+    pub openphone: OpenPhoneConfig,
+    pub keap: KeapConfig,
+    pub resman: ResManConfig,
+    pub teli: TeliConfig,
+    pub d1: D1Config,
+    /// `None` when `SYNCBRIDGE_SIGNATURE_TOLERANCE_S=0` (check disabled).
+    pub signature_tolerance: Option<Duration>,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    /// Data directory of the embedded cluster (`SYNCBRIDGE_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
+    pub router: RouterConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Raw key → value settings, before validation.
+#[derive(Debug, Default, Clone)]
+pub struct Settings(HashMap<String, String>);
+
+impl Settings {
+    /// The process environment.
+    pub fn from_env() -> Settings {
+        Settings(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<I, K, V>(pairs: I) -> Settings
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Settings(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// A TOML file with the same keys as the environment (`DATABASE_URL =
+    /// "..."`; lower-case keys are accepted too), under `self`, which wins.
+    pub fn with_file(mut self, path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+            path: path.to_owned(),
+            source,
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                path: path.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+        for (k, v) in table {
+            let value = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => {
+                    return Err(ConfigError::Toml {
+                        path: path.to_owned(),
+                        message: format!("{k}: only strings, numbers and booleans are allowed"),
+                    })
+                }
+            };
+            self.0.entry(k.to_ascii_uppercase()).or_insert(value);
+        }
+        Ok(self)
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.0.insert(key.to_owned(), value.into());
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    fn secret(&self, key: &str) -> Option<Secret> {
+        self.get(key).map(Secret::new)
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.get(key).map(str::to_owned)
+    }
+
+    fn url(&self, key: &'static str, default: &str) -> Result<String, ConfigError> {
+        let raw = self.get(key).unwrap_or(default);
+        let parsed = reqwest::Url::parse(raw)
+            .map_err(|e| invalid(key, format!("not a URL ({e}): expected e.g. {default}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(key, "must be an http:// or https:// URL"));
+        }
+        Ok(raw.trim_end_matches('/').to_owned())
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        key: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(s) => s
+                .parse()
+                .map_err(|_| invalid(key, format!("{s:?} is not a whole number"))),
+        }
+    }
+}
+
+impl Config {
+    /// The environment, plus `file` if given.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut settings = Settings::from_env();
+        if let Some(path) = file {
+            settings = settings.with_file(path)?;
+        }
+        Config::from_settings(&settings)
+    }
+
+    pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        let listen_raw = s.get("SYNCBRIDGE_LISTEN").unwrap_or("127.0.0.1:8080");
+        let listen = listen_raw.parse().map_err(|_| {
+            invalid(
+                "SYNCBRIDGE_LISTEN",
+                format!("{listen_raw:?} is not host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080"),
+            )
+        })?;
+
+        let webhook_key = s
+            .get("OPENPHONE_WEBHOOK_KEY")
+            .map(|raw| {
+                HmacKey::from_base64(raw).ok_or_else(|| {
+                    invalid(
+                        "OPENPHONE_WEBHOOK_KEY",
+                        "not base64: copy the signing secret exactly as OpenPhone shows it \
+                         (Settings → Webhooks → the webhook → Reveal signing secret)",
+                    )
+                })
+            })
+            .transpose()?;
+        let webhook_secret = whsec(s, "OPENPHONE_WEBHOOK_SECRET")?;
+        let resman_secret = whsec(s, "RESMAN_WEBHOOK_SECRET")?;
+
+        let tolerance_s: u64 = s.number("SYNCBRIDGE_SIGNATURE_TOLERANCE_S", 300)?;
+        let max_body_bytes: usize = s.number("SYNCBRIDGE_MAX_BODY_BYTES", 1_048_576)?;
+        if max_body_bytes < 1024 {
+            return Err(invalid(
+                "SYNCBRIDGE_MAX_BODY_BYTES",
+                "must be at least 1024; providers batch up to 1000 objects per delivery",
+            ));
+        }
+        let log_format = match s.get("SYNCBRIDGE_LOG_FORMAT").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "SYNCBRIDGE_LOG_FORMAT",
+                    format!("{other:?}: use text or json"),
+                ))
+            }
+        };
+        let max_attempts: i32 = s.number("SYNCBRIDGE_MAX_ATTEMPTS", 8)?;
+        if max_attempts < 1 {
+            return Err(invalid("SYNCBRIDGE_MAX_ATTEMPTS", "must be at least 1"));
+        }
+
+        Ok(Config {
+            database_url: s.secret("DATABASE_URL"),
+            listen,
+            admin_token: s.secret("SYNCBRIDGE_ADMIN_TOKEN"),
+            openphone: OpenPhoneConfig {
+                webhook_key,
+                webhook_secret,
+                api_key: s.secret("OPENPHONE_API_KEY"),
+                api_url: s.url("OPENPHONE_API_URL", "https://api.openphone.com")?,
+            },
+            keap: KeapConfig {
+                webhook_token: s.secret("KEAP_WEBHOOK_TOKEN"),
+                api_key: s.secret("KEAP_API_KEY"),
+                api_url: s.url("KEAP_API_URL", "https://api.infusionsoft.com/crm/rest/v1")?,
+            },
+            resman: ResManConfig {
+                webhook_secret: resman_secret,
+                api_url: s.url("RESMAN_API_URL", "https://partners-api.myresman.com")?,
+                legacy_api_url: s.url("RESMAN_LEGACY_API_URL", "https://api.myresman.com")?,
+                integration_partner_id: s.string("RESMAN_INTEGRATION_PARTNER_ID"),
+                api_key: s.secret("RESMAN_API_KEY"),
+                account_id: s.string("RESMAN_ACCOUNT_ID"),
+            },
+            teli: TeliConfig {
+                api_key: s.secret("TELI_API_KEY"),
+                api_url: s.url("TELI_API_URL", "https://api.teli.ai")?,
+                organization_id: s.string("TELI_ORGANIZATION_ID"),
+            },
+            d1: D1Config {
+                api_url: s.url("D1_API_URL", "https://api.cloudflare.com/client/v4")?,
+                account_id: s.string("D1_ACCOUNT_ID"),
+                database_id: s.string("D1_DATABASE_ID"),
+                api_token: s.secret("D1_API_TOKEN"),
+            },
+            signature_tolerance: (tolerance_s > 0).then(|| Duration::from_secs(tolerance_s)),
+            max_body_bytes,
+            log_format,
+            data_dir: s.get("SYNCBRIDGE_DATA_DIR").map(PathBuf::from),
+            router: RouterConfig {
+                max_attempts,
+                retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
+                batch_size: s.number("SYNCBRIDGE_ROUTER_BATCH", 256)?,
+                poll_interval: Duration::from_millis(500),
+            },
+        })
+    }
+
+    /// One line per provider saying whether its webhook route is enabled.
+    pub fn provider_summary(&self) -> Vec<(&'static str, Result<(), &'static str>)> {
+        let op = if self.openphone.webhook_key.is_some() || self.openphone.webhook_secret.is_some()
+        {
+            Ok(())
+        } else {
+            Err("neither OPENPHONE_WEBHOOK_KEY nor OPENPHONE_WEBHOOK_SECRET is set")
+        };
+        let keap = if self.keap.webhook_token.is_some() {
+            Ok(())
+        } else {
+            Err("KEAP_WEBHOOK_TOKEN is not set")
+        };
+        let resman = if self.resman.webhook_secret.is_some() {
+            Ok(())
+        } else {
+            Err("RESMAN_WEBHOOK_SECRET is not set")
+        };
+        vec![("openphone", op), ("keap", keap), ("resman", resman)]
+    }
+}
+
+fn whsec(s: &Settings, key: &'static str) -> Result<Option<HmacKey>, ConfigError> {
+    s.get(key)
+        .map(|raw| {
+            HmacKey::from_whsec(raw).ok_or_else(|| {
+                invalid(
+                    key,
+                    "expected a Standard Webhooks secret: whsec_ followed by base64, \
+                     exactly as the provider shows it",
+                )
+            })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_settings(&Settings::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.signature_tolerance, Some(Duration::from_secs(300)));
+        assert_eq!(c.max_body_bytes, 1_048_576);
+        assert!(c.database_url.is_none());
+        assert!(c.provider_summary().iter().all(|(_, r)| r.is_err()));
+        assert_eq!(c.openphone.api_url, "https://api.openphone.com");
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_echo_secrets() {
+        let s = Settings::from_pairs([("OPENPHONE_WEBHOOK_KEY", "s3cr3t!!not-base64")]);
+        let e = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(e.starts_with("OPENPHONE_WEBHOOK_KEY"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+
+        let s = Settings::from_pairs([("RESMAN_WEBHOOK_SECRET", "abc")]);
+        let e = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(e.contains("whsec_"), "{e}");
+
+        let s = Settings::from_pairs([("SYNCBRIDGE_LISTEN", "nowhere")]);
+        assert!(Config::from_settings(&s).is_err());
+        let s = Settings::from_pairs([("SYNCBRIDGE_SIGNATURE_TOLERANCE_S", "-1")]);
+        assert!(Config::from_settings(&s).is_err());
+        let s = Settings::from_pairs([("OPENPHONE_API_URL", "ftp://x")]);
+        assert!(Config::from_settings(&s).is_err());
+    }
+
+    #[test]
+    fn zero_tolerance_disables_and_debug_redacts() {
+        let s = Settings::from_pairs([
+            ("SYNCBRIDGE_SIGNATURE_TOLERANCE_S", "0"),
+            ("SYNCBRIDGE_ADMIN_TOKEN", "tok-123"),
+            ("DATABASE_URL", "postgres://u:pw@h/db"),
+        ]);
+        let c = Config::from_settings(&s).unwrap();
+        assert_eq!(c.signature_tolerance, None);
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("tok-123") && !dbg.contains("pw@"), "{dbg}");
+        assert!(c.admin_token.unwrap().matches("tok-123"));
+    }
+
+    #[test]
+    fn toml_file_under_env() {
+        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "syncbridge_listen = \"0.0.0.0:9000\"\nSYNCBRIDGE_MAX_BODY_BYTES = 4096\n",
+        )
+        .unwrap();
+        let s = Settings::from_pairs([("SYNCBRIDGE_MAX_BODY_BYTES", "8192")])
+            .with_file(&path)
+            .unwrap();
+        let c = Config::from_settings(&s).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.max_body_bytes, 8192);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

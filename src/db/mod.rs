@@ -1,0 +1,115 @@
+//! Everything that talks SQL: the connection pool, the embedded cluster,
+//! the migration runner and the named query functions each pipeline stage
+//! calls. No SQL is assembled from input anywhere: queries are constants
+//! with parameters.
+
+pub mod apply;
+pub mod embedded;
+pub mod inbox;
+pub mod migrate;
+
+use deadpool_postgres::{ManagerConfig, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+pub type Pool = deadpool_postgres::Pool;
+pub type Client = deadpool_postgres::Client;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("no database connection available: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot set up the connection pool: {0}")]
+    Build(#[from] deadpool_postgres::CreatePoolError),
+    #[error("{0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// True when retrying later may succeed (connection trouble), as opposed
+    /// to an error in the data or the statement.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Pool(_) | DbError::Build(_) => true,
+            DbError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            DbError::Migration(_) => false,
+        }
+    }
+}
+
+/// A pool of at most `max_size` connections to `url`.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, DbError> {
+    let mut cfg = deadpool_postgres::Config::new();
+    cfg.url = Some(url.to_owned());
+    cfg.manager = Some(ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    });
+    cfg.pool = Some(deadpool_postgres::PoolConfig {
+        max_size,
+        timeouts: deadpool_postgres::Timeouts {
+            wait: Some(std::time::Duration::from_secs(10)),
+            create: Some(std::time::Duration::from_secs(10)),
+            recycle: Some(std::time::Duration::from_secs(5)),
+        },
+        ..Default::default()
+    });
+    Ok(cfg.create_pool(Some(Runtime::Tokio1), NoTls)?)
+}
+
+/// One connection outside the pool (migrations, LISTEN, admin tasks).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The database `serve` and the other commands use: `DATABASE_URL`, or the
+/// embedded cluster when it is unset (stopped when this is dropped or
+/// `close`d).
+pub struct Database {
+    pub url: String,
+    pub embedded: Option<embedded::EmbeddedPostgres>,
+}
+
+impl Database {
+    pub async fn open(config: &crate::config::Config) -> Result<Database, embedded::EmbeddedError> {
+        if let Some(url) = &config.database_url {
+            return Ok(Database {
+                url: url.expose().to_owned(),
+                embedded: None,
+            });
+        }
+        let data_dir = config
+            .data_dir
+            .clone()
+            .unwrap_or_else(embedded::EmbeddedOptions::default_data_dir);
+        let pg = embedded::EmbeddedPostgres::start(embedded::EmbeddedOptions {
+            data_dir,
+            port: None,
+            database: "syncbridge".into(),
+        })
+        .await?;
+        tracing::info!(
+            data_dir = %pg.data_dir().display(),
+            port = pg.port(),
+            "DATABASE_URL is unset: using the embedded PostgreSQL cluster (set DATABASE_URL to use your own)"
+        );
+        Ok(Database {
+            url: pg.url(),
+            embedded: Some(pg),
+        })
+    }
+
+    pub async fn close(self) {
+        if let Some(pg) = self.embedded {
+            if let Err(e) = pg.stop().await {
+                tracing::warn!(error = %e, "could not stop the embedded PostgreSQL cleanly");
+            }
+        }
+    }
+}

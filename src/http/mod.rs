@@ -1,0 +1,61 @@
+//! The HTTP front: one axum router. Handlers return `Result<_, ApiError>`;
+//! the error type is the only place error bodies are built.
+
+pub mod health;
+pub mod webhooks;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// Builds the whole HTTP surface.
+pub fn router(state: AppState) -> axum::Router {
+    let limit = state.config.max_body_bytes;
+    axum::Router::new()
+        .route("/webhooks/openphone", post(webhooks::openphone))
+        .route("/webhooks/keap/{token}", post(webhooks::keap))
+        .route("/webhooks/resman", post(webhooks::resman))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route")
+}
+
+/// `{"error": "...", "detail": "..."}` with a fitting status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.error, "detail": self.detail})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,177 @@
+//! Providers: each is one module implementing [`Provider`] — verify a
+//! delivery's raw bytes, name its dedup key, and normalise a stored event
+//! into domain events. The HTTP front, the router and the dispatcher know
+//! only this trait and the [`Registry`].
+//!
+//! Architecture invariant: `verify` runs on the raw body before any parsing
+//! and rejects anything it cannot authenticate; nothing unverified reaches
+//! the inbox.
+
+pub mod keap;
+pub mod openphone;
+pub mod resman;
+pub mod signature;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::domain::{DedupKey, ProviderName};
+use crate::events::DomainEvent;
+
+/// One incoming webhook request, as the HTTP front saw it.
+pub struct WebhookRequest<'a> {
+    /// The `{token}` path segment, for providers that authenticate by URL.
+    pub token: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub now: DateTime<Utc>,
+}
+
+/// What a verified request is.
+#[derive(Debug)]
+pub enum Verified {
+    /// A subscription handshake: answer 200 echoing this header; store
+    /// nothing.
+    Handshake {
+        header: HeaderName,
+        value: HeaderValue,
+    },
+    Delivery(Delivery),
+}
+
+/// A verified delivery, ready for the inbox.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub provider: ProviderName,
+    pub dedup_key: DedupKey,
+    /// Per-object keys for batched hints (Keap); empty otherwise. A delivery
+    /// whose object keys were all seen before is a duplicate.
+    pub object_keys: Vec<DedupKey>,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The headers worth keeping to replay and re-verify the delivery.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    pub body: bytes::Bytes,
+}
+
+/// Why a request was refused, mapped to a status by the HTTP front.
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    /// 401: missing, forged or expired credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 400: authentic but unparseable.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// A stored inbox row, as the router hands it to `normalise`.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub provider: ProviderName,
+    pub event_type: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NormaliseError {
+    #[error("body is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub trait Provider: Send + Sync + 'static {
+    fn name(&self) -> ProviderName;
+
+    /// Authenticates the raw request and extracts the dedup key.
+    fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject>;
+
+    /// Whether the router turns this provider's stored events into domain
+    /// events yet; deliveries of providers that do not stay `pending`.
+    fn routes_events(&self) -> bool {
+        false
+    }
+
+    /// Turns a stored delivery into domain events. An event type the
+    /// provider does not handle is `DomainEvent::Ignored`, not an error.
+    fn normalise(&self, _event: &StoredEvent) -> Result<Vec<DomainEvent>, NormaliseError> {
+        Ok(Vec::new())
+    }
+
+    /// Re-signs a recorded delivery for replay (`replay --resign`):
+    /// replaces the signature headers with fresh ones for `now`.
+    fn resign(&self, _headers: &mut HeaderMap, _body: &[u8], _now: DateTime<Utc>) {}
+}
+
+/// Headers worth storing with a delivery, lower-cased.
+pub(crate) fn keep_headers(
+    headers: &HeaderMap,
+    names: &[&str],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for name in names {
+        if let Some(v) = headers.get(*name).and_then(|v| v.to_str().ok()) {
+            out.insert((*name).to_owned(), serde_json::Value::String(v.to_owned()));
+        }
+    }
+    out
+}
+
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every provider, enabled or not: a disabled one carries the reason its
+/// route answers 503 with.
+#[derive(Clone, Default)]
+pub struct Registry {
+    providers: HashMap<ProviderName, Result<Arc<dyn Provider>, &'static str>>,
+}
+
+impl Registry {
+    pub fn from_config(config: &Config) -> Registry {
+        let mut r = Registry::default();
+        r.insert(
+            ProviderName::OpenPhone,
+            openphone::OpenPhone::from_config(config),
+        );
+        r.insert(ProviderName::Keap, keap::Keap::from_config(config));
+        r.insert(ProviderName::ResMan, resman::ResMan::from_config(config));
+        r
+    }
+
+    fn insert<P: Provider>(&mut self, name: ProviderName, p: Result<P, &'static str>) {
+        self.providers
+            .insert(name, p.map(|p| Arc::new(p) as Arc<dyn Provider>));
+    }
+
+    /// The provider, or why it is disabled.
+    pub fn get(&self, name: ProviderName) -> Result<&Arc<dyn Provider>, &'static str> {
+        match self.providers.get(&name) {
+            Some(Ok(p)) => Ok(p),
+            Some(Err(why)) => Err(why),
+            None => Err("this provider has no webhook route"),
+        }
+    }
+
+    /// Enabled providers whose events the router applies.
+    pub fn routed(&self) -> Vec<Arc<dyn Provider>> {
+        let mut out: Vec<_> = self
+            .providers
+            .values()
+            .filter_map(|p| p.as_ref().ok())
+            .filter(|p| p.routes_events())
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.name().as_str());
+        out
+    }
+}

@@ -1,0 +1,281 @@
+//! The router: claims pending inbox events (`FOR UPDATE SKIP LOCKED`),
+//! normalises each through its provider, and applies it — upserts, audit
+//! rows and the event's new status — in the claiming transaction.
+//!
+//! Architecture invariants:
+//! - An event's effects and its `processed` mark commit together or not at
+//!   all: a batch is one transaction, each event inside it a savepoint, so
+//!   a failing event rolls back alone and is retried with backoff.
+//! - Every write runs with `syncbridge.origin` set to the event's provider,
+//!   so change capture can tell the router's writes from the application's.
+//! - An event older than what was applied for the same record never
+//!   overwrites it (`skipped_stale`); unknown types are `ignored`.
+//! - Several routers (several `serve` processes) never apply the same event
+//!   twice: claims skip locked rows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RouterConfig;
+use crate::db::apply::{self, Applied};
+use crate::db::inbox::{self, Claimed, Outcome};
+use crate::db::{DbError, Pool};
+use crate::events::DomainEvent;
+use crate::providers::{Provider, Registry, StoredEvent};
+
+#[derive(Clone)]
+pub struct Router {
+    pool: Pool,
+    providers: Vec<Arc<dyn Provider>>,
+    config: RouterConfig,
+}
+
+/// What one pass over the inbox did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassStats {
+    pub processed: usize,
+    pub ignored: usize,
+    pub stale: usize,
+    pub retried: usize,
+    pub failed: usize,
+}
+
+impl PassStats {
+    pub fn total(&self) -> usize {
+        self.processed + self.ignored + self.stale + self.retried + self.failed
+    }
+}
+
+impl Router {
+    pub fn new(pool: Pool, registry: &Registry, config: RouterConfig) -> Router {
+        Router {
+            pool,
+            providers: registry.routed(),
+            config,
+        }
+    }
+
+    /// Runs until cancelled: drains the inbox whenever `wake` fires, and at
+    /// least every poll interval (for retries that came due, and for events
+    /// another process stored).
+    pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.drain(&cancel).await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "router pass failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Applies batches until nothing is due (or cancelled between batches).
+    pub async fn drain(&self, cancel: &CancellationToken) -> Result<PassStats, DbError> {
+        let mut total = PassStats::default();
+        loop {
+            let mut pass = PassStats::default();
+            for p in &self.providers {
+                let s = self.apply_batch(p.as_ref()).await?;
+                pass.processed += s.processed;
+                pass.ignored += s.ignored;
+                pass.stale += s.stale;
+                pass.retried += s.retried;
+                pass.failed += s.failed;
+            }
+            total.processed += pass.processed;
+            total.ignored += pass.ignored;
+            total.stale += pass.stale;
+            total.retried += pass.retried;
+            total.failed += pass.failed;
+            if pass.total() == 0 || cancel.is_cancelled() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Claims and applies one batch of `provider`'s events in one
+    /// transaction.
+    pub async fn apply_batch(&self, provider: &dyn Provider) -> Result<PassStats, DbError> {
+        let mut client = self.pool.get().await?;
+        let mut tx = client.transaction().await?;
+        let claimed = inbox::claim(&tx, provider.name(), self.config.batch_size).await?;
+        if claimed.is_empty() {
+            return Ok(PassStats::default());
+        }
+        tx.execute(
+            "SELECT set_config('syncbridge.origin', $1, true)",
+            &[&provider.name().as_str()],
+        )
+        .await?;
+
+        let mut stats = PassStats::default();
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        for ev in &claimed {
+            let started = Instant::now();
+            let sp = tx.savepoint("event").await?;
+            let result = apply_event(&sp, provider, ev).await;
+            let outcome = match result {
+                Ok(o) => {
+                    sp.commit().await?;
+                    o
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    // A lost connection is not the event's fault: give up
+                    // the whole batch, uncounted; it is claimed again.
+                    if let ApplyError::Db(db) = &e {
+                        if db.is_transient() {
+                            return Err(e.into_db());
+                        }
+                    }
+                    self.failure(ev, &e.to_string())
+                }
+            };
+            let label = match &outcome {
+                Outcome::Processed => {
+                    stats.processed += 1;
+                    "applied"
+                }
+                Outcome::Ignored(_) => {
+                    stats.ignored += 1;
+                    "ignored"
+                }
+                Outcome::SkippedStale(_) => {
+                    stats.stale += 1;
+                    "skipped_stale"
+                }
+                Outcome::Failed {
+                    retry_at: Some(_), ..
+                } => {
+                    stats.retried += 1;
+                    "retried"
+                }
+                Outcome::Failed { retry_at: None, .. } => {
+                    stats.failed += 1;
+                    "failed"
+                }
+            };
+            metrics::counter!("syncbridge_events_total",
+                "provider" => provider.name().as_str(), "result" => label)
+            .increment(1);
+            metrics::histogram!("syncbridge_apply_seconds",
+                "provider" => provider.name().as_str())
+            .record(started.elapsed());
+            outcomes.push((ev.id, outcome));
+        }
+        inbox::close(&tx, &outcomes).await?;
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    /// A failed attempt: retry with exponential backoff and jitter, or give
+    /// up after `max_attempts`.
+    fn failure(&self, ev: &Claimed, error: &str) -> Outcome {
+        let attempt = ev.attempts + 1;
+        tracing::warn!(event = ev.id, provider = %ev.provider, attempt, error, "event failed to apply");
+        if attempt >= self.config.max_attempts {
+            return Outcome::Failed {
+                error: error.to_owned(),
+                retry_at: None,
+            };
+        }
+        let base = self.config.retry_base.as_millis() as f64;
+        let exp = base * 2f64.powi(attempt - 1);
+        let capped = exp.min(3_600_000.0);
+        let jittered = capped * rand::rng().random_range(0.5..1.0);
+        let retry_at = Utc::now() + chrono::Duration::milliseconds(jittered as i64);
+        Outcome::Failed {
+            error: error.to_owned(),
+            retry_at: Some(retry_at),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error("{0}")]
+    Normalise(#[from] crate::providers::NormaliseError),
+    #[error("{0}")]
+    Db(#[from] DbError),
+}
+
+impl ApplyError {
+    fn into_db(self) -> DbError {
+        match self {
+            ApplyError::Db(e) => e,
+            ApplyError::Normalise(e) => DbError::Migration(e.to_string()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApplyError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ApplyError::Db(DbError::Postgres(e))
+    }
+}
+
+async fn apply_event(
+    tx: &deadpool_postgres::Transaction<'_>,
+    provider: &dyn Provider,
+    ev: &Claimed,
+) -> Result<Outcome, ApplyError> {
+    let stored = StoredEvent {
+        id: ev.id,
+        provider: ev.provider,
+        event_type: ev.event_type.clone(),
+        occurred_at: ev.occurred_at,
+        body: ev.body.clone(),
+    };
+    let events = provider.normalise(&stored)?;
+    let mut applied_any = false;
+    let mut skipped = Vec::new();
+    for de in &events {
+        let result = match de {
+            DomainEvent::Call(c) => apply::upsert_call(tx, c, ev.id).await?,
+            DomainEvent::Message(m) => apply::upsert_message(tx, m, ev.id).await?,
+            DomainEvent::ContactUpserted(c) => {
+                apply::apply_contact(tx, ev.provider, c, ev.id).await?
+            }
+            DomainEvent::ContactDeleted { remote_id } => {
+                apply::unlink_contact(tx, ev.provider, remote_id, ev.id).await?
+            }
+            DomainEvent::Ignored(why) => Applied::Ignored(why.clone()),
+        };
+        match result {
+            Applied::Inserted(_) | Applied::Updated(_) => applied_any = true,
+            Applied::Stale(why) => skipped.push((true, why)),
+            Applied::Ignored(why) => skipped.push((false, why)),
+        }
+    }
+    if applied_any || events.is_empty() && skipped.is_empty() {
+        return Ok(Outcome::Processed);
+    }
+    let stale = skipped.iter().any(|(s, _)| *s);
+    let why = skipped
+        .into_iter()
+        .map(|(_, w)| w)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(if stale {
+        Outcome::SkippedStale(why)
+    } else {
+        Outcome::Ignored(why)
+    })
+}

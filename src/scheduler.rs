@@ -1,0 +1,51 @@
+//! Periodic jobs, safe with several `serve` processes: each run takes a
+//! transaction-scoped advisory lock, so one process does it and the others
+//! skip that round. Today: keep the audit log's current and next monthly
+//! partitions in place (what `pg_cron` would do on Supabase).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Health;
+use crate::db::{DbError, Pool};
+
+const PARTITION_LOCK: i64 = 0x5359_4e43_5041_5254; // "SYNCPART"
+const PARTITION_EVERY: Duration = Duration::from_secs(3600);
+
+pub async fn run(pool: Pool, health: Arc<Health>, cancel: CancellationToken) {
+    loop {
+        match ensure_partitions(&pool).await {
+            Ok(()) => health.ok("scheduler"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ensure audit log partitions");
+                health.problem("scheduler", format!("audit partitions: {e}"));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PARTITION_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Creates this month's and next month's `sync_audit_log` partitions if
+/// they are missing.
+pub async fn ensure_partitions(pool: &Pool) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+        .await?
+        .get(0);
+    if locked {
+        tx.batch_execute(
+            "SELECT create_monthly_partition('sync_audit_log', current_date);
+             SELECT create_monthly_partition('sync_audit_log', (current_date + interval '1 month')::date);",
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
