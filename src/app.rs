@@ -57,6 +57,15 @@ impl Health {
     }
 }
 
+/// Where the inbox puts verified deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxMode {
+    /// Postgres, group-committed: what `serve` runs.
+    Postgres,
+    /// Acknowledge without storing: the ingest benchmark's baseline only.
+    Discard,
+}
+
 /// A running service.
 pub struct App {
     pub state: AppState,
@@ -70,12 +79,21 @@ pub struct App {
 /// Connections the service keeps at most (inbox writers, router,
 /// handlers' readiness checks, scheduler).
 pub const POOL_SIZE: usize = 16;
-const INBOX_WRITERS: usize = 4;
 
 impl App {
     /// Starts every component on an already-bound listener against an
     /// already-migrated database.
     pub async fn start(config: Config, pool: Pool, listener: TcpListener) -> std::io::Result<App> {
+        App::start_with(config, pool, listener, InboxMode::Postgres).await
+    }
+
+    /// As [`App::start`], choosing where verified deliveries go.
+    pub async fn start_with(
+        config: Config,
+        pool: Pool,
+        listener: TcpListener,
+        mode: InboxMode,
+    ) -> std::io::Result<App> {
         let config = Arc::new(config);
         let work_cancel = CancellationToken::new();
         let http_cancel = CancellationToken::new();
@@ -83,12 +101,15 @@ impl App {
         let health = Arc::new(Health::default());
         let stored = Arc::new(Notify::new());
 
-        let (inbox, mut workers) = Inbox::start(
-            pool.clone(),
-            INBOX_WRITERS,
-            stored.clone(),
-            work_cancel.clone(),
-        );
+        let (inbox, mut workers) = match mode {
+            InboxMode::Postgres => Inbox::start(
+                pool.clone(),
+                config.inbox_writers,
+                stored.clone(),
+                work_cancel.clone(),
+            ),
+            InboxMode::Discard => (Inbox::Discard, Vec::new()),
+        };
         let router = Router::new(pool.clone(), &providers, config.router.clone());
         workers.push(tokio::spawn(router.run(stored, work_cancel.clone())));
         workers.push(tokio::spawn(scheduler::run(

@@ -121,6 +121,10 @@ pub struct Config {
     /// Data directory of the embedded cluster (`SYNCBRIDGE_DATA_DIR`).
     pub data_dir: Option<PathBuf>,
     pub router: RouterConfig,
+    /// Concurrent inbox transactions (`SYNCBRIDGE_INBOX_WRITERS`, 1). One
+    /// writer makes the largest groups, which is fastest while CPU is the
+    /// bound; more help when commits wait on a slow disk.
+    pub inbox_writers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +337,10 @@ impl Config {
             max_body_bytes,
             log_format,
             data_dir: s.get("SYNCBRIDGE_DATA_DIR").map(PathBuf::from),
+            inbox_writers: match s.number("SYNCBRIDGE_INBOX_WRITERS", 1usize)? {
+                0 => return Err(invalid("SYNCBRIDGE_INBOX_WRITERS", "must be at least 1")),
+                n => n,
+            },
             router: RouterConfig {
                 max_attempts,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),

@@ -125,30 +125,58 @@ impl Router {
         )
         .await?;
 
-        let mut stats = PassStats::default();
+        // Optimistic pass: every event in the one transaction, no
+        // savepoints. If any event fails, roll the batch back and apply it
+        // again with a savepoint per event, so the failure stays its own.
         let mut outcomes = Vec::with_capacity(claimed.len());
+        let mut failed = false;
         for ev in &claimed {
             let started = Instant::now();
-            let sp = tx.savepoint("event").await?;
-            let result = apply_event(&sp, provider, ev).await;
-            let outcome = match result {
-                Ok(o) => {
-                    sp.commit().await?;
-                    o
+            match apply_event(&tx, provider, ev).await {
+                Ok(o) => outcomes.push((ev.id, o, started.elapsed())),
+                Err(ApplyError::Db(db)) if db.is_transient() => return Err(db),
+                Err(_) => {
+                    failed = true;
+                    break;
                 }
-                Err(e) => {
-                    sp.rollback().await?;
-                    // A lost connection is not the event's fault: give up
-                    // the whole batch, uncounted; it is claimed again.
-                    if let ApplyError::Db(db) = &e {
-                        if db.is_transient() {
-                            return Err(e.into_db());
-                        }
+            }
+        }
+        if failed {
+            tx.rollback().await?;
+            tx = client.transaction().await?;
+            let reclaimed =
+                inbox::claim_ids(&tx, &claimed.iter().map(|c| c.id).collect::<Vec<_>>()).await?;
+            tx.execute(
+                "SELECT set_config('syncbridge.origin', $1, true)",
+                &[&provider.name().as_str()],
+            )
+            .await?;
+            outcomes.clear();
+            for ev in claimed.iter().filter(|c| reclaimed.contains(&c.id)) {
+                let started = Instant::now();
+                let sp = tx.savepoint("event").await?;
+                let outcome = match apply_event(&sp, provider, ev).await {
+                    Ok(o) => {
+                        sp.commit().await?;
+                        o
                     }
-                    self.failure(ev, &e.to_string())
-                }
-            };
-            let label = match &outcome {
+                    Err(e) => {
+                        sp.rollback().await?;
+                        if let ApplyError::Db(db) = &e {
+                            if db.is_transient() {
+                                return Err(e.into_db());
+                            }
+                        }
+                        self.failure(ev, &e.to_string())
+                    }
+                };
+                outcomes.push((ev.id, outcome, started.elapsed()));
+            }
+        }
+
+        let mut stats = PassStats::default();
+        for (_, outcome, took) in &outcomes {
+            let label = match outcome {
                 Outcome::Processed => {
                     stats.processed += 1;
                     "applied"
@@ -177,9 +205,10 @@ impl Router {
             .increment(1);
             metrics::histogram!("syncbridge_apply_seconds",
                 "provider" => provider.name().as_str())
-            .record(started.elapsed());
-            outcomes.push((ev.id, outcome));
+            .record(*took);
         }
+        let outcomes: Vec<(i64, Outcome)> =
+            outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
         inbox::close(&tx, &outcomes).await?;
         tx.commit().await?;
         Ok(stats)

@@ -306,7 +306,7 @@ async fn replay_without_a_server_then_export_round_trips_byte_for_byte() {
     .await
     .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let exported = syncbridge::ops::fixtures::load(&[dir.clone()]).unwrap();
+    let exported = syncbridge::ops::fixtures::load(std::slice::from_ref(&dir)).unwrap();
     let originals = syncbridge::ops::fixtures::load(&[fixtures]).unwrap();
     let accepted: Vec<_> = originals
         .iter()

@@ -129,6 +129,19 @@ pub async fn claim(
         .collect())
 }
 
+/// Locks again the given events if they are still pending (after a batch
+/// was rolled back); returns the ids it holds.
+pub async fn claim_ids(tx: &Transaction<'_>, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    let rows = tx
+        .query(
+            "SELECT id FROM webhook_events WHERE id = ANY($1) AND status = 'pending'
+             ORDER BY id FOR UPDATE SKIP LOCKED",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// How the router closed one event.
 #[derive(Debug, Clone)]
 pub enum Outcome {

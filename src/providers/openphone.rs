@@ -89,7 +89,6 @@ impl OpenPhone {
 /// The envelope both webhook generations share.
 #[derive(Debug, Deserialize)]
 struct Envelope {
-    id: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
     #[serde(rename = "createdAt")]
@@ -111,6 +110,19 @@ impl Envelope {
     }
 }
 
+/// Only what `verify` needs from the envelope: the data is skipped, not
+/// parsed, on the ingest path.
+#[derive(Debug, Deserialize)]
+struct EnvelopeHead {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(rename = "createdAt")]
+    created_at: Option<String>,
+    #[allow(dead_code)]
+    data: Option<serde::de::IgnoredAny>,
+}
+
 impl Provider for OpenPhone {
     fn name(&self) -> ProviderName {
         ProviderName::OpenPhone
@@ -118,7 +130,7 @@ impl Provider for OpenPhone {
 
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
         self.check_signature(req)?;
-        let env: Envelope = serde_json::from_slice(req.body)
+        let env: EnvelopeHead = serde_json::from_slice(req.body)
             .map_err(|e| Reject::BadRequest(format!("body is not a JSON event envelope: {e}")))?;
         let id = env
             .id
