@@ -376,19 +376,31 @@ async fn an_event_that_cannot_be_applied_is_retried_then_failed() {
     .await;
     // Verifies (it has an id and a type) but has no message object id.
     let body = br#"{"id":"EVbroken","object":"event","createdAt":"2025-03-14T16:05:00.000Z","type":"message.received","data":{"object":{"text":"no id"}}}"#.to_vec();
-    let (s, _) = app
-        .post(
-            "/webhooks/openphone",
-            &openphone_headers(&body, now_ms()),
-            body,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    // A good event in the same batch is applied regardless.
+    let good = message_event(
+        "EVgood",
+        "ACgood",
+        "+14155550142",
+        "fine",
+        "2025-03-14T16:05:00.000Z",
+    );
+    let (hb, hg) = (
+        openphone_headers(&body, now_ms()),
+        openphone_headers(&good, now_ms()),
+    );
+    let (a, b) = tokio::join!(
+        app.post("/webhooks/openphone", &hb, body.clone()),
+        app.post("/webhooks/openphone", &hg, good.clone()),
+    );
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
     let c = app.client().await;
     let mut row = None;
     for _ in 0..200 {
         let r = c
-            .query_one("SELECT status, attempts, error FROM webhook_events", &[])
+            .query_one(
+                "SELECT status, attempts, error FROM webhook_events WHERE event_id = 'EVbroken'",
+                &[],
+            )
             .await
             .unwrap();
         if r.get::<_, String>(0) == "failed" {
@@ -400,6 +412,23 @@ async fn an_event_that_cannot_be_applied_is_retried_then_failed() {
     let row = row.expect("the event ends failed");
     assert_eq!(row.get::<_, i32>(1), 3);
     assert!(row.get::<_, String>(2).contains("without a message id"));
+    let good: String = c
+        .query_one(
+            "SELECT status FROM webhook_events WHERE event_id = 'EVgood'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(good, "processed");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM communications WHERE openphone_message_id = 'ACgood'"
+        )
+        .await,
+        1
+    );
     app.stop().await;
 }
 
