@@ -53,6 +53,13 @@ impl fmt::Display for ProviderName {
 /// written without a country code (`(415) 555-0142`) get `+1`. The SQL
 /// function `syncbridge_e164` applies exactly the same rules to stored
 /// numbers, so a number matches whichever side normalised it.
+///
+/// ```
+/// use syncbridge::domain::E164Phone;
+/// assert_eq!(E164Phone::parse("(555) 000-1111").unwrap().as_str(), "+15550001111");
+/// assert_eq!(E164Phone::parse("+44 20 7946 0958").unwrap().as_str(), "+442079460958");
+/// assert!(E164Phone::parse("555-0142").is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct E164Phone(String);
 

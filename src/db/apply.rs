@@ -345,31 +345,27 @@ pub async fn apply_contact(
         return Ok(Applied::Inserted(id));
     };
 
-    if m.applied_version.is_some_and(|v| v >= c.version) {
-        let why = format!(
-            "contact {} version {} is not newer than the version already applied",
-            c.remote_id, c.version
-        );
-        audit(
-            tx,
-            "clients",
-            m.client_id,
-            "SKIP",
-            Some(&m.before),
-            Some(&snapshot),
-            provider,
-            event_id,
-            "skipped_stale",
-        )
-        .await?;
-        return Ok(Applied::Stale(why));
-    }
     let changed_locally = m.last_synced_at.is_none_or(|s| m.updated_at > s);
-    if changed_locally && m.updated_at > c.version {
-        let why = format!(
-            "client changed locally at {} after the remote change at {}: last write wins",
-            m.updated_at, c.version
-        );
+    let skip = if m.applied_version.is_some_and(|v| v >= c.version) {
+        Some((
+            format!(
+                "contact {} version {} is not newer than the version already applied",
+                c.remote_id, c.version
+            ),
+            "skipped_stale",
+        ))
+    } else if changed_locally && m.updated_at > c.version {
+        Some((
+            format!(
+                "client changed locally at {} after the remote change at {}: last write wins",
+                m.updated_at, c.version
+            ),
+            "local_newer",
+        ))
+    } else {
+        None
+    };
+    if let Some((why, decision)) = skip {
         audit(
             tx,
             "clients",
@@ -379,7 +375,7 @@ pub async fn apply_contact(
             Some(&snapshot),
             provider,
             event_id,
-            "local_newer",
+            decision,
         )
         .await?;
         return Ok(Applied::Stale(why));

@@ -208,6 +208,31 @@ fn first_number(v: &Value, key: &str) -> Option<String> {
     }
 }
 
+/// Who a call or message is between, and which number is the client's.
+struct Parties {
+    direction: Option<Direction>,
+    from: Option<String>,
+    to: Option<String>,
+    counterpart: Option<E164Phone>,
+}
+
+impl Parties {
+    fn of(obj: &Value) -> Parties {
+        let direction = obj
+            .get("direction")
+            .and_then(Value::as_str)
+            .and_then(Direction::parse);
+        let from = text(obj, "from");
+        let to = first_number(obj, "to");
+        Parties {
+            counterpart: counterpart(direction, &from, &to),
+            direction,
+            from,
+            to,
+        }
+    }
+}
+
 fn counterpart(
     direction: Option<Direction>,
     from: &Option<String>,
@@ -281,19 +306,14 @@ pub fn normalise(body: &[u8]) -> Result<Vec<DomainEvent>, NormaliseError> {
         | "message.failed"
         | "message.undelivered" => {
             let message_id = text(obj, "id").ok_or_else(|| missing("a message id"))?;
-            let direction = obj
-                .get("direction")
-                .and_then(Value::as_str)
-                .and_then(Direction::parse);
-            let from = text(obj, "from");
-            let to = first_number(obj, "to");
+            let p = Parties::of(obj);
             DomainEvent::Message(MessageEvent {
                 message_id,
                 event_at,
-                direction,
-                counterpart: counterpart(direction, &from, &to),
-                from,
-                to,
+                direction: p.direction,
+                counterpart: p.counterpart,
+                from: p.from,
+                to: p.to,
                 text: text(obj, "text").or_else(|| text(obj, "body")),
                 status: text(obj, "status")
                     .or_else(|| kind.strip_prefix("message.").map(str::to_owned)),
@@ -320,12 +340,7 @@ fn clamp_i32(n: i64) -> i32 {
 
 fn call_event(obj: &Value, facet: CallFacet, event_at: DateTime<Utc>) -> Option<CallEvent> {
     let call_id = text(obj, "id").or_else(|| text(obj, "callId"))?;
-    let direction = obj
-        .get("direction")
-        .and_then(Value::as_str)
-        .and_then(Direction::parse);
-    let from = text(obj, "from");
-    let to = first_number(obj, "to");
+    let p = Parties::of(obj);
     let media_url = obj
         .get("media")
         .and_then(Value::as_array)
@@ -353,10 +368,10 @@ fn call_event(obj: &Value, facet: CallFacet, event_at: DateTime<Utc>) -> Option<
         call_id,
         facet,
         event_at,
-        direction,
-        counterpart: counterpart(direction, &from, &to),
-        from,
-        to,
+        direction: p.direction,
+        counterpart: p.counterpart,
+        from: p.from,
+        to: p.to,
         status: text(obj, "status"),
         started_at,
         answered_at: time(obj, "answeredAt"),
