@@ -325,11 +325,12 @@ async fn replay_without_a_server_then_export_round_trips_byte_for_byte() {
     // The exported files replay into a fresh database with the same result.
     let db2 = TestDb::create().await;
     let url2 = db2.url.clone();
+    let exported_dir = dir.clone();
     let o = tokio::task::spawn_blocking(move || {
         let listen = format!("127.0.0.1:{}", free_port());
         syncbridge(
             &url2,
-            &["replay", &dir.display().to_string()],
+            &["replay", &exported_dir.display().to_string()],
             &[("SYNCBRIDGE_LISTEN", &listen)],
         )
     })
@@ -344,4 +345,5 @@ async fn replay_without_a_server_then_export_round_trips_byte_for_byte() {
         .unwrap()
         .get(0);
     assert_eq!(n, before);
+    let _ = std::fs::remove_dir_all(&dir);
 }
