@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::Pool;
+use crate::dispatcher::Dispatcher;
 use crate::inbox::Inbox;
 use crate::providers::Registry;
 use crate::router::Router;
-use crate::{scheduler, telemetry};
+use crate::{listener, scheduler, telemetry};
 
 /// Shared, cheap to clone: what every handler sees.
 #[derive(Clone)]
@@ -31,6 +32,14 @@ pub struct AppState {
     pub providers: Registry,
     pub metrics: PrometheusHandle,
     pub health: Arc<Health>,
+    pub wake: Wakers,
+}
+
+/// Wake-ups for the background workers (e.g. after an operator re-queues).
+#[derive(Clone, Default)]
+pub struct Wakers {
+    pub router: Arc<Notify>,
+    pub dispatcher: Arc<Notify>,
 }
 
 /// Background components report problems here; `/readyz` lists them.
@@ -99,7 +108,8 @@ impl App {
         let http_cancel = CancellationToken::new();
         let providers = Registry::from_config(&config);
         let health = Arc::new(Health::default());
-        let stored = Arc::new(Notify::new());
+        let wake = Wakers::default();
+        let stored = wake.router.clone();
 
         let (inbox, mut workers) = match mode {
             InboxMode::Postgres => Inbox::start(
@@ -112,6 +122,25 @@ impl App {
         };
         let router = Router::new(pool.clone(), &providers, config.router.clone());
         workers.push(tokio::spawn(router.run(stored, work_cancel.clone())));
+        let doorbell = wake.dispatcher.clone();
+        let dispatcher = Dispatcher::new(pool.clone(), &providers, config.dispatcher.clone());
+        workers.push(tokio::spawn(
+            dispatcher.run(doorbell.clone(), work_cancel.clone()),
+        ));
+        if let Some(url) = &config.database_url {
+            health.problem("listener", "change listener connecting");
+            workers.push(tokio::spawn(listener::run(
+                url.expose().to_owned(),
+                doorbell,
+                health.clone(),
+                work_cancel.clone(),
+            )));
+        } else {
+            tracing::warn!(
+                "no database URL in the configuration: the change listener is not running"
+            );
+            health.problem("listener", "no database URL: change listener not running");
+        }
         workers.push(tokio::spawn(scheduler::run(
             pool.clone(),
             health.clone(),
@@ -125,6 +154,7 @@ impl App {
             providers,
             metrics: telemetry::metrics(),
             health,
+            wake,
         };
         let addr = listener.local_addr()?;
         let app = crate::http::router(state.clone());

@@ -140,10 +140,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Opens the database (embedded if needed) and applies migrations.
-async fn prepare(config: &Config) -> anyhow::Result<(Database, db::Pool)> {
+async fn prepare(config: &mut Config) -> anyhow::Result<(Database, db::Pool)> {
     let database = Database::open(config)
         .await
         .context("starting the embedded PostgreSQL")?;
+    // Everything after this (the change listener too) uses the database
+    // actually opened, embedded or not.
+    config.database_url = Some(crate::config::Secret::new(database.url.clone()));
     let mut client = db::connect(&database.url)
         .await
         .context("connecting to the database (check DATABASE_URL)")?;
@@ -160,7 +163,7 @@ async fn prepare(config: &Config) -> anyhow::Result<(Database, db::Pool)> {
     Ok((database, pool))
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     for (provider, state) in config.provider_summary() {
         match state {
             Ok(()) => tracing::info!(provider, "webhooks enabled"),
@@ -170,7 +173,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.admin_token.is_none() {
         tracing::warn!("SYNCBRIDGE_ADMIN_TOKEN is unset: the admin API answers 503");
     }
-    let (database, pool) = prepare(&config).await?;
+    let (database, pool) = prepare(&mut config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {} (SYNCBRIDGE_LISTEN)", config.listen))?;
@@ -250,7 +253,7 @@ async fn migrate_cmd(config: Config, action: MigrateAction) -> anyhow::Result<Ex
 }
 
 async fn replay(
-    config: Config,
+    mut config: Config,
     paths: Vec<PathBuf>,
     target: Option<String>,
     resign: bool,
@@ -266,7 +269,7 @@ async fn replay(
         Some(t) => (t, None),
         None if running => (configured, None),
         None => {
-            let (database, pool) = prepare(&config).await?;
+            let (database, pool) = prepare(&mut config).await?;
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let app = App::start(config.clone(), pool.clone(), listener).await?;
             eprintln!(

@@ -125,6 +125,11 @@ pub struct Config {
     /// writer makes the largest groups, which is fastest while CPU is the
     /// bound; more help when commits wait on a slow disk.
     pub inbox_writers: usize,
+    /// Timeout of every outbound API call (`SYNCBRIDGE_PUSH_TIMEOUT_MS`,
+    /// 10000).
+    pub push_timeout: Duration,
+    /// Dispatcher retry policy (the same knobs as the router's).
+    pub dispatcher: RouterConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -340,6 +345,13 @@ impl Config {
             inbox_writers: match s.number("SYNCBRIDGE_INBOX_WRITERS", 1usize)? {
                 0 => return Err(invalid("SYNCBRIDGE_INBOX_WRITERS", "must be at least 1")),
                 n => n,
+            },
+            push_timeout: Duration::from_millis(s.number("SYNCBRIDGE_PUSH_TIMEOUT_MS", 10_000)?),
+            dispatcher: RouterConfig {
+                max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,
+                retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
+                batch_size: 64,
+                poll_interval: Duration::from_secs(1),
             },
             router: RouterConfig {
                 max_attempts,

@@ -108,3 +108,17 @@ pub struct RemoteContact {
     pub email: Option<String>,
     pub phone: Option<E164Phone>,
 }
+
+impl RemoteContact {
+    /// The synced fields only, in one comparable form: what a link's
+    /// snapshot holds and what an echo is compared against.
+    pub fn fields(&self) -> serde_json::Value {
+        serde_json::json!({
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "company": self.company,
+            "email": self.email,
+            "phone": self.phone.as_ref().map(E164Phone::as_str),
+        })
+    }
+}

@@ -225,16 +225,22 @@ impl Router {
                 retry_at: None,
             };
         }
-        let base = self.config.retry_base.as_millis() as f64;
-        let exp = base * 2f64.powi(attempt - 1);
-        let capped = exp.min(3_600_000.0);
-        let jittered = capped * rand::rng().random_range(0.5..1.0);
-        let retry_at = Utc::now() + chrono::Duration::milliseconds(jittered as i64);
+        let delay = retry_delay(self.config.retry_base, attempt);
+        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         Outcome::Failed {
             error: error.to_owned(),
             retry_at: Some(retry_at),
         }
     }
+}
+
+/// The delay before retry number `attempt` (1-based): `base` doubled each
+/// attempt, capped at an hour, with "equal jitter" (50–100 % of it) so
+/// retries of many failures spread out.
+pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
+    let exp = base.as_millis() as f64 * 2f64.powi((attempt - 1).clamp(0, 30));
+    let capped = exp.min(3_600_000.0);
+    Duration::from_millis((capped * rand::rng().random_range(0.5..1.0)) as u64)
 }
 
 #[derive(Debug, thiserror::Error)]

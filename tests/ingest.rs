@@ -787,7 +787,15 @@ async fn health_readiness_and_metrics() {
     let app = TestApp::spawn().await;
     let r = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    // Ready once the change listener has connected.
+    let mut r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    for _ in 0..200 {
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        r = app.http.get(app.url("/readyz")).send().await.unwrap();
+    }
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
     app.post_fixture("openphone/message-received.json").await;
     app.post_fixture("openphone/message-received-duplicate.json")

@@ -225,6 +225,8 @@ struct LocalMatch {
     client_id: Uuid,
     slot: Slot,
     applied_version: Option<DateTime<Utc>>,
+    /// What syncbridge last synced for this contact (pushed or applied).
+    snapshot: Option<Value>,
     before: Value,
     updated_at: DateTime<Utc>,
     last_synced_at: Option<DateTime<Utc>>,
@@ -242,8 +244,9 @@ async fn find_client(
 ) -> Result<Option<LocalMatch>, DbError> {
     let link = tx
         .query_opt(
-            "SELECT local_id, slot, remote_version FROM sync_links
-             WHERE provider = $1 AND entity_type = 'clients' AND remote_id = $2",
+            "SELECT local_id, slot, remote_version, snapshot FROM sync_links
+             WHERE provider = $1 AND entity_type = 'clients' AND remote_id = $2
+               AND deleted_at IS NULL",
             &[&provider.as_str(), &remote_id],
         )
         .await?;
@@ -281,6 +284,7 @@ async fn find_client(
             Slot::parse(r.get(1))
         },
         applied_version,
+        snapshot: link.as_ref().and_then(|l| l.get(3)),
         before: r.get(2),
         updated_at: r.get(3),
         last_synced_at: r.get(4),
@@ -299,7 +303,7 @@ pub async fn apply_contact(
 ) -> Result<Applied, DbError> {
     let phone = c.phone.as_ref().map(|p| p.as_str());
     let found = find_client(tx, provider, &c.remote_id, c.external_id.as_deref(), phone).await?;
-    let snapshot = serde_json::to_value(c).unwrap_or(Value::Null);
+    let snapshot = c.fields();
 
     let Some(m) = found else {
         let row = tx
@@ -345,6 +349,26 @@ pub async fn apply_contact(
         return Ok(Applied::Inserted(id));
     };
 
+    // An echo: the provider reports exactly what was last synced (usually
+    // our own push). Nothing to apply, nothing to push back.
+    if m.snapshot.as_ref() == Some(&snapshot) {
+        audit(
+            tx,
+            "clients",
+            m.client_id,
+            "SKIP",
+            Some(&m.before),
+            Some(&snapshot),
+            provider,
+            event_id,
+            "echo",
+        )
+        .await?;
+        return Ok(Applied::Ignored(format!(
+            "echo: contact {} equals the last synced snapshot",
+            c.remote_id
+        )));
+    }
     let changed_locally = m.last_synced_at.is_none_or(|s| m.updated_at > s);
     let skip = if m.applied_version.is_some_and(|v| v >= c.version) {
         Some((

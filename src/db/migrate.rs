@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_inbox"),
     migration!(3, "0003_openphone_schema"),
     migration!(4, "0004_engine"),
+    migration!(5, "0005_capture"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

@@ -3,10 +3,12 @@
 //! calls. No SQL is assembled from input anywhere: queries are constants
 //! with parameters.
 
+pub mod admin;
 pub mod apply;
 pub mod embedded;
 pub mod inbox;
 pub mod migrate;
+pub mod outbox;
 
 use deadpool_postgres::{ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;

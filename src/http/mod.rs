@@ -1,6 +1,7 @@
 //! The HTTP front: one axum router. Handlers return `Result<_, ApiError>`;
 //! the error type is the only place error bodies are built.
 
+pub mod admin;
 pub mod health;
 pub mod webhooks;
 
@@ -16,7 +17,19 @@ use crate::app::AppState;
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> axum::Router {
     let limit = state.config.max_body_bytes;
+    let api = axum::Router::new()
+        .route("/api/sync/status", get(admin::status))
+        .route("/api/sync/retry", post(admin::retry))
+        .route("/api/sync/full", post(admin::full))
+        .route("/api/sync/events", get(admin::events))
+        .route("/api/sync/events/{id}", get(admin::event))
+        .route("/api/sync/events/{id}/replay", post(admin::replay))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
     axum::Router::new()
+        .merge(api)
         .route("/webhooks/openphone", post(webhooks::openphone))
         .route("/webhooks/keap/{token}", post(webhooks::keap))
         .route("/webhooks/resman", post(webhooks::resman))

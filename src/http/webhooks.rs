@@ -76,7 +76,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     count(name, "received", "");
-    let provider = app.providers.get(name).map_err(|why| {
+    let provider = app.providers.webhooks(name).map_err(|why| {
         count(name, "rejected", "disabled");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "provider disabled", why)
     })?;

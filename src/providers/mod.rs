@@ -9,6 +9,7 @@
 
 pub mod keap;
 pub mod openphone;
+pub mod outbound;
 pub mod resman;
 pub mod signature;
 
@@ -88,8 +89,48 @@ pub enum NormaliseError {
     Invalid(String),
 }
 
+/// A local change to push: the record's current row (`None` once it is
+/// deleted) and, for a delete, the row as it was.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub table: String,
+    pub record_id: uuid::Uuid,
+    pub row: Option<serde_json::Value>,
+    pub deleted_row: Option<serde_json::Value>,
+}
+
+/// What a successful push left on the provider's side.
+#[derive(Debug, Clone, Default)]
+pub struct Pushed {
+    /// Remote ids by slot (`primary`, `alt_1`, …); `None` removes a link.
+    pub links: Vec<(&'static str, Option<String>)>,
+    /// The state syncbridge last wrote, per slot: a webhook echoing exactly
+    /// this is recognised and dropped.
+    pub snapshots: Vec<(&'static str, serde_json::Value)>,
+}
+
+pub use outbound::PushError;
+
+pub type PushFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Pushed, PushError>> + Send + 'a>>;
+
 pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> ProviderName;
+
+    /// `Some(reason)` when this provider's webhook route is disabled.
+    fn webhooks_disabled(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The local tables this provider pushes, or why it pushes nothing.
+    fn pushes(&self) -> Result<&'static [&'static str], &'static str> {
+        Err("this provider has no outbound sync")
+    }
+
+    /// Pushes one record's latest state (or its deletion).
+    fn push<'a>(&'a self, _change: &'a Change) -> PushFuture<'a> {
+        Box::pin(async { Err(PushError::Disabled("this provider has no outbound sync")) })
+    }
 
     /// Authenticates the raw request and extracts the dedup key.
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject>;
@@ -160,6 +201,28 @@ impl Registry {
             Some(Err(why)) => Err(why),
             None => Err("this provider has no webhook route"),
         }
+    }
+
+    /// The provider if its webhook route is enabled, or why not.
+    pub fn webhooks(&self, name: ProviderName) -> Result<&Arc<dyn Provider>, &'static str> {
+        let p = self.get(name)?;
+        match p.webhooks_disabled() {
+            Some(why) => Err(why),
+            None => Ok(p),
+        }
+    }
+
+    /// Enabled providers with outbound sync.
+    pub fn pushers(&self) -> Vec<Arc<dyn Provider>> {
+        let mut out: Vec<_> = self
+            .providers
+            .values()
+            .filter_map(|p| p.as_ref().ok())
+            .filter(|p| p.pushes().is_ok())
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.name().as_str());
+        out
     }
 
     /// Enabled providers whose events the router applies.

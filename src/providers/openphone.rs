@@ -9,12 +9,14 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::outbound::{retry_after, Pacer, PushError};
 use super::signature::{self, HmacKey, SignatureError, StandardHeaders};
 use super::{
-    header, keep_headers, Delivery, NormaliseError, Provider, Reject, StoredEvent, Verified,
-    WebhookRequest,
+    header, keep_headers, Change, Delivery, NormaliseError, Provider, PushFuture, Pushed, Reject,
+    StoredEvent, Verified, WebhookRequest,
 };
 use crate::config::Config;
+use crate::config::Secret;
 use crate::domain::{parse_provider_time, DedupKey, E164Phone, ProviderName};
 use crate::events::{CallEvent, CallFacet, Direction, DomainEvent, MessageEvent, RemoteContact};
 
@@ -29,24 +31,41 @@ const KEPT_HEADERS: &[&str] = &[
     "x-quo-api-version",
 ];
 
+const WEBHOOKS_DISABLED: &str =
+    "OpenPhone webhooks are disabled: set OPENPHONE_WEBHOOK_KEY (legacy) \
+                                 or OPENPHONE_WEBHOOK_SECRET (beta)";
+const PUSH_DISABLED: &str = "OpenPhone outbound sync is disabled: set OPENPHONE_API_KEY";
+
 pub struct OpenPhone {
     legacy_key: Option<HmacKey>,
     standard_key: Option<HmacKey>,
     tolerance: Option<std::time::Duration>,
+    api: Option<Api>,
 }
 
 impl OpenPhone {
     pub fn from_config(c: &Config) -> Result<OpenPhone, &'static str> {
-        if c.openphone.webhook_key.is_none() && c.openphone.webhook_secret.is_none() {
-            return Err(
-                "OpenPhone webhooks are disabled: set OPENPHONE_WEBHOOK_KEY (legacy) \
-                 or OPENPHONE_WEBHOOK_SECRET (beta)",
-            );
+        let api = c.openphone.api_key.clone().map(|key| Api {
+            http: reqwest::Client::builder()
+                .timeout(c.push_timeout)
+                .connect_timeout(c.push_timeout)
+                .build()
+                .unwrap_or_default(),
+            base: c.openphone.api_url.clone(),
+            key,
+            pacer: Pacer::per_second(RATE_PER_SECOND),
+        });
+        if c.openphone.webhook_key.is_none()
+            && c.openphone.webhook_secret.is_none()
+            && api.is_none()
+        {
+            return Err(WEBHOOKS_DISABLED);
         }
         Ok(OpenPhone {
             legacy_key: c.openphone.webhook_key.clone(),
             standard_key: c.openphone.webhook_secret.clone(),
             tolerance: c.signature_tolerance,
+            api,
         })
     }
 
@@ -126,6 +145,32 @@ struct EnvelopeHead {
 impl Provider for OpenPhone {
     fn name(&self) -> ProviderName {
         ProviderName::OpenPhone
+    }
+
+    fn webhooks_disabled(&self) -> Option<&'static str> {
+        (self.legacy_key.is_none() && self.standard_key.is_none()).then_some(WEBHOOKS_DISABLED)
+    }
+
+    fn pushes(&self) -> Result<&'static [&'static str], &'static str> {
+        match self.api {
+            Some(_) => Ok(&["clients"]),
+            None => Err(PUSH_DISABLED),
+        }
+    }
+
+    fn push<'a>(&'a self, change: &'a Change) -> PushFuture<'a> {
+        Box::pin(async move {
+            let api = self
+                .api
+                .as_ref()
+                .ok_or(PushError::Disabled(PUSH_DISABLED))?;
+            match change.table.as_str() {
+                "clients" => push_client(api, change).await,
+                other => Err(PushError::Permanent(format!(
+                    "OpenPhone does not sync table {other}"
+                ))),
+            }
+        })
     }
 
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
@@ -431,6 +476,242 @@ fn contact(obj: &Value, event_at: DateTime<Utc>) -> Option<RemoteContact> {
             .as_deref()
             .and_then(E164Phone::parse),
     })
+}
+
+/// OpenPhone allows 10 requests per second per API key.
+const RATE_PER_SECOND: u32 = 10;
+
+/// The v1 contacts API (PROVIDERS.md §1.6): `Authorization: <key>` (no
+/// `Bearer`), paced under the rate limit, `Retry-After` honoured.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: Secret,
+    pacer: Pacer,
+}
+
+impl Api {
+    /// Sends one request; `Ok(None)` for a 404.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, PushError> {
+        self.pacer.wait().await;
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", self.key.expose())
+            .query(query);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| PushError::from_reqwest(&e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status.is_success() {
+            if status == reqwest::StatusCode::NO_CONTENT {
+                return Ok(Some(Value::Null));
+            }
+            let v: Value = resp.json().await.map_err(|e| PushError::from_reqwest(&e))?;
+            return Ok(Some(v));
+        }
+        let wait = retry_after(resp.headers());
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            self.pacer
+                .hold_off(wait.unwrap_or(std::time::Duration::from_secs(1)))
+                .await;
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(PushError::from_status(status, wait, &text))
+    }
+
+    async fn find(&self, external_id: &str) -> Result<Option<Value>, PushError> {
+        let found = self
+            .call(
+                reqwest::Method::GET,
+                "/v1/contacts",
+                &[("externalIds", external_id), ("maxResults", "1")],
+                None,
+            )
+            .await?;
+        Ok(found.and_then(|v| {
+            v.get("data")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first().cloned())
+        }))
+    }
+
+    /// Creates or updates the contact whose `externalId` is `external_id`:
+    /// PATCH the stored id; else look it up by external id (so a create
+    /// retried after a timeout finds the first one) and PATCH it; else POST.
+    async fn upsert(
+        &self,
+        external_id: &str,
+        stored: Option<&str>,
+        body: &Value,
+    ) -> Result<String, PushError> {
+        let patch = |id: String| async move {
+            let path = format!("/v1/contacts/{id}");
+            self.call(reqwest::Method::PATCH, &path, &[], Some(body))
+                .await
+        };
+        if let Some(id) = stored {
+            if let Some(v) = patch(id.to_owned()).await? {
+                return contact_id(&v)
+                    .ok_or_else(|| PushError::Transient("PATCH answer has no contact id".into()));
+            }
+        }
+        if let Some(existing) = self.find(external_id).await? {
+            let id = existing
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| PushError::Transient("contact list entry has no id".into()))?
+                .to_owned();
+            if let Some(v) = patch(id).await? {
+                return contact_id(&v)
+                    .ok_or_else(|| PushError::Transient("PATCH answer has no contact id".into()));
+            }
+        }
+        let created = self
+            .call(reqwest::Method::POST, "/v1/contacts", &[], Some(body))
+            .await?
+            .ok_or_else(|| PushError::Permanent("POST /v1/contacts answered 404".into()))?;
+        contact_id(&created)
+            .ok_or_else(|| PushError::Transient("create answer has no contact id".into()))
+    }
+
+    /// Deletes a contact; one that is already gone counts as deleted.
+    async fn delete(&self, id: &str) -> Result<(), PushError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/contacts/{id}"),
+            &[],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn contact_id(v: &Value) -> Option<String> {
+    v.get("data")?.get("id")?.as_str().map(str::to_owned)
+}
+
+/// The v1 create/update body for a client, or one of its alternates.
+fn contact_body(c: &RemoteContact, external_id: &str) -> Value {
+    let mut fields = serde_json::Map::new();
+    fields.insert("firstName".into(), c.first_name.clone().into());
+    fields.insert("lastName".into(), c.last_name.clone().into());
+    fields.insert("company".into(), c.company.clone().into());
+    fields.insert(
+        "emails".into(),
+        match &c.email {
+            Some(e) => serde_json::json!([{"name": "email", "value": e}]),
+            None => serde_json::json!([]),
+        },
+    );
+    fields.insert(
+        "phoneNumbers".into(),
+        match &c.phone {
+            Some(p) => serde_json::json!([{"name": "phone", "value": p.as_str()}]),
+            None => serde_json::json!([]),
+        },
+    );
+    serde_json::json!({
+        "defaultFields": fields,
+        "externalId": external_id,
+        "source": "syncbridge",
+    })
+}
+
+fn row_text(row: &Value, key: &str) -> Option<String> {
+    row.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+}
+
+/// A `clients` row as the contact (primary, or an alternate number).
+fn client_contact(row: &Value, phone_column: &str) -> RemoteContact {
+    RemoteContact {
+        remote_id: String::new(),
+        external_id: None,
+        version: Utc::now(),
+        first_name: row_text(row, "first_name"),
+        last_name: row_text(row, "last_name"),
+        company: row_text(row, "company"),
+        email: if phone_column == "phone" {
+            row_text(row, "email")
+        } else {
+            None
+        },
+        phone: row_text(row, phone_column)
+            .as_deref()
+            .and_then(E164Phone::parse),
+    }
+}
+
+/// The three contacts a client may have: slot, phone column, id column,
+/// external-id suffix.
+const CLIENT_SLOTS: [(&str, &str, &str, &str); 3] = [
+    ("primary", "phone", "openphone_contact_id", ""),
+    (
+        "alt_1",
+        "alt_phone_1",
+        "openphone_alt_contact_1_id",
+        ":alt1",
+    ),
+    (
+        "alt_2",
+        "alt_phone_2",
+        "openphone_alt_contact_2_id",
+        ":alt2",
+    ),
+];
+
+async fn push_client(api: &Api, change: &Change) -> Result<Pushed, PushError> {
+    let mut pushed = Pushed::default();
+    let id = change.record_id.to_string();
+    let Some(row) = &change.row else {
+        // Deleted locally: delete every contact it had.
+        let old = change.deleted_row.clone().unwrap_or(Value::Null);
+        for (slot, _, id_column, _) in CLIENT_SLOTS {
+            if let Some(remote) = row_text(&old, id_column) {
+                api.delete(&remote).await?;
+            }
+            pushed.links.push((slot, None));
+        }
+        return Ok(pushed);
+    };
+    for (slot, phone_column, id_column, suffix) in CLIENT_SLOTS {
+        let stored = row_text(row, id_column);
+        let has_phone = row_text(row, phone_column).is_some();
+        if slot != "primary" && !has_phone {
+            // No alternate number (any more): its contact goes.
+            if let Some(remote) = stored {
+                api.delete(&remote).await?;
+                pushed.links.push((slot, None));
+            }
+            continue;
+        }
+        let contact = client_contact(row, phone_column);
+        let external_id = format!("{id}{suffix}");
+        let remote = api
+            .upsert(
+                &external_id,
+                stored.as_deref(),
+                &contact_body(&contact, &external_id),
+            )
+            .await?;
+        pushed.links.push((slot, Some(remote)));
+        pushed.snapshots.push((slot, contact.fields()));
+    }
+    Ok(pushed)
 }
 
 #[cfg(test)]

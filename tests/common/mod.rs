@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_openphone;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -237,7 +239,11 @@ impl TestApp {
 
     /// Starts the service with the test settings, adjusted by `tweak`.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-        let db = TestDb::create().await;
+        TestApp::spawn_on(TestDb::create().await, tweak).await
+    }
+
+    /// Starts the service on an existing test database.
+    pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = test_settings(&db.url);
         tweak(&mut settings);
         let config = Config::from_settings(&settings).expect("test configuration is valid");

@@ -1,0 +1,14 @@
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOR t IN SELECT DISTINCT table_name FROM syncbridge_capture LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS syncbridge_capture ON %I', t);
+    END LOOP;
+END
+$$;
+DROP FUNCTION IF EXISTS syncbridge_untrack_table(text, text);
+DROP FUNCTION IF EXISTS syncbridge_track_table(text, text, text[]);
+DROP FUNCTION IF EXISTS syncbridge_capture_change();
+DROP TABLE IF EXISTS sync_outbox;
+DROP TABLE IF EXISTS syncbridge_capture;

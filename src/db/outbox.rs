@@ -1,0 +1,252 @@
+//! Outbox queries: which records have changes due, claiming one record's
+//! pending changes (coalesced), and recording a push's result.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::ProviderName;
+use crate::providers::Pushed;
+
+/// A record with pending changes for a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRecord {
+    pub table: String,
+    pub record_id: Uuid,
+}
+
+/// Records with changes due for `provider`, oldest change first.
+pub async fn due_records(
+    client: &deadpool_postgres::Client,
+    provider: ProviderName,
+    limit: i64,
+) -> Result<Vec<DueRecord>, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT table_name, record_id FROM (
+                 SELECT table_name, record_id, min(id) AS first
+                 FROM sync_outbox
+                 WHERE provider = $1 AND status = 'pending' AND next_attempt_at <= now()
+                 GROUP BY table_name, record_id
+             ) due ORDER BY first LIMIT $2",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&provider.as_str(), &limit]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| DueRecord {
+            table: r.get(0),
+            record_id: r.get(1),
+        })
+        .collect())
+}
+
+/// One record's pending changes, locked by this transaction.
+#[derive(Debug)]
+pub struct ClaimedRecord {
+    pub ids: Vec<i64>,
+    /// The most attempts any of them has had.
+    pub attempts: i32,
+    /// The oldest change's time, for the change-to-push latency.
+    pub first_change_at: DateTime<Utc>,
+    /// The row as it was before a DELETE, when one is among them.
+    pub deleted_row: Option<Value>,
+}
+
+/// Claims every due pending change of one record for `provider`, or `None`
+/// if another dispatcher holds the record. The record-level advisory lock
+/// keeps two dispatchers from pushing the same record at once even when
+/// they hold different change rows of it.
+pub async fn claim_record(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+) -> Result<Option<ClaimedRecord>, DbError> {
+    let key = format!("{}:{}:{}", provider.as_str(), rec.table, rec.record_id);
+    let locked: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7))",
+            &[&key],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(None);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, attempts, created_at, old_row FROM sync_outbox
+             WHERE provider = $1 AND table_name = $2 AND record_id = $3
+               AND status = 'pending' AND next_attempt_at <= now()
+             ORDER BY id
+             FOR UPDATE SKIP LOCKED",
+        )
+        .await?;
+    let rows = tx
+        .query(&stmt, &[&provider.as_str(), &rec.table, &rec.record_id])
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ClaimedRecord {
+        ids: rows.iter().map(|r| r.get(0)).collect(),
+        attempts: rows.iter().map(|r| r.get::<_, i32>(1)).max().unwrap_or(0),
+        first_change_at: rows[0].get(2),
+        deleted_row: rows.iter().rev().find_map(|r| r.get::<_, Option<Value>>(3)),
+    }))
+}
+
+/// The record's current row as JSON, or `None` once it is deleted. The
+/// table must be registered in `syncbridge_capture` (so no other name can
+/// reach the query).
+pub async fn load_row(
+    tx: &Transaction<'_>,
+    table: &str,
+    id: Uuid,
+) -> Result<Option<Value>, DbError> {
+    let registered = tx
+        .query_opt(
+            "SELECT 1 FROM syncbridge_capture WHERE table_name = $1 LIMIT 1",
+            &[&table],
+        )
+        .await?
+        .is_some();
+    if !registered {
+        return Err(DbError::Migration(format!(
+            "table {table:?} is not registered for capture"
+        )));
+    }
+    let sql = format!(
+        "SELECT to_jsonb(t) FROM {} t WHERE id = $1",
+        postgres_protocol::escape::escape_identifier(table)
+    );
+    Ok(tx.query_opt(&sql, &[&id]).await?.map(|r| r.get(0)))
+}
+
+/// A push succeeded: close the changes, store the remote ids and the
+/// snapshots, and mark the record synced — with `syncbridge.origin` set to
+/// the provider, so this write is never captured as a change for it.
+pub async fn record_success(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+    claimed: &ClaimedRecord,
+    pushed: &Pushed,
+    record_exists: bool,
+) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT set_config('syncbridge.origin', $1, true)",
+        &[&provider.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE sync_outbox SET status = 'done', processed_at = now(), error = NULL,
+                attempts = attempts + 1
+         WHERE id = ANY($1)",
+        &[&claimed.ids],
+    )
+    .await?;
+    for (slot, remote) in &pushed.links {
+        match remote {
+            Some(remote_id) => {
+                let snapshot = pushed
+                    .snapshots
+                    .iter()
+                    .find(|(s, _)| s == slot)
+                    .map(|(_, v)| v.clone());
+                tx.execute(
+                    "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
+                                             snapshot, last_synced_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, now())
+                     ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
+                         remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
+                         last_synced_at = now(), deleted_at = NULL, updated_at = now()",
+                    &[
+                        &rec.table,
+                        &rec.record_id,
+                        &provider.as_str(),
+                        slot,
+                        remote_id,
+                        &snapshot,
+                    ],
+                )
+                .await?;
+            }
+            None => {
+                tx.execute(
+                    "DELETE FROM sync_links
+                     WHERE entity_type = $1 AND local_id = $2 AND provider = $3 AND slot = $4",
+                    &[&rec.table, &rec.record_id, &provider.as_str(), slot],
+                )
+                .await?;
+            }
+        }
+    }
+    if record_exists && rec.table == "clients" && provider == ProviderName::OpenPhone {
+        let id_of = |slot: &str| {
+            pushed
+                .links
+                .iter()
+                .find(|(s, _)| *s == slot)
+                .map(|(_, r)| r.clone())
+        };
+        let (p, a1, a2) = (id_of("primary"), id_of("alt_1"), id_of("alt_2"));
+        tx.execute(
+            "UPDATE clients SET
+                 openphone_contact_id = CASE WHEN $2 THEN $3 ELSE openphone_contact_id END,
+                 openphone_alt_contact_1_id = CASE WHEN $4 THEN $5 ELSE openphone_alt_contact_1_id END,
+                 openphone_alt_contact_2_id = CASE WHEN $6 THEN $7 ELSE openphone_alt_contact_2_id END,
+                 last_synced_at = now(), sync_status = 'synced', sync_error = NULL
+             WHERE id = $1",
+            &[
+                &rec.record_id,
+                &p.is_some(),
+                &p.flatten(),
+                &a1.is_some(),
+                &a1.flatten(),
+                &a2.is_some(),
+                &a2.flatten(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A push failed: retry the changes at `retry_at`, or fail them for good
+/// (`None`), and show the error on the record.
+pub async fn record_failure(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+    claimed: &ClaimedRecord,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT set_config('syncbridge.origin', $1, true)",
+        &[&provider.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE sync_outbox SET attempts = attempts + 1, error = $2,
+                status = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
+                next_attempt_at = COALESCE($3, next_attempt_at),
+                processed_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
+         WHERE id = ANY($1)",
+        &[&claimed.ids, &error, &retry_at],
+    )
+    .await?;
+    if rec.table == "clients" {
+        tx.execute(
+            "UPDATE clients SET sync_error = $2,
+                 sync_status = CASE WHEN $3 THEN 'failed' ELSE sync_status END
+             WHERE id = $1",
+            &[&rec.record_id, &error, &retry_at.is_none()],
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Outbound HTTP shared by the providers' API clients: a per-credential
+//! pacer (requests spaced to stay under the provider's rate limit), the
+//! `Retry-After` parser, and the error classes the dispatcher retries on.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Why a push failed, and whether trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PushError {
+    /// 429: try again after the provider's `Retry-After` (or our backoff).
+    #[error("rate limited by the provider (retry after {0:?})")]
+    RateLimited(Option<Duration>),
+    /// Timeouts, dropped connections, 5xx: retried with backoff.
+    #[error("{0}")]
+    Transient(String),
+    /// 4xx other than 429, bad data: retrying the same request will not
+    /// help; the change ends `failed` with this text.
+    #[error("{0}")]
+    Permanent(String),
+    /// The provider has no credentials for outbound calls.
+    #[error("{0}")]
+    Disabled(&'static str),
+}
+
+impl PushError {
+    pub fn from_reqwest(e: &reqwest::Error) -> PushError {
+        if e.is_timeout() {
+            PushError::Transient("the provider did not answer in time".into())
+        } else if e.is_connect() {
+            PushError::Transient(format!("cannot reach the provider: {e}"))
+        } else {
+            PushError::Transient(format!("request failed: {e}"))
+        }
+    }
+
+    /// Classifies an unsuccessful response.
+    pub fn from_status(
+        status: reqwest::StatusCode,
+        retry_after: Option<Duration>,
+        body: &str,
+    ) -> PushError {
+        let body: String = body.chars().take(300).collect();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            PushError::RateLimited(retry_after)
+        } else if status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+            PushError::Transient(format!("provider answered {status}: {body}"))
+        } else {
+            PushError::Permanent(format!("provider answered {status}: {body}"))
+        }
+    }
+}
+
+/// `Retry-After` as seconds (the HTTP-date form is rare from APIs and is
+/// treated as absent).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+/// Spaces requests at least `1/rate` apart, across every task that shares
+/// it; a 429 pushes the next slot back by the provider's `Retry-After`.
+pub struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    pub fn per_second(rate: u32) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs(1) / rate.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Nobody sends before `after` from now.
+    pub async fn hold_off(&self, after: Duration) {
+        let mut next = self.next.lock().await;
+        *next = (*next).max(Instant::now() + after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn statuses_classify() {
+        use reqwest::StatusCode as S;
+        assert!(matches!(
+            PushError::from_status(S::TOO_MANY_REQUESTS, None, ""),
+            PushError::RateLimited(None)
+        ));
+        assert!(matches!(
+            PushError::from_status(S::BAD_GATEWAY, None, ""),
+            PushError::Transient(_)
+        ));
+        assert!(matches!(
+            PushError::from_status(S::BAD_REQUEST, None, ""),
+            PushError::Permanent(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_spaces_requests() {
+        let p = Pacer::per_second(10);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            p.wait().await;
+        }
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(500),
+            "{took:?}"
+        );
+    }
+}
