@@ -142,12 +142,11 @@ impl Dispatcher {
         let Some(claimed) = outbox::claim_record(&tx, provider.name(), &rec).await? else {
             return Ok(Done::Skipped);
         };
-        let row = outbox::load_row(&tx, &rec.table, rec.record_id).await?;
-        let exists = row.is_some();
+        let exists = claimed.row.is_some();
         let change = Change {
             table: rec.table.clone(),
             record_id: rec.record_id,
-            row,
+            row: claimed.row.clone(),
             deleted_row: claimed.deleted_row.clone(),
         };
         let started = Instant::now();

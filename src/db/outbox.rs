@@ -43,7 +43,8 @@ pub async fn due_records(
         .collect())
 }
 
-/// One record's pending changes, locked by this transaction.
+/// One record's pending changes, locked by this transaction, and the
+/// record's state that includes exactly them.
 #[derive(Debug)]
 pub struct ClaimedRecord {
     pub ids: Vec<i64>,
@@ -53,12 +54,19 @@ pub struct ClaimedRecord {
     pub first_change_at: DateTime<Utc>,
     /// The row as it was before a DELETE, when one is among them.
     pub deleted_row: Option<Value>,
+    /// The record's current row as JSON, `None` once it is deleted.
+    pub row: Option<Value>,
 }
 
-/// Claims every due pending change of one record for `provider`, or `None`
-/// if another dispatcher holds the record. The record-level advisory lock
-/// keeps two dispatchers from pushing the same record at once even when
-/// they hold different change rows of it.
+/// Claims every pending change of one record for `provider` and reads the
+/// record, or `None` if another dispatcher holds the record.
+///
+/// The claim and the read are one statement, so they see one snapshot:
+/// every claimed change is in the state read, and a change committed a
+/// moment later stays pending for the next push (rather than being pushed
+/// now and again with its own row). A record-level advisory lock keeps two
+/// dispatchers from pushing the same record at once. Changes still in
+/// backoff are claimed too: the push carries their state.
 pub async fn claim_record(
     tx: &Transaction<'_>,
     provider: ProviderName,
@@ -75,54 +83,47 @@ pub async fn claim_record(
     if !locked {
         return Ok(None);
     }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT id, attempts, created_at, old_row FROM sync_outbox
-             WHERE provider = $1 AND table_name = $2 AND record_id = $3
-               AND status = 'pending' AND next_attempt_at <= now()
-             ORDER BY id
-             FOR UPDATE SKIP LOCKED",
-        )
-        .await?;
-    let rows = tx
-        .query(&stmt, &[&provider.as_str(), &rec.table, &rec.record_id])
-        .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(ClaimedRecord {
-        ids: rows.iter().map(|r| r.get(0)).collect(),
-        attempts: rows.iter().map(|r| r.get::<_, i32>(1)).max().unwrap_or(0),
-        first_change_at: rows[0].get(2),
-        deleted_row: rows.iter().rev().find_map(|r| r.get::<_, Option<Value>>(3)),
-    }))
-}
-
-/// The record's current row as JSON, or `None` once it is deleted. The
-/// table must be registered in `syncbridge_capture` (so no other name can
-/// reach the query).
-pub async fn load_row(
-    tx: &Transaction<'_>,
-    table: &str,
-    id: Uuid,
-) -> Result<Option<Value>, DbError> {
+    // The table name comes from the outbox; it must be one registered for
+    // capture, and is quoted as an identifier.
     let registered = tx
         .query_opt(
             "SELECT 1 FROM syncbridge_capture WHERE table_name = $1 LIMIT 1",
-            &[&table],
+            &[&rec.table],
         )
         .await?
         .is_some();
     if !registered {
         return Err(DbError::Migration(format!(
-            "table {table:?} is not registered for capture"
+            "table {:?} is not registered for capture",
+            rec.table
         )));
     }
     let sql = format!(
-        "SELECT to_jsonb(t) FROM {} t WHERE id = $1",
-        postgres_protocol::escape::escape_identifier(table)
+        "WITH claimed AS (
+             SELECT id, attempts, created_at, old_row FROM sync_outbox
+             WHERE provider = $1 AND table_name = $2 AND record_id = $3 AND status = 'pending'
+             ORDER BY id
+             FOR UPDATE SKIP LOCKED)
+         SELECT array_agg(id ORDER BY id), max(attempts), min(created_at),
+                (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1],
+                (SELECT to_jsonb(t) FROM {} t WHERE t.id = $3)
+         FROM claimed",
+        postgres_protocol::escape::escape_identifier(&rec.table)
     );
-    Ok(tx.query_opt(&sql, &[&id]).await?.map(|r| r.get(0)))
+    let row = tx
+        .query_one(&sql, &[&provider.as_str(), &rec.table, &rec.record_id])
+        .await?;
+    let ids: Option<Vec<i64>> = row.get(0);
+    let Some(ids) = ids.filter(|ids| !ids.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(Some(ClaimedRecord {
+        ids,
+        attempts: row.get::<_, Option<i32>>(1).unwrap_or(0),
+        first_change_at: row.get(2),
+        deleted_row: row.get(3),
+        row: row.get(4),
+    }))
 }
 
 /// A push succeeded: close the changes, store the remote ids and the

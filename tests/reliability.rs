@@ -1,0 +1,267 @@
+//! Process-level reliability (SPEC §9): the real binary killed mid-push and
+//! restarted; two `serve` processes on one database.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::fake_openphone::{FakeOpenPhone, Fault, API_KEY};
+use common::*;
+
+struct Serve(Child);
+
+impl Serve {
+    fn start(db_url: &str, fake: &FakeOpenPhone) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_syncbridge"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", db_url)
+            .env("SYNCBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("OPENPHONE_API_KEY", API_KEY)
+            .env("OPENPHONE_API_URL", &fake.url)
+            .env("OPENPHONE_WEBHOOK_KEY", OPENPHONE_WEBHOOK_KEY)
+            .env("SYNCBRIDGE_RETRY_BASE_MS", "100")
+            .env("SYNCBRIDGE_PUSH_TIMEOUT_MS", "10000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("syncbridge serve starts");
+        Serve(child)
+    }
+
+    /// SIGKILL: no graceful shutdown, no chance to commit or roll back.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn scalar(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    for _ in 0..600 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn killed_mid_push_then_restarted_pushes_once_without_a_duplicate_contact() {
+    let fake = FakeOpenPhone::start().await;
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    // The look-up answers at once; the create is applied by OpenPhone but
+    // its answer takes 5 s — the process dies while waiting for it.
+    fake.fail_next([
+        Fault::Slow(Duration::ZERO),
+        Fault::Slow(Duration::from_secs(5)),
+    ]);
+    let first = Serve::start(&db.url, &fake);
+    let id: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO clients (first_name, phone) VALUES ('Dana', '(415) 555-0142') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    fake.wait_for("the create", |r| r.iter().any(|r| r.method == "POST"))
+        .await;
+    first.kill();
+
+    // Nothing was recorded as done: the claim's transaction died with it.
+    wait_until("the killed session's rollback", async || {
+        scalar(
+            &c,
+            "SELECT count(*) FROM sync_outbox WHERE status = 'pending'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    let stored: Option<String> = c
+        .query_one(
+            "SELECT openphone_contact_id FROM clients WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, None);
+
+    let _second = Serve::start(&db.url, &fake);
+    wait_until("the client to be synced", async || {
+        let s: Option<String> = c
+            .query_one("SELECT sync_status FROM clients WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        s.as_deref() == Some("synced")
+    })
+    .await;
+    let contacts = fake.contacts_with_external_id(&id.to_string());
+    assert_eq!(contacts.len(), 1, "one contact, not two: {contacts:#?}");
+    let posts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(
+        posts, 1,
+        "the restart found the contact by external id instead of creating again"
+    );
+    let stored: Option<String> = c
+        .query_one(
+            "SELECT openphone_contact_id FROM clients WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored.as_deref(), contacts[0]["id"].as_str());
+}
+
+#[tokio::test]
+async fn two_serve_processes_never_push_a_change_twice() {
+    let fake = FakeOpenPhone::start().await;
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let _a = Serve::start(&db.url, &fake);
+    let _b = Serve::start(&db.url, &fake);
+
+    // A stream of changes: six clients, each updated four times.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let id: uuid::Uuid = c
+            .query_one(
+                "INSERT INTO clients (first_name, last_name, phone) VALUES ($1, '0', $2) RETURNING id",
+                &[&format!("client{i}"), &format!("+1415555{:04}", 100 + i)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        ids.push(id);
+    }
+    for round in 1..=4 {
+        for id in &ids {
+            c.execute(
+                "UPDATE clients SET last_name = $2 WHERE id = $1",
+                &[id, &round.to_string()],
+            )
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    wait_until("every change to be pushed", async || {
+        scalar(
+            &c,
+            "SELECT count(*) FROM sync_outbox WHERE status <> 'done'",
+        )
+        .await
+            == 0
+            && scalar(
+                &c,
+                "SELECT count(*) FROM clients WHERE sync_status <> 'synced'",
+            )
+            .await
+                == 0
+    })
+    .await;
+
+    // A change needs a second attempt only when its record's request was
+    // refused (two processes share one API key's 10 req/s, so OpenPhone
+    // answers 429). Any other retried change would mean double processing.
+    let mut refused_records = std::collections::HashSet::new();
+    for r in fake.requests().iter().filter(|r| r.status == 429) {
+        let by_query = r.query.get("externalIds").cloned();
+        let by_body = r
+            .body
+            .as_ref()
+            .and_then(|b| b["externalId"].as_str().map(str::to_owned));
+        let by_path = match r.path.strip_prefix("/v1/contacts/") {
+            Some(contact) => c
+                .query_opt(
+                    "SELECT id::text FROM clients WHERE openphone_contact_id = $1",
+                    &[&contact],
+                )
+                .await
+                .unwrap()
+                .map(|r| r.get::<_, String>(0)),
+            None => None,
+        };
+        refused_records.extend(by_query.or(by_body).or(by_path));
+    }
+    let retried: Vec<String> = c
+        .query(
+            "SELECT DISTINCT record_id::text FROM sync_outbox WHERE attempts > 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for r in &retried {
+        assert!(
+            refused_records.contains(r),
+            "{r} was retried without a refusal: processed twice?"
+        );
+    }
+
+    // One contact per client, and per contact the pushed states only move
+    // forward: no state was pushed twice.
+    assert_eq!(fake.contacts().len(), ids.len());
+    for id in &ids {
+        assert_eq!(fake.contacts_with_external_id(&id.to_string()).len(), 1);
+        let contact_id: String = c
+            .query_one(
+                "SELECT openphone_contact_id FROM clients WHERE id = $1",
+                &[id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let states: Vec<i64> = fake
+            .writes()
+            .iter()
+            .filter(|w| {
+                w.path.ends_with(&contact_id)
+                    || w.body
+                        .as_ref()
+                        .is_some_and(|b| b["externalId"] == id.to_string())
+            })
+            .filter_map(|w| {
+                w.body.as_ref()?["defaultFields"]["lastName"]
+                    .as_str()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert!(
+            states.windows(2).all(|w| w[0] < w[1]),
+            "{id}: pushed states {states:?}"
+        );
+        assert_eq!(states.last(), Some(&4), "{id}: the final state arrived");
+    }
+}
