@@ -427,3 +427,155 @@ async fn the_listener_reconnects_and_drains_what_changed_meanwhile() {
     assert_eq!(fake.writes().len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn full_sync_backfills_rows_that_predate_syncbridge() {
+    let fake = FakeOpenPhone::start().await;
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    // Rows written before capture existed: no outbox rows for them.
+    c.batch_execute(
+        "ALTER TABLE clients DISABLE TRIGGER syncbridge_capture;
+         INSERT INTO clients (first_name, phone) VALUES ('Old', '+14155550001'), ('Older', '+14155550002');
+         INSERT INTO clients (first_name, phone, last_synced_at, updated_at)
+              VALUES ('Synced', '+14155550003', now(), now() - interval '1 minute');
+         ALTER TABLE clients ENABLE TRIGGER syncbridge_capture;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(outbox_pending(&c).await, 0);
+    let app = spawn_on(&fake, db, |s| s.set("SYNCBRIDGE_ADMIN_TOKEN", "t0ken")).await;
+    let full = |body: Value| {
+        app.http
+            .post(app.url("/api/sync/full"))
+            .bearer_auth("t0ken")
+            .json(&body)
+            .send()
+    };
+    let r = full(json!({"entity": "clients", "provider": "openphone"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["queued"], 2, "only the never-synced rows: {b}");
+    for _ in 0..400 {
+        if fake.contacts().len() == 2 && outbox_pending(&c).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(fake.contacts().len(), 2);
+    // Asking again queues nothing: everything is synced.
+    let b: Value = full(json!({"entity": "clients", "provider": "openphone"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["queued"], 0);
+    let r = full(json!({"entity": "communications", "provider": "openphone"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_shows_status_and_events() {
+    let fake = FakeOpenPhone::start().await;
+    // Unset token: 503 with the reason.
+    let app = spawn(&fake).await;
+    let r = app
+        .http
+        .get(app.url("/api/sync/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let b: Value = r.json().await.unwrap();
+    assert!(b["detail"]
+        .as_str()
+        .unwrap()
+        .contains("SYNCBRIDGE_ADMIN_TOKEN"));
+    app.stop().await;
+
+    let app = spawn_on(&fake, TestDb::create().await, |s| {
+        s.set("SYNCBRIDGE_ADMIN_TOKEN", "s3cret")
+    })
+    .await;
+    for auth in [None, Some("Bearer wrong"), Some("s3cret")] {
+        let mut req = app.http.get(app.url("/api/sync/status"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        let b: Value = r.json().await.unwrap();
+        assert!(!b.to_string().contains("s3cret"));
+    }
+    let c = app.client().await;
+    let id = insert_client(&c, "Dana", "(415) 555-0142").await;
+    wait_status(&c, id, "synced").await;
+    app.post_fixture("openphone/message-received.json").await;
+    app.settle().await;
+
+    let get = |path: &str| app.http.get(app.url(path)).bearer_auth("s3cret").send();
+    let s: Value = get("/api/sync/status").await.unwrap().json().await.unwrap();
+    assert_eq!(s["records"]["clients"]["synced"], 1, "{s}");
+    assert_eq!(s["outbound"]["openphone"]["clients"]["done"], 1, "{s}");
+    assert_eq!(s["inbound"]["openphone"]["processed"], 1, "{s}");
+    assert!(s["outbound"]["openphone"]["clients"]["last_pushed_at"].is_string());
+    assert_eq!(s["backlog"], 0);
+    assert!(s["health"]["listener"].is_string());
+
+    let list: Value = get("/api/sync/events?provider=openphone")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ev = &list["events"][0];
+    assert_eq!(ev["event_type"], "message.received");
+    assert!(ev.get("body").is_none(), "lists carry no bodies");
+    let id = ev["id"].as_i64().unwrap();
+    let one: Value = get(&format!("/api/sync/events/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(one["body"]
+        .as_str()
+        .unwrap()
+        .contains("Is the 2BR still available?"));
+    assert!(one["headers"]["openphone-signature"].is_string());
+    assert_eq!(one["audit"][0]["entity_type"], "communications");
+    assert_eq!(
+        get("/api/sync/events/999999").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Replay: applied again, idempotently.
+    let r = app
+        .http
+        .post(app.url(&format!("/api/sync/events/{id}/replay")))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.settle().await;
+    let status: String = c
+        .query_one("SELECT status FROM webhook_events WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "processed");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM communications", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    app.stop().await;
+}
