@@ -55,6 +55,9 @@ pub struct OpenPhoneConfig {
     pub webhook_secret: Option<HmacKey>,
     pub api_key: Option<Secret>,
     pub api_url: String,
+    /// Requests per second to the API (`OPENPHONE_API_RATE`, 10: OpenPhone's
+    /// documented limit per key; raise it only with a higher quota).
+    pub api_rate: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +316,10 @@ impl Config {
                 webhook_secret,
                 api_key: s.secret("OPENPHONE_API_KEY"),
                 api_url: s.url("OPENPHONE_API_URL", "https://api.openphone.com")?,
+                api_rate: match s.number("OPENPHONE_API_RATE", 10u32)? {
+                    0 => return Err(invalid("OPENPHONE_API_RATE", "must be at least 1")),
+                    n => n,
+                },
             },
             keap: KeapConfig {
                 webhook_token: s.secret("KEAP_WEBHOOK_TOKEN"),
@@ -351,7 +358,9 @@ impl Config {
                 max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
                 batch_size: 64,
-                poll_interval: Duration::from_secs(1),
+                // The sweep that covers a doorbell rung between a re-arm and
+                // a drain (see migrations/0005_capture.up.sql).
+                poll_interval: Duration::from_millis(500),
             },
             router: RouterConfig {
                 max_attempts,

@@ -10,6 +10,20 @@ use super::DbError;
 use crate::domain::ProviderName;
 use crate::providers::Pushed;
 
+/// Re-arms the outbox doorbell: the next captured change rings NOTIFY
+/// again. Called before every drain, so a change committed after this point
+/// either rings or is seen by the drain.
+pub async fn rearm_doorbell(client: &deadpool_postgres::Client) -> Result<(), DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE syncbridge_doorbell SET armed = true
+             WHERE channel = 'syncbridge_outbox' AND NOT armed",
+        )
+        .await?;
+    client.execute(&stmt, &[]).await?;
+    Ok(())
+}
+
 /// A record with pending changes for a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueRecord {

@@ -53,7 +53,7 @@ impl OpenPhone {
                 .unwrap_or_default(),
             base: c.openphone.api_url.clone(),
             key,
-            pacer: Pacer::per_second(RATE_PER_SECOND),
+            pacer: Pacer::per_second(c.openphone.api_rate),
         });
         if c.openphone.webhook_key.is_none()
             && c.openphone.webhook_secret.is_none()
@@ -477,9 +477,6 @@ fn contact(obj: &Value, event_at: DateTime<Utc>) -> Option<RemoteContact> {
             .and_then(E164Phone::parse),
     })
 }
-
-/// OpenPhone allows 10 requests per second per API key.
-const RATE_PER_SECOND: u32 = 10;
 
 /// The v1 contacts API (PROVIDERS.md §1.6): `Authorization: <key>` (no
 /// `Bearer`), paced under the rate limit, `Retry-After` honoured.
