@@ -4,7 +4,9 @@ DECLARE
 BEGIN
     FOR t IN SELECT DISTINCT table_name FROM syncbridge_capture LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS syncbridge_capture ON %I', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS syncbridge_mark_pending ON %I', t);
         EXECUTE format('DROP FUNCTION IF EXISTS %I()', 'syncbridge_capture_' || t);
+        EXECUTE format('DROP FUNCTION IF EXISTS %I()', 'syncbridge_pending_' || t);
     END LOOP;
 END
 $$;

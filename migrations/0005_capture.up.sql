@@ -72,7 +72,9 @@ BEGIN
     SELECT array_agg(provider ORDER BY provider) INTO v_providers
     FROM syncbridge_capture WHERE table_name = p_table;
     EXECUTE format('DROP TRIGGER IF EXISTS syncbridge_capture ON %I', p_table);
+    EXECUTE format('DROP TRIGGER IF EXISTS syncbridge_mark_pending ON %I', p_table);
     EXECUTE format('DROP FUNCTION IF EXISTS %I()', v_fn);
+    EXECUTE format('DROP FUNCTION IF EXISTS %I()', 'syncbridge_pending_' || p_table);
     IF v_providers IS NULL THEN
         DELETE FROM syncbridge_capture_tables WHERE table_name = p_table;
         RETURN;
@@ -122,6 +124,30 @@ BEGIN
     EXECUTE format(
         'CREATE TRIGGER syncbridge_capture AFTER INSERT OR UPDATE OR DELETE ON %I
          FOR EACH ROW EXECUTE FUNCTION %I()', p_table, v_fn);
+
+    -- A table with a sync_status column shows 'pending' from the moment a
+    -- change that some provider will receive is made until it is pushed.
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p_table::regclass
+               AND attname = 'sync_status' AND NOT attisdropped) THEN
+        EXECUTE format($f$
+            CREATE FUNCTION %1$I() RETURNS trigger LANGUAGE plpgsql AS $body$
+            DECLARE
+                v_origin text := coalesce(nullif(current_setting('syncbridge.origin', true), ''), 'local');
+            BEGIN
+                IF v_origin <> ALL (%3$L::text[]) OR cardinality(%3$L::text[]) > 1 THEN
+                    IF TG_OP = 'INSERT' THEN
+                        NEW.sync_status := 'pending';
+                    ELSIF cardinality(array_remove(ARRAY[%2$s]::text[], NULL)) > 0 THEN
+                        NEW.sync_status := 'pending';
+                    END IF;
+                END IF;
+                RETURN NEW;
+            END
+            $body$ $f$, 'syncbridge_pending_' || p_table, coalesce(v_compare, ''), v_providers);
+        EXECUTE format(
+            'CREATE TRIGGER syncbridge_mark_pending BEFORE INSERT OR UPDATE ON %I
+             FOR EACH ROW EXECUTE FUNCTION %I()', p_table, 'syncbridge_pending_' || p_table);
+    END IF;
 END
 $$;
 

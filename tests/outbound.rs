@@ -579,3 +579,31 @@ async fn the_admin_api_needs_its_token_and_shows_status_and_events() {
     assert_eq!(n, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_local_change_shows_pending_until_it_is_pushed() {
+    let fake = FakeOpenPhone::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let id = insert_client(&c, "Dana", "(415) 555-0142").await;
+    wait_status(&c, id, "synced").await;
+    // The provider is slow to answer the next push: the change waits.
+    fake.fail_next([Fault::Slow(Duration::from_millis(600))]);
+    c.execute(
+        "UPDATE clients SET company = 'Ortiz Realty' WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(client_row(&c, id).await["sync_status"], "pending");
+    wait_status(&c, id, "synced").await;
+    // Bookkeeping-only writes and the router's own writes do not.
+    c.execute(
+        "UPDATE clients SET sync_error = 'note' WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(client_row(&c, id).await["sync_status"], "synced");
+    app.stop().await;
+}

@@ -612,9 +612,18 @@ async fn capture(seconds: u64, server: Option<String>) -> anyhow::Result<()> {
         let mut off = Vec::new();
         let mut on = Vec::new();
         for _ in 0..2 {
-            c.batch_execute("ALTER TABLE clients DISABLE TRIGGER syncbridge_capture").await?;
+            c.batch_execute(
+                "ALTER TABLE clients DISABLE TRIGGER syncbridge_capture;
+                 ALTER TABLE clients DISABLE TRIGGER syncbridge_mark_pending;",
+            )
+            .await?;
             off.push(run("without capture").await?);
-            c.batch_execute("ALTER TABLE clients ENABLE TRIGGER syncbridge_capture; TRUNCATE sync_outbox").await?;
+            c.batch_execute(
+                "ALTER TABLE clients ENABLE TRIGGER syncbridge_capture;
+                 ALTER TABLE clients ENABLE TRIGGER syncbridge_mark_pending;
+                 TRUNCATE sync_outbox",
+            )
+            .await?;
             c.batch_execute("VACUUM clients").await?;
             on.push(run("with capture").await?);
             c.batch_execute("TRUNCATE sync_outbox").await?;
@@ -644,8 +653,8 @@ async fn capture(seconds: u64, server: Option<String>) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&script);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!("capture overhead benchmark: pgbench -c 8 -j 2 -T {seconds}, single-row UPDATE of clients, 2 rounds each");
-        println!("without capture trigger: {:.0} tps ({:?})", mean(&off), off.iter().map(|t| t.round()).collect::<Vec<_>>());
-        println!("with capture trigger:    {:.0} tps ({:?})", mean(&on), on.iter().map(|t| t.round()).collect::<Vec<_>>());
+        println!("without capture triggers: {:.0} tps ({:?})", mean(&off), off.iter().map(|t| t.round()).collect::<Vec<_>>());
+        println!("with capture triggers:    {:.0} tps ({:?})", mean(&on), on.iter().map(|t| t.round()).collect::<Vec<_>>());
         println!("ratio (with / without):  {:.2}", mean(&on) / mean(&off));
         println!(
             "with capture while syncbridge drains to a fake provider: {live:.0} tps, ratio {:.2} ({rings} changes pushed meanwhile)",
