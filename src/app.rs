@@ -75,6 +75,44 @@ pub enum InboxMode {
     Discard,
 }
 
+/// The loop every draining worker runs: `drain` whenever `wake` fires and
+/// at least every `poll` (work that came due, wake-ups that were missed);
+/// a failing drain is retried with backoff (100 ms doubling to 10 s).
+/// Returns when cancelled.
+pub async fn drain_loop<T, E, F, Fut>(
+    what: &'static str,
+    wake: Arc<Notify>,
+    poll: std::time::Duration,
+    cancel: CancellationToken,
+    mut drain: F,
+) where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    use std::time::Duration;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match drain().await {
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} pass failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
 /// A running service.
 pub struct App {
     pub state: AppState,

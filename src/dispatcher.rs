@@ -18,7 +18,7 @@
 //!   changes are `failed` and the record shows the error.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -72,26 +72,12 @@ impl Dispatcher {
         if self.providers.is_empty() {
             return;
         }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.drain(&cancel).await {
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::warn!(error = %e, "dispatcher pass failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = cancel.cancelled() => return,
-            }
-        }
+        let poll = self.config.poll_interval;
+        let stop = cancel.clone();
+        crate::app::drain_loop("dispatcher", wake, poll, cancel, async || {
+            self.drain(&stop).await
+        })
+        .await;
     }
 
     /// Pushes until nothing is due (or cancelled between rounds).

@@ -64,26 +64,12 @@ impl Router {
     /// least every poll interval (for retries that came due, and for events
     /// another process stored).
     pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.drain(&cancel).await {
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::warn!(error = %e, "router pass failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = cancel.cancelled() => return,
-            }
-        }
+        let poll = self.config.poll_interval;
+        let stop = cancel.clone();
+        crate::app::drain_loop("router", wake, poll, cancel, async || {
+            self.drain(&stop).await
+        })
+        .await;
     }
 
     /// Applies batches until nothing is due (or cancelled between batches).

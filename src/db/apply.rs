@@ -116,14 +116,9 @@ pub async fn upsert_call(
             ],
         )
         .await?;
-    Ok(match row {
-        Some(r) if r.get::<_, bool>(1) => Applied::Inserted(r.get(0)),
-        Some(r) => Applied::Updated(r.get(0)),
-        None => Applied::Stale(format!(
-            "call {} already has a newer event applied",
-            ev.call_id
-        )),
-    })
+    Ok(upserted(row, || {
+        format!("call {} already has a newer event applied", ev.call_id)
+    }))
 }
 
 /// Upserts a message by `openphone_message_id`, newest event wins.
@@ -185,14 +180,22 @@ pub async fn upsert_message(
             ],
         )
         .await?;
-    Ok(match row {
-        Some(r) if r.get::<_, bool>(1) => Applied::Inserted(r.get(0)),
-        Some(r) => Applied::Updated(r.get(0)),
-        None => Applied::Stale(format!(
+    Ok(upserted(row, || {
+        format!(
             "message {} already has a newer event applied",
             ev.message_id
-        )),
-    })
+        )
+    }))
+}
+
+/// An `(id, inserted)` row from a guarded upsert; no row means the guard
+/// (a newer state already applied) held.
+fn upserted(row: Option<tokio_postgres::Row>, stale: impl FnOnce() -> String) -> Applied {
+    match row {
+        Some(r) if r.get::<_, bool>(1) => Applied::Inserted(r.get(0)),
+        Some(r) => Applied::Updated(r.get(0)),
+        None => Applied::Stale(stale()),
+    }
 }
 
 /// Which OpenPhone contact of a client a remote contact is.
