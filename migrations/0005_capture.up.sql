@@ -76,7 +76,8 @@ BEGIN
     EXECUTE format('DROP FUNCTION IF EXISTS %I()', v_fn);
     EXECUTE format('DROP FUNCTION IF EXISTS %I()', 'syncbridge_pending_' || p_table);
     IF v_providers IS NULL THEN
-        DELETE FROM syncbridge_capture_tables WHERE table_name = p_table;
+        -- Nothing subscribes any more; the table's ignore list is kept for
+        -- when it is tracked again.
         RETURN;
     END IF;
     SELECT coalesce(ignore_columns, '{}') INTO v_ignore

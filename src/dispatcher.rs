@@ -83,10 +83,6 @@ impl Dispatcher {
     /// Pushes until nothing is due (or cancelled between rounds).
     pub async fn drain(&self, cancel: &CancellationToken) -> Result<DrainStats, DbError> {
         let mut stats = DrainStats::default();
-        {
-            let client = self.pool.get().await?;
-            outbox::rearm_doorbell(&client).await?;
-        }
         loop {
             let mut progressed = false;
             for p in &self.providers {

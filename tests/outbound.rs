@@ -607,3 +607,58 @@ async fn a_local_change_shows_pending_until_it_is_pushed() {
     assert_eq!(client_row(&c, id).await["sync_status"], "synced");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn pending_changes_of_an_untracked_table_are_held_not_pushed_as_deletes() {
+    let fake = FakeOpenPhone::start().await;
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let id = insert_client(&c, "Dana", "(415) 555-0142").await;
+    // The operator stops syncing clients while a change is pending.
+    c.execute(
+        "SELECT syncbridge_untrack_table('clients', 'openphone')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let app = spawn_on(&fake, db, |_| {}).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(fake.writes().is_empty(), "{:#?}", fake.writes());
+    assert_eq!(outbox_pending(&c).await, 1, "held for the operator");
+    assert!(client_row(&c, id).await["first_name"] == "Dana");
+    // Tracking again resumes it.
+    c.execute("SELECT syncbridge_track_table('clients', 'openphone')", &[])
+        .await
+        .unwrap();
+    wait_status(&c, id, "synced").await;
+    assert_eq!(writes_for(&fake.requests(), "POST").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retracking_a_table_keeps_its_bookkeeping_columns() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "SELECT syncbridge_untrack_table('clients', 'openphone');
+         SELECT syncbridge_track_table('clients', 'openphone');",
+    )
+    .await
+    .unwrap();
+    let id = insert_client(&c, "Dana", "(415) 555-0142").await;
+    c.execute(
+        "UPDATE clients SET sync_error = 'x', last_synced_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sync_outbox WHERE operation = 'UPDATE'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "bookkeeping-only updates are still not changes");
+}

@@ -10,20 +10,6 @@ use super::DbError;
 use crate::domain::ProviderName;
 use crate::providers::Pushed;
 
-/// Re-arms the outbox doorbell: the next captured change rings NOTIFY
-/// again. Called before every drain, so a change committed after this point
-/// either rings or is seen by the drain.
-pub async fn rearm_doorbell(client: &deadpool_postgres::Client) -> Result<(), DbError> {
-    let stmt = client
-        .prepare_cached(
-            "UPDATE syncbridge_doorbell SET armed = true
-             WHERE channel = 'syncbridge_outbox' AND NOT armed",
-        )
-        .await?;
-    client.execute(&stmt, &[]).await?;
-    Ok(())
-}
-
 /// A record with pending changes for a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueRecord {
@@ -31,7 +17,10 @@ pub struct DueRecord {
     pub record_id: Uuid,
 }
 
-/// Records with changes due for `provider`, oldest change first.
+/// Records with changes due for `provider`, oldest change first. The same
+/// statement re-arms the outbox doorbell, so a change committed after it
+/// either rings NOTIFY again or is among the records returned (or the next
+/// drain's).
 pub async fn due_records(
     client: &deadpool_postgres::Client,
     provider: ProviderName,
@@ -39,7 +28,10 @@ pub async fn due_records(
 ) -> Result<Vec<DueRecord>, DbError> {
     let stmt = client
         .prepare_cached(
-            "SELECT table_name, record_id FROM (
+            "WITH rearm AS (
+                 UPDATE syncbridge_doorbell SET armed = true
+                 WHERE channel = 'syncbridge_outbox' AND NOT armed)
+             SELECT table_name, record_id FROM (
                  SELECT table_name, record_id, min(id) AS first
                  FROM sync_outbox
                  WHERE provider = $1 AND status = 'pending' AND next_attempt_at <= now()
@@ -97,21 +89,9 @@ pub async fn claim_record(
     if !locked {
         return Ok(None);
     }
-    // The table name comes from the outbox; it must be one registered for
-    // capture, and is quoted as an identifier.
-    let registered = tx
-        .query_opt(
-            "SELECT 1 FROM syncbridge_capture WHERE table_name = $1 LIMIT 1",
-            &[&rec.table],
-        )
-        .await?
-        .is_some();
-    if !registered {
-        return Err(DbError::Migration(format!(
-            "table {:?} is not registered for capture",
-            rec.table
-        )));
-    }
+    // The table name comes from the outbox (written by the capture trigger)
+    // and is quoted as an identifier; a table no longer registered for
+    // capture is refused (its record must not read as deleted).
     let sql = format!(
         "WITH claimed AS (
              SELECT id, attempts, created_at, old_row FROM sync_outbox
@@ -120,7 +100,8 @@ pub async fn claim_record(
              FOR UPDATE SKIP LOCKED)
          SELECT array_agg(id ORDER BY id), max(attempts), min(created_at),
                 (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1],
-                (SELECT to_jsonb(t) FROM {} t WHERE t.id = $3)
+                (SELECT to_jsonb(t) FROM {} t WHERE t.id = $3),
+                EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2)
          FROM claimed",
         postgres_protocol::escape::escape_identifier(&rec.table)
     );
@@ -131,6 +112,12 @@ pub async fn claim_record(
     let Some(ids) = ids.filter(|ids| !ids.is_empty()) else {
         return Ok(None);
     };
+    if !row.get::<_, bool>(5) {
+        return Err(DbError::Migration(format!(
+            "table {:?} has pending changes but is not registered for capture",
+            rec.table
+        )));
+    }
     Ok(Some(ClaimedRecord {
         ids,
         attempts: row.get::<_, Option<i32>>(1).unwrap_or(0),
