@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod conflict;
 pub mod db;
 pub mod dispatcher;
 pub mod domain;

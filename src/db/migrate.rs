@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_openphone_schema"),
     migration!(4, "0004_engine"),
     migration!(5, "0005_capture"),
+    migration!(6, "0006_conflicts"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.
