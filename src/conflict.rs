@@ -198,9 +198,7 @@ pub fn same(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
         }
         _ => a == b,
     }
@@ -417,7 +415,10 @@ mod tests {
         ] {
             assert_eq!(Strategy::parse(s.as_str()), Some(s));
         }
-        assert_eq!(Strategy::parse("supabase_wins"), Some(Strategy::PreferLocal));
+        assert_eq!(
+            Strategy::parse("supabase_wins"),
+            Some(Strategy::PreferLocal)
+        );
         assert_eq!(Strategy::parse("keap_wins"), Some(Strategy::PreferRemote));
         assert_eq!(Strategy::parse("domiq_wins"), Some(Strategy::PreferLocal));
         assert_eq!(Strategy::parse("resman_wins"), Some(Strategy::PreferRemote));
@@ -553,10 +554,7 @@ mod tests {
         assert_eq!(res.to_local, vec!["email"]);
         assert_eq!(res.to_remote, vec!["name", "phone"]);
         assert_eq!(res.fields["name"].changed, Changed::Both);
-        assert_eq!(
-            res.fields["name"].strategy,
-            Some(Strategy::LastWriteWins)
-        );
+        assert_eq!(res.fields["name"].strategy, Some(Strategy::LastWriteWins));
         assert_eq!(res.fields["email"].strategy, Some(Strategy::Merge));
     }
 

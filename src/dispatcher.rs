@@ -126,6 +126,8 @@ impl Dispatcher {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let Some(claimed) = outbox::claim_record(&tx, provider.name(), &rec).await? else {
+            // Held by a conflict (the hold is written) or claimed elsewhere.
+            tx.commit().await?;
             return Ok(Done::Skipped);
         };
         let exists = claimed.row.is_some();

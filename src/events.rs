@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::domain::E164Phone;
 
@@ -110,15 +111,25 @@ pub struct RemoteContact {
 }
 
 impl RemoteContact {
-    /// The synced fields only, in one comparable form: what a link's
-    /// snapshot holds and what an echo is compared against.
-    pub fn fields(&self) -> serde_json::Value {
-        serde_json::json!({
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "company": self.company,
-            "email": self.email,
-            "phone": self.phone.as_ref().map(E164Phone::as_str),
-        })
+    /// The fields this contact reports, in `clients` column form, for the
+    /// contact slot whose phone lives in `phone_column` (`phone` for the
+    /// primary contact, `alt_phone_1`/`alt_phone_2` for the alternates,
+    /// which carry only their number). What a link's snapshot holds and
+    /// what the conflict engine compares. An absent email or phone is not
+    /// reported (a contact without one does not clear the client's).
+    pub fn local_fields(&self, phone_column: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        if phone_column == "phone" {
+            m.insert("first_name".into(), self.first_name.clone().into());
+            m.insert("last_name".into(), self.last_name.clone().into());
+            m.insert("company".into(), self.company.clone().into());
+            if let Some(e) = &self.email {
+                m.insert("email".into(), e.clone().into());
+            }
+        }
+        if let Some(p) = &self.phone {
+            m.insert(phone_column.to_owned(), p.as_str().into());
+        }
+        m
     }
 }

@@ -22,7 +22,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RouterConfig;
+use crate::conflict::Rules;
 use crate::db::apply::{self, Applied};
+use crate::db::engine;
 use crate::db::inbox::{self, Claimed, Outcome};
 use crate::db::{DbError, Pool};
 use crate::events::DomainEvent;
@@ -110,6 +112,8 @@ impl Router {
             &[&provider.name().as_str()],
         )
         .await?;
+        // The rules as of this batch: an edit applies from the next one.
+        let rules = engine::load_rules(&tx).await?;
 
         // Optimistic pass: every event in the one transaction, no
         // savepoints. If any event fails, roll the batch back and apply it
@@ -118,7 +122,7 @@ impl Router {
         let mut failed = false;
         for ev in &claimed {
             let started = Instant::now();
-            match apply_event(&tx, provider, ev).await {
+            match apply_event(&tx, &rules, provider, ev).await {
                 Ok(o) => outcomes.push((ev.id, o, started.elapsed())),
                 Err(ApplyError::Db(db)) if db.is_transient() => return Err(db),
                 Err(_) => {
@@ -141,7 +145,7 @@ impl Router {
             for ev in claimed.iter().filter(|c| reclaimed.contains(&c.id)) {
                 let started = Instant::now();
                 let sp = tx.savepoint("event").await?;
-                let outcome = match apply_event(&sp, provider, ev).await {
+                let outcome = match apply_event(&sp, &rules, provider, ev).await {
                     Ok(o) => {
                         sp.commit().await?;
                         o
@@ -254,6 +258,7 @@ impl From<tokio_postgres::Error> for ApplyError {
 
 async fn apply_event(
     tx: &deadpool_postgres::Transaction<'_>,
+    rules: &Rules,
     provider: &dyn Provider,
     ev: &Claimed,
 ) -> Result<Outcome, ApplyError> {
@@ -272,7 +277,7 @@ async fn apply_event(
             DomainEvent::Call(c) => apply::upsert_call(tx, c, ev.id).await?,
             DomainEvent::Message(m) => apply::upsert_message(tx, m, ev.id).await?,
             DomainEvent::ContactUpserted(c) => {
-                apply::apply_contact(tx, ev.provider, c, ev.id).await?
+                apply::apply_contact(tx, rules, ev.provider, c, ev.id).await?
             }
             DomainEvent::ContactDeleted { remote_id } => {
                 apply::unlink_contact(tx, ev.provider, remote_id, ev.id).await?
@@ -280,7 +285,7 @@ async fn apply_event(
             DomainEvent::Ignored(why) => Applied::Ignored(why.clone()),
         };
         match result {
-            Applied::Inserted(_) | Applied::Updated(_) => applied_any = true,
+            Applied::Inserted(_) | Applied::Updated(_) | Applied::Conflict(_) => applied_any = true,
             Applied::Stale(why) => skipped.push((true, why)),
             Applied::Ignored(why) => skipped.push((false, why)),
         }

@@ -5,10 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::engine::{self, LinkState, LocalRow, RemoteRecord, CLIENTS};
 use super::DbError;
+use crate::conflict::Rules;
 use crate::domain::ProviderName;
 use crate::events::{CallEvent, CallFacet, MessageEvent, RemoteContact};
 
@@ -21,6 +23,9 @@ pub enum Applied {
     Stale(String),
     /// Nothing to apply it to.
     Ignored(String),
+    /// Both sides changed it and a `manual` rule holds: recorded in
+    /// `sync_conflicts`, nothing applied.
+    Conflict(String),
 }
 
 /// The client whose phone (or alternate phone) is `$1`, primary phone
@@ -215,6 +220,15 @@ impl Slot {
         }
     }
 
+    /// The `clients` column holding this contact's number.
+    fn phone_column(self) -> &'static str {
+        match self {
+            Slot::Primary => "phone",
+            Slot::Alt1 => "alt_phone_1",
+            Slot::Alt2 => "alt_phone_2",
+        }
+    }
+
     fn parse(s: &str) -> Slot {
         match s {
             "alt_1" => Slot::Alt1,
@@ -227,12 +241,9 @@ impl Slot {
 struct LocalMatch {
     client_id: Uuid,
     slot: Slot,
-    applied_version: Option<DateTime<Utc>>,
-    /// What syncbridge last synced for this contact (pushed or applied).
-    snapshot: Option<Value>,
+    link: Option<LinkState>,
     before: Value,
     updated_at: DateTime<Utc>,
-    last_synced_at: Option<DateTime<Utc>>,
 }
 
 /// Finds (and locks) the client a remote contact belongs to: through the
@@ -245,27 +256,28 @@ async fn find_client(
     external_id: Option<&str>,
     phone: Option<&str>,
 ) -> Result<Option<LocalMatch>, DbError> {
-    let link = tx
-        .query_opt(
+    let stmt = tx
+        .prepare_cached(
             "SELECT local_id, slot, remote_version, snapshot FROM sync_links
              WHERE provider = $1 AND entity_type = 'clients' AND remote_id = $2
                AND deleted_at IS NULL",
-            &[&provider.as_str(), &remote_id],
         )
         .await?;
-    let (client_id, slot, applied_version): (Option<Uuid>, Slot, Option<DateTime<Utc>>) =
-        match &link {
-            Some(r) => (Some(r.get(0)), Slot::parse(r.get(1)), r.get(2)),
-            None => (None, Slot::Primary, None),
-        };
+    let link = tx
+        .query_opt(&stmt, &[&provider.as_str(), &remote_id])
+        .await?;
+    let (client_id, slot): (Option<Uuid>, Slot) = match &link {
+        Some(r) => (Some(r.get(0)), Slot::parse(r.get(1))),
+        None => (None, Slot::Primary),
+    };
     let external = external_id.and_then(|s| Uuid::parse_str(s).ok());
-    let row = tx
-        .query_opt(
+    let stmt = tx
+        .prepare_cached(
             "SELECT id,
                     CASE WHEN openphone_alt_contact_1_id = $2 THEN 'alt_1'
                          WHEN openphone_alt_contact_2_id = $2 THEN 'alt_2'
                          ELSE 'primary' END,
-                    to_jsonb(c), updated_at, last_synced_at
+                    to_jsonb(c), updated_at
              FROM clients c
              WHERE id = $1
                 OR ($1::uuid IS NULL AND (openphone_contact_id = $2
@@ -276,8 +288,10 @@ async fn find_client(
              ORDER BY (id = $1) DESC, (openphone_contact_id = $2) DESC, (id = $3) DESC, created_at
              LIMIT 1
              FOR UPDATE",
-            &[&client_id, &remote_id, &external, &phone],
         )
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&client_id, &remote_id, &external, &phone])
         .await?;
     Ok(row.map(|r| LocalMatch {
         client_id: r.get(0),
@@ -286,35 +300,42 @@ async fn find_client(
         } else {
             Slot::parse(r.get(1))
         },
-        applied_version,
-        snapshot: link.as_ref().and_then(|l| l.get(3)),
+        link: link.as_ref().map(|l| LinkState {
+            snapshot: l.get(3),
+            remote_version: l.get(2),
+        }),
         before: r.get(2),
         updated_at: r.get(3),
-        last_synced_at: r.get(4),
     }))
 }
 
-/// Applies a remote contact to `clients`, last write wins by the contact's
-/// own version: older than the version last applied → stale; changed
-/// locally since the last sync, and more recently than the remote change →
-/// the local state stands (stale). Unknown contacts become new clients.
+/// Applies a remote contact to `clients` through the conflict engine
+/// (`db::engine::reconcile`, rules for entity `clients`): the contact's
+/// fields are compared with the client's and the last-synced snapshot, and
+/// what the rules decide is written (SPEC §2.4). Unknown contacts become
+/// new clients.
 pub async fn apply_contact(
     tx: &Transaction<'_>,
+    rules: &Rules,
     provider: ProviderName,
     c: &RemoteContact,
     event_id: i64,
 ) -> Result<Applied, DbError> {
     let phone = c.phone.as_ref().map(|p| p.as_str());
     let found = find_client(tx, provider, &c.remote_id, c.external_id.as_deref(), phone).await?;
-    let snapshot = c.fields();
 
     let Some(m) = found else {
-        let row = tx
-            .query_one(
+        let stmt = tx
+            .prepare_cached(
                 "INSERT INTO clients (first_name, last_name, company, email, phone,
                                       openphone_contact_id, last_synced_at, sync_status)
                  VALUES ($1, $2, $3, $4, $5, $6, now(), 'synced')
                  RETURNING id, to_jsonb(clients)",
+            )
+            .await?;
+        let row = tx
+            .query_one(
+                &stmt,
                 &[
                     &c.first_name,
                     &c.last_name,
@@ -327,134 +348,70 @@ pub async fn apply_contact(
             .await?;
         let id: Uuid = row.get(0);
         let after: Value = row.get(1);
-        upsert_link(
-            tx,
+        let remote = RemoteRecord {
             provider,
+            slot: Slot::Primary.as_str(),
+            remote_id: &c.remote_id,
+            fields: c.local_fields(Slot::Primary.phone_column()),
+            version: c.version,
+        };
+        engine::upsert_link(
+            tx,
+            &CLIENTS,
             id,
-            Slot::Primary,
-            &c.remote_id,
-            &snapshot,
-            c.version,
+            &remote,
+            &Value::Object(remote.fields.clone()),
         )
         .await?;
-        audit(
+        let detail = json!({"remote": remote.fields, "after": after});
+        engine::audit(
             tx,
             "clients",
             id,
             "INSERT",
-            None,
-            Some(&after),
             provider,
-            event_id,
+            Some(event_id),
             "applied",
+            &detail,
+            &remote.fields.keys().cloned().collect::<Vec<_>>(),
         )
         .await?;
         return Ok(Applied::Inserted(id));
     };
 
-    // An echo: the provider reports exactly what was last synced (usually
-    // our own push). Nothing to apply, nothing to push back.
-    if m.snapshot.as_ref() == Some(&snapshot) {
-        audit(
-            tx,
-            "clients",
-            m.client_id,
-            "SKIP",
-            Some(&m.before),
-            Some(&snapshot),
-            provider,
-            event_id,
-            "echo",
-        )
-        .await?;
-        return Ok(Applied::Ignored(format!(
-            "echo: contact {} equals the last synced snapshot",
-            c.remote_id
-        )));
-    }
-    let changed_locally = m.last_synced_at.is_none_or(|s| m.updated_at > s);
-    let skip = if m.applied_version.is_some_and(|v| v >= c.version) {
-        Some((
-            format!(
-                "contact {} version {} is not newer than the version already applied",
-                c.remote_id, c.version
-            ),
-            "skipped_stale",
-        ))
-    } else if changed_locally && m.updated_at > c.version {
-        Some((
-            format!(
-                "client changed locally at {} after the remote change at {}: last write wins",
-                m.updated_at, c.version
-            ),
-            "local_newer",
-        ))
-    } else {
-        None
-    };
-    if let Some((why, decision)) = skip {
-        audit(
-            tx,
-            "clients",
-            m.client_id,
-            "SKIP",
-            Some(&m.before),
-            Some(&snapshot),
-            provider,
-            event_id,
-            decision,
-        )
-        .await?;
-        return Ok(Applied::Stale(why));
-    }
-
-    let after: Value = match m.slot {
-        Slot::Primary => tx
-            .query_one(
-                "UPDATE clients SET first_name = $2, last_name = $3, company = $4,
-                        email = COALESCE($5, email), phone = COALESCE($6, phone),
-                        openphone_contact_id = $7, last_synced_at = now(),
-                        sync_status = 'synced', sync_error = NULL
-                 WHERE id = $1 RETURNING to_jsonb(clients)",
-                &[&m.client_id, &c.first_name, &c.last_name, &c.company, &c.email, &phone, &c.remote_id],
-            )
-            .await?
-            .get(0),
-        Slot::Alt1 | Slot::Alt2 => tx
-            .query_one(
-                "UPDATE clients SET
-                        alt_phone_1 = CASE WHEN $2 THEN COALESCE($3, alt_phone_1) ELSE alt_phone_1 END,
-                        alt_phone_2 = CASE WHEN $2 THEN alt_phone_2 ELSE COALESCE($3, alt_phone_2) END,
-                        last_synced_at = now(), sync_status = 'synced', sync_error = NULL
-                 WHERE id = $1 RETURNING to_jsonb(clients)",
-                &[&m.client_id, &(m.slot == Slot::Alt1), &phone],
-            )
-            .await?
-            .get(0),
-    };
-    upsert_link(
-        tx,
+    let remote = RemoteRecord {
         provider,
-        m.client_id,
-        m.slot,
-        &c.remote_id,
-        &snapshot,
-        c.version,
+        slot: m.slot.as_str(),
+        remote_id: &c.remote_id,
+        fields: c.local_fields(m.slot.phone_column()),
+        version: c.version,
+    };
+    let local = LocalRow {
+        id: m.client_id,
+        row: m.before,
+        changed_at: m.updated_at,
+    };
+    let applied = engine::reconcile(
+        tx,
+        rules,
+        &CLIENTS,
+        &local,
+        m.link.as_ref(),
+        &remote,
+        Some(event_id),
     )
     .await?;
-    audit(
-        tx,
-        "clients",
-        m.client_id,
-        "UPDATE",
-        Some(&m.before),
-        Some(&after),
-        provider,
-        event_id,
-        "applied",
-    )
-    .await?;
-    Ok(Applied::Updated(m.client_id))
+    if m.slot == Slot::Primary {
+        // Found by phone or external id: remember the contact on the client.
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE clients SET openphone_contact_id = $2
+                 WHERE id = $1 AND openphone_contact_id IS DISTINCT FROM $2",
+            )
+            .await?;
+        tx.execute(&stmt, &[&m.client_id, &c.remote_id]).await?;
+    }
+    Ok(applied)
 }
 
 /// A remote contact was deleted: the client stays (the phone system is not
@@ -488,115 +445,18 @@ pub async fn unlink_contact(
         &[&provider.as_str(), &remote_id],
     )
     .await?;
-    audit(
+    let detail = json!({"local": m.before, "after": after, "remote_id": remote_id});
+    engine::audit(
         tx,
         "clients",
         m.client_id,
         "UNLINK",
-        Some(&m.before),
-        Some(&after),
         provider,
-        event_id,
+        Some(event_id),
         "applied",
+        &detail,
+        &[],
     )
     .await?;
     Ok(Applied::Updated(m.client_id))
-}
-
-async fn upsert_link(
-    tx: &Transaction<'_>,
-    provider: ProviderName,
-    local_id: Uuid,
-    slot: Slot,
-    remote_id: &str,
-    snapshot: &Value,
-    version: DateTime<Utc>,
-) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
-                                 remote_version, last_synced_at)
-         VALUES ('clients', $1, $2, $3, $4, $5, $6, now())
-         ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
-             remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
-             remote_version = EXCLUDED.remote_version, last_synced_at = now(),
-             deleted_at = NULL, updated_at = now()",
-        &[
-            &local_id,
-            &provider.as_str(),
-            &slot.as_str(),
-            &remote_id,
-            snapshot,
-            &version,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// The fields whose values differ between two row images.
-fn changed_fields(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let b = before.and_then(Value::as_object).unwrap_or(&empty);
-    let a = after.and_then(Value::as_object).unwrap_or(&empty);
-    let mut out: Vec<String> = a
-        .iter()
-        .filter(|(k, v)| b.get(*k) != Some(*v))
-        .map(|(k, _)| k.clone())
-        .chain(b.keys().filter(|k| !a.contains_key(*k)).cloned())
-        .filter(|k| k != "updated_at")
-        .collect();
-    out.sort();
-    out
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn audit(
-    tx: &Transaction<'_>,
-    entity_type: &str,
-    entity_id: Uuid,
-    operation: &str,
-    before: Option<&Value>,
-    after: Option<&Value>,
-    provider: ProviderName,
-    event_id: i64,
-    decision: &str,
-) -> Result<(), DbError> {
-    let fields = changed_fields(before, after);
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO sync_audit_log (entity_type, entity_id, operation, old_data, new_data,
-                 changed_fields, sync_source, sync_destination, event_id, decision)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'local', $8, $9)",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &entity_type,
-            &entity_id,
-            &operation,
-            &before,
-            &after,
-            &fields,
-            &provider.as_str(),
-            &event_id,
-            &decision,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn changed_fields_diff_both_ways_and_ignore_updated_at() {
-        let b = json!({"a": 1, "b": 2, "gone": 1, "updated_at": "x"});
-        let a = json!({"a": 1, "b": 3, "new": 1, "updated_at": "y"});
-        assert_eq!(changed_fields(Some(&b), Some(&a)), vec!["b", "gone", "new"]);
-        assert_eq!(changed_fields(None, Some(&json!({"a": 1}))), vec!["a"]);
-    }
 }

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod apply;
 pub mod embedded;
+pub mod engine;
 pub mod inbox;
 pub mod migrate;
 pub mod outbox;
@@ -18,7 +19,7 @@ pub type Client = deadpool_postgres::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database error: {0}")]
+    #[error("database error: {}", pg_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("no database connection available: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -26,6 +27,18 @@ pub enum DbError {
     Build(#[from] deadpool_postgres::CreatePoolError),
     #[error("{0}")]
     Migration(String),
+}
+
+/// The server's message (and detail) for a database error, not just
+/// tokio-postgres' "db error".
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{} ({}): {d}", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => e.to_string(),
+    }
 }
 
 impl DbError {

@@ -72,7 +72,9 @@ pub struct ClaimedRecord {
 /// moment later stays pending for the next push (rather than being pushed
 /// now and again with its own row). A record-level advisory lock keeps two
 /// dispatchers from pushing the same record at once. Changes still in
-/// backoff are claimed too: the push carries their state.
+/// backoff are claimed too: the push carries their state. A record with an
+/// open conflict for the provider is held: its changes wait (next attempt
+/// `infinity`) until the conflict is resolved.
 pub async fn claim_record(
     tx: &Transaction<'_>,
     provider: ProviderName,
@@ -101,7 +103,10 @@ pub async fn claim_record(
          SELECT array_agg(id ORDER BY id), max(attempts), min(created_at),
                 (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1],
                 (SELECT to_jsonb(t) FROM {} t WHERE t.id = $3),
-                EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2)
+                EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2),
+                EXISTS (SELECT 1 FROM sync_conflicts
+                        WHERE entity_type = $2 AND entity_id = $3 AND provider = $1
+                          AND status = 'open')
          FROM claimed",
         postgres_protocol::escape::escape_identifier(&rec.table)
     );
@@ -117,6 +122,16 @@ pub async fn claim_record(
             "table {:?} has pending changes but is not registered for capture",
             rec.table
         )));
+    }
+    if row.get::<_, bool>(6) {
+        // An open conflict holds the record's pushes to this provider until
+        // it is resolved (resolving releases them).
+        tx.execute(
+            "UPDATE sync_outbox SET next_attempt_at = 'infinity' WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+        return Ok(None);
     }
     Ok(Some(ClaimedRecord {
         ids,

@@ -706,7 +706,9 @@ async fn push_client(api: &Api, change: &Change) -> Result<Pushed, PushError> {
             )
             .await?;
         pushed.links.push((slot, Some(remote)));
-        pushed.snapshots.push((slot, contact.fields()));
+        pushed
+            .snapshots
+            .push((slot, Value::Object(contact.local_fields(phone_column))));
     }
     Ok(pushed)
 }

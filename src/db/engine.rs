@@ -1,0 +1,524 @@
+//! The conflict engine's writes (SPEC §2.4). A provider's normaliser turns
+//! a remote object into its fields in local-column form; the entity's own
+//! code finds and locks the local row; [`reconcile`] then asks
+//! [`crate::conflict::resolve`] what both sides should hold and writes it:
+//! the local columns that change, the link's snapshot and remote version, a
+//! push when the remote must change, a `sync_conflicts` row when a `manual`
+//! rule holds, and one audit row with both versions either way.
+//!
+//! Which columns a remote may write is a code whitelist per table
+//! ([`Entity`]); the statements are built from those constants only.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::apply::Applied;
+use super::DbError;
+use crate::conflict::{self, Outcome, Rules, Side, Strategy};
+use crate::domain::{E164Phone, ProviderName};
+
+/// A local table the engine syncs, and the columns providers may write.
+#[derive(Debug)]
+pub struct Entity {
+    pub table: &'static str,
+    /// Synced columns: what a remote may write and what is compared.
+    pub columns: &'static [&'static str],
+    /// Columns holding phone numbers, compared in E.164 form.
+    pub phone_columns: &'static [&'static str],
+}
+
+pub const CLIENTS: Entity = Entity {
+    table: "clients",
+    columns: &[
+        "first_name",
+        "last_name",
+        "company",
+        "email",
+        "phone",
+        "alt_phone_1",
+        "alt_phone_2",
+    ],
+    phone_columns: &["phone", "alt_phone_1", "alt_phone_2"],
+};
+
+/// Every synced entity.
+pub const ENTITIES: &[&Entity] = &[&CLIENTS];
+
+/// The entity for a table name, if the engine syncs it.
+pub fn entity(table: &str) -> Option<&'static Entity> {
+    ENTITIES.iter().copied().find(|e| e.table == table)
+}
+
+impl Entity {
+    /// The synced fields of a row image (`to_jsonb(row)`), phones in E.164
+    /// where they parse.
+    pub fn local_fields(&self, row: &Value) -> Map<String, Value> {
+        let mut out = Map::new();
+        for c in self.columns {
+            let mut v = row.get(*c).cloned().unwrap_or(Value::Null);
+            if self.phone_columns.contains(c) {
+                if let Some(p) = v.as_str().and_then(E164Phone::parse) {
+                    v = Value::String(p.as_str().to_owned());
+                }
+            }
+            out.insert((*c).to_owned(), v);
+        }
+        out
+    }
+
+    /// Only the whitelisted keys of `fields`.
+    pub fn restrict(&self, fields: &Map<String, Value>) -> Map<String, Value> {
+        fields
+            .iter()
+            .filter(|(k, _)| self.columns.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// `UPDATE` of the columns named in `$2` (a JSON object) to its values,
+    /// the others left as they are; `$3` is the new `sync_status`.
+    fn update_sql(&self) -> String {
+        let sets: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{c} = CASE WHEN $2::jsonb ? '{c}' THEN r.{c} ELSE t.{c} END"))
+            .collect();
+        format!(
+            "UPDATE {t} AS t SET {sets}, last_synced_at = now(), sync_status = $3, sync_error = NULL
+             FROM jsonb_populate_record(NULL::{t}, $2) AS r
+             WHERE t.id = $1
+             RETURNING to_jsonb(t)",
+            t = self.table,
+            sets = sets.join(", ")
+        )
+    }
+}
+
+/// The local row a remote record belongs to, locked by the caller.
+#[derive(Debug, Clone)]
+pub struct LocalRow {
+    pub id: Uuid,
+    /// `to_jsonb(row)`.
+    pub row: Value,
+    /// When the row last changed (`updated_at`).
+    pub changed_at: DateTime<Utc>,
+}
+
+/// What the link table knows about the pair.
+#[derive(Debug, Clone, Default)]
+pub struct LinkState {
+    /// The remote's state as last synced, in local-column form.
+    pub snapshot: Option<Value>,
+    /// The remote version last applied.
+    pub remote_version: Option<DateTime<Utc>>,
+}
+
+/// A remote record, in local-column form.
+#[derive(Debug, Clone)]
+pub struct RemoteRecord<'a> {
+    pub provider: ProviderName,
+    /// Which of the local record's remote objects this is (`primary`, …).
+    pub slot: &'a str,
+    pub remote_id: &'a str,
+    /// The fields the provider reports; a missing one is not synced by this
+    /// record, `null` clears.
+    pub fields: Map<String, Value>,
+    /// When the provider last changed it.
+    pub version: DateTime<Utc>,
+}
+
+/// Loads the rule table.
+pub async fn load_rules(c: &impl GenericClient) -> Result<Rules, DbError> {
+    let rows = c
+        .query(
+            "SELECT entity_type, field, strategy FROM sync_conflict_rules",
+            &[],
+        )
+        .await?;
+    Ok(Rules::new(rows.iter().filter_map(|r| {
+        let s: &str = r.get(2);
+        Some((r.get(0), r.get(1), Strategy::parse(s)?))
+    })))
+}
+
+/// Applies `remote` to the locked `local` row under the rules.
+pub async fn reconcile(
+    tx: &impl GenericClient,
+    rules: &Rules,
+    entity: &Entity,
+    local: &LocalRow,
+    link: Option<&LinkState>,
+    remote: &RemoteRecord<'_>,
+    event_id: Option<i64>,
+) -> Result<Applied, DbError> {
+    let remote_fields = entity.restrict(&remote.fields);
+    let base = link
+        .and_then(|l| l.snapshot.as_ref())
+        .and_then(Value::as_object);
+    let local_fields = entity.local_fields(&local.row);
+
+    if let Some(applied) = link.and_then(|l| l.remote_version) {
+        if applied >= remote.version {
+            let detail = json!({"local": local_fields, "remote": remote_fields, "base": base,
+                                "applied_version": applied, "version": remote.version});
+            audit(
+                tx,
+                entity.table,
+                local.id,
+                "SKIP",
+                remote.provider,
+                event_id,
+                "skipped_stale",
+                &detail,
+                &[],
+            )
+            .await?;
+            return Ok(Applied::Stale(format!(
+                "{} {} version {} is not newer than the version already applied ({applied})",
+                entity.table, remote.remote_id, remote.version
+            )));
+        }
+    }
+
+    let res = conflict::resolve(
+        rules,
+        entity.table,
+        base,
+        Side {
+            fields: &local_fields,
+            changed_at: local.changed_at,
+        },
+        Side {
+            fields: &remote_fields,
+            changed_at: remote.version,
+        },
+    );
+    let fields_detail: Map<String, Value> = res
+        .fields
+        .iter()
+        .map(|(k, d)| (k.clone(), json!(d)))
+        .collect();
+    let mut detail = json!({
+        "local": local_fields, "remote": remote_fields, "base": base,
+        "merged": res.merged, "fields": fields_detail,
+        "local_changed_at": local.changed_at, "remote_version": remote.version,
+    });
+    // The remote's state as syncbridge now knows it.
+    let mut snapshot = base.cloned().unwrap_or_default();
+    snapshot.extend(remote_fields.clone());
+
+    if res.outcome == Outcome::Manual {
+        let id = record_conflict(
+            tx,
+            entity,
+            local,
+            remote,
+            &remote_fields,
+            &local_fields,
+            base,
+            &res.manual,
+            event_id,
+        )
+        .await?;
+        set_remote_version(tx, entity, local.id, remote).await?;
+        detail["conflict_id"] = json!(id);
+        audit(
+            tx,
+            entity.table,
+            local.id,
+            "CONFLICT",
+            remote.provider,
+            event_id,
+            "manual",
+            &detail,
+            &res.manual,
+        )
+        .await?;
+        return Ok(Applied::Conflict(format!(
+            "{} {}: {} changed on both sides, left for review as conflict {id}",
+            entity.table,
+            local.id,
+            res.manual.join(", ")
+        )));
+    }
+
+    let mut after = local.row.clone();
+    if !res.to_local.is_empty() {
+        let values: Map<String, Value> = res
+            .to_local
+            .iter()
+            .filter_map(|k| Some((k.clone(), res.merged.get(k)?.clone())))
+            .collect();
+        let status = if res.to_remote.is_empty() {
+            "synced"
+        } else {
+            "pending"
+        };
+        let stmt = tx.prepare_cached(&entity.update_sql()).await?;
+        after = tx
+            .query_one(&stmt, &[&local.id, &Value::Object(values), &status])
+            .await?
+            .get(0);
+    }
+    upsert_link(tx, entity, local.id, remote, &Value::Object(snapshot)).await?;
+    if !res.to_remote.is_empty() {
+        enqueue_push(tx, remote.provider, entity.table, local.id).await?;
+    }
+    detail["after"] = after;
+    // An echo: the remote reports exactly what was last synced (usually
+    // syncbridge's own push coming back).
+    let echo = base.is_some_and(|b| {
+        remote_fields
+            .iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| conflict::same(v, w)))
+    });
+    let (operation, decision) = match res.outcome {
+        Outcome::InSync if echo => ("SKIP", "echo"),
+        Outcome::InSync => ("SKIP", "in_sync"),
+        Outcome::NoRemoteChange => ("SKIP", "echo"),
+        o => ("UPDATE", o.decision()),
+    };
+    let changed: Vec<String> = res.to_local.clone();
+    audit(
+        tx,
+        entity.table,
+        local.id,
+        operation,
+        remote.provider,
+        event_id,
+        decision,
+        &detail,
+        &changed,
+    )
+    .await?;
+    Ok(match res.outcome {
+        Outcome::InSync | Outcome::NoRemoteChange => Applied::Ignored(format!(
+            "{}: {} {} reports nothing new",
+            decision, entity.table, remote.remote_id
+        )),
+        _ => Applied::Updated(local.id),
+    })
+}
+
+/// Writes a `sync_conflicts` row (superseding any open one for the same
+/// record and provider), marks the local row `conflict`, and holds its
+/// pending pushes to that provider until the conflict is resolved.
+#[allow(clippy::too_many_arguments)]
+async fn record_conflict(
+    tx: &impl GenericClient,
+    entity: &Entity,
+    local: &LocalRow,
+    remote: &RemoteRecord<'_>,
+    remote_fields: &Map<String, Value>,
+    local_fields: &Map<String, Value>,
+    base: Option<&Map<String, Value>>,
+    fields: &[String],
+    event_id: Option<i64>,
+) -> Result<Uuid, DbError> {
+    let stmt = tx
+        .prepare_cached(
+            "WITH superseded AS (
+                 UPDATE sync_conflicts SET status = 'superseded', resolved_at = now(),
+                        resolution_notes = 'superseded by a newer conflict'
+                 WHERE entity_type = $1 AND entity_id = $2 AND provider = $3 AND status = 'open'
+             ), held AS (
+                 UPDATE sync_outbox SET next_attempt_at = 'infinity'
+                 WHERE provider = $3 AND table_name = $1 AND record_id = $2 AND status = 'pending'
+             )
+             INSERT INTO sync_conflicts
+                 (entity_type, entity_id, keap_data, supabase_data, conflict_fields,
+                  resolution_strategy, provider, remote_id, base_data, remote_version, event_id)
+             VALUES ($1, $2, $4, $5, $6, 'manual', $3, $7, $8, $9, $10)
+             RETURNING id",
+        )
+        .await?;
+    let base = base.map(|b| Value::Object(b.clone()));
+    let id: Uuid = tx
+        .query_one(
+            &stmt,
+            &[
+                &entity.table,
+                &local.id,
+                &remote.provider.as_str(),
+                &Value::Object(remote_fields.clone()),
+                &Value::Object(local_fields.clone()),
+                &fields,
+                &remote.remote_id,
+                &base,
+                &remote.version,
+                &event_id,
+            ],
+        )
+        .await?
+        .get(0);
+    let sql = format!(
+        "UPDATE {} SET sync_status = 'conflict', sync_error = $2 WHERE id = $1",
+        entity.table
+    );
+    let note = format!("conflict {id}: {} changed on both sides", fields.join(", "));
+    tx.execute(&sql, &[&local.id, &note]).await?;
+    Ok(id)
+}
+
+async fn set_remote_version(
+    tx: &impl GenericClient,
+    entity: &Entity,
+    local_id: Uuid,
+    remote: &RemoteRecord<'_>,
+) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, remote_version)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
+             remote_id = EXCLUDED.remote_id, remote_version = EXCLUDED.remote_version,
+             deleted_at = NULL, updated_at = now()",
+        &[
+            &entity.table,
+            &local_id,
+            &remote.provider.as_str(),
+            &remote.slot,
+            &remote.remote_id,
+            &remote.version,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records the pair's new snapshot and remote version.
+pub async fn upsert_link(
+    tx: &impl GenericClient,
+    entity: &Entity,
+    local_id: Uuid,
+    remote: &RemoteRecord<'_>,
+    snapshot: &Value,
+) -> Result<(), DbError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                     remote_version, last_synced_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+             ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
+                 remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
+                 remote_version = EXCLUDED.remote_version, last_synced_at = now(),
+                 deleted_at = NULL, updated_at = now()",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &entity.table,
+            &local_id,
+            &remote.provider.as_str(),
+            &remote.slot,
+            &remote.remote_id,
+            snapshot,
+            &remote.version,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues a push of the record to `provider` (unless one is pending) and
+/// rings the dispatcher's doorbell.
+pub async fn enqueue_push(
+    tx: &impl GenericClient,
+    provider: ProviderName,
+    table: &str,
+    record_id: Uuid,
+) -> Result<(), DbError> {
+    let stmt = tx
+        .prepare_cached(
+            "WITH queued AS (
+                 INSERT INTO sync_outbox (provider, table_name, record_id, operation, origin)
+                 SELECT $1, $2, $3, 'SYNC', 'syncbridge'
+                 WHERE NOT EXISTS (SELECT 1 FROM sync_outbox
+                                   WHERE provider = $1 AND table_name = $2 AND record_id = $3
+                                     AND status = 'pending' AND next_attempt_at <> 'infinity')
+                 RETURNING id
+             ), rung AS (
+                 UPDATE syncbridge_doorbell SET armed = false
+                 WHERE channel = 'syncbridge_outbox' AND armed AND EXISTS (SELECT 1 FROM queued)
+                 RETURNING channel
+             )
+             SELECT pg_notify(channel, '') FROM rung",
+        )
+        .await?;
+    tx.query(&stmt, &[&provider.as_str(), &table, &record_id])
+        .await?;
+    Ok(())
+}
+
+/// One audit row: the decision and both versions in `detail`.
+#[allow(clippy::too_many_arguments)]
+pub async fn audit(
+    tx: &impl GenericClient,
+    entity_type: &str,
+    entity_id: Uuid,
+    operation: &str,
+    provider: ProviderName,
+    event_id: Option<i64>,
+    decision: &str,
+    detail: &Value,
+    changed: &[String],
+) -> Result<(), DbError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO sync_audit_log (entity_type, entity_id, operation, old_data, new_data,
+                 changed_fields, sync_source, sync_destination, event_id, decision, detail)
+             VALUES ($1, $2, $3, $4::jsonb -> 'local', coalesce($4::jsonb -> 'after', $4::jsonb -> 'remote'), $5,
+                     $6, 'local', $7, $8, $4::jsonb)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &entity_type,
+            &entity_id,
+            &operation,
+            detail,
+            &changed,
+            &provider.as_str(),
+            &event_id,
+            &decision,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_fields_project_the_whitelist_and_normalise_phones() {
+        let row = json!({"id": "x", "first_name": "Dana", "phone": "(415) 555-0142",
+                         "alt_phone_1": "not a phone", "updated_at": "t"});
+        let f = CLIENTS.local_fields(&row);
+        assert_eq!(f["phone"], "+14155550142");
+        assert_eq!(f["alt_phone_1"], "not a phone");
+        assert_eq!(f["email"], Value::Null);
+        assert!(!f.contains_key("updated_at") && !f.contains_key("id"));
+    }
+
+    #[test]
+    fn restrict_drops_columns_outside_the_whitelist() {
+        let m = json!({"first_name": "A", "sync_status": "synced", "id": "x"});
+        let r = CLIENTS.restrict(m.as_object().unwrap());
+        assert_eq!(r.len(), 1);
+        assert!(r.contains_key("first_name"));
+    }
+
+    #[test]
+    fn update_statement_names_only_whitelisted_columns() {
+        let sql = CLIENTS.update_sql();
+        for c in CLIENTS.columns {
+            assert!(sql.contains(&format!("{c} = CASE WHEN $2::jsonb ? '{c}'")));
+        }
+        assert!(entity("clients").is_some() && entity("nope").is_none());
+    }
+}
