@@ -490,6 +490,288 @@ pub async fn audit(
     Ok(())
 }
 
+/// How an operator resolves a conflict.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    /// Keep the local version; it is pushed to the provider.
+    Local,
+    /// Take the provider's version locally.
+    Remote,
+    /// Both sides get these values (synced fields only).
+    Merged(Map<String, Value>),
+}
+
+impl Choice {
+    fn name(&self) -> &'static str {
+        match self {
+            Choice::Local => "local",
+            Choice::Remote => "remote",
+            Choice::Merged(_) => "merged",
+        }
+    }
+
+    fn strategy(&self) -> Strategy {
+        match self {
+            Choice::Local => Strategy::PreferLocal,
+            Choice::Remote => Strategy::PreferRemote,
+            Choice::Merged(_) => Strategy::Merge,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no conflict {0}")]
+    NotFound(Uuid),
+    #[error("conflict {0} is {1}, not open")]
+    NotOpen(Uuid, String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for ResolveError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ResolveError::Db(e.into())
+    }
+}
+
+/// Resolves an open conflict: writes the chosen version locally (with the
+/// provider as origin, so other providers still receive the change), moves
+/// the link's snapshot to what the provider holds, queues the push that
+/// brings the provider to the chosen version, releases the record's held
+/// pushes, and audits the decision. Returns the resolved conflict.
+pub async fn resolve_conflict(
+    client: &mut deadpool_postgres::Client,
+    id: Uuid,
+    choice: Choice,
+    resolved_by: Option<Uuid>,
+    notes: Option<&str>,
+) -> Result<Value, ResolveError> {
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT entity_type, entity_id, provider, remote_id, keap_data, supabase_data,
+                    base_data, status
+             FROM sync_conflicts WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or(ResolveError::NotFound(id))?;
+    let status: String = row.get(7);
+    if status != "open" {
+        return Err(ResolveError::NotOpen(id, status));
+    }
+    let table: String = row.get(0);
+    let entity_id: Uuid = row.get(1);
+    let provider_name: String = row.get(2);
+    let remote_id: Option<String> = row.get(3);
+    let remote_version: Value = row.get(4);
+    let local_version: Value = row.get(5);
+    let base: Option<Value> = row.get(6);
+    let entity = entity(&table)
+        .ok_or_else(|| ResolveError::Invalid(format!("{table} is not a synced entity")))?;
+    let provider = ProviderName::parse(&provider_name)
+        .ok_or_else(|| ResolveError::Invalid(format!("unknown provider {provider_name}")))?;
+    let remote_fields = remote_version.as_object().cloned().unwrap_or_default();
+
+    let (write, push) = match &choice {
+        Choice::Local => (None, true),
+        Choice::Remote => (Some(entity.restrict(&remote_fields)), false),
+        Choice::Merged(m) => {
+            let unknown: Vec<&str> = m
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !entity.columns.contains(k))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(ResolveError::Invalid(format!(
+                    "{} does not sync {}; synced fields: {}",
+                    table,
+                    unknown.join(", "),
+                    entity.columns.join(", ")
+                )));
+            }
+            (Some(m.clone()), true)
+        }
+    };
+
+    tx.execute(
+        "SELECT set_config('syncbridge.origin', $1, true)",
+        &[&provider.as_str()],
+    )
+    .await?;
+    let locked = format!(
+        "SELECT to_jsonb(t) FROM {} t WHERE id = $1 FOR UPDATE",
+        entity.table
+    );
+    let before: Value = tx
+        .query_opt(&locked, &[&entity_id])
+        .await?
+        .ok_or_else(|| {
+            ResolveError::Invalid(format!(
+                "{table} {entity_id} no longer exists; nothing to resolve"
+            ))
+        })?
+        .get(0);
+    let status = if push { "pending" } else { "synced" };
+    let after: Value = match write {
+        Some(values) => {
+            let stmt = tx.prepare_cached(&entity.update_sql()).await?;
+            tx.query_one(&stmt, &[&entity_id, &Value::Object(values), &status])
+                .await?
+                .get(0)
+        }
+        None => {
+            let sql = format!(
+                "UPDATE {} SET sync_status = $2, sync_error = NULL WHERE id = $1
+                 RETURNING to_jsonb({0})",
+                entity.table
+            );
+            tx.query_one(&sql, &[&entity_id, &status]).await?.get(0)
+        }
+    };
+    if let Some(remote_id) = &remote_id {
+        // The provider holds its version until the push (if any) lands.
+        tx.execute(
+            "UPDATE sync_links SET snapshot = coalesce(snapshot, '{}'::jsonb) || $4,
+                    last_synced_at = now(), updated_at = now()
+             WHERE provider = $1 AND entity_type = $2 AND remote_id = $3",
+            &[&provider.as_str(), &table, remote_id, &remote_version],
+        )
+        .await?;
+    }
+    tx.execute(
+        "UPDATE sync_outbox SET next_attempt_at = now()
+         WHERE provider = $1 AND table_name = $2 AND record_id = $3 AND status = 'pending'
+           AND next_attempt_at = 'infinity'",
+        &[&provider.as_str(), &table, &entity_id],
+    )
+    .await?;
+    if push {
+        enqueue_push(&tx, provider, &table, entity_id).await?;
+    }
+    let resolved = entity.local_fields(&after);
+    let conflict: Value = tx
+        .query_one(
+            "UPDATE sync_conflicts SET status = 'resolved', resolution = $2,
+                    resolution_strategy = $3, resolved_at = now(), resolved_by = $4,
+                    resolution_notes = $5, resolved_data = $6
+             WHERE id = $1
+             RETURNING to_jsonb(sync_conflicts)",
+            &[
+                &id,
+                &choice.name(),
+                &choice.strategy().as_str(),
+                &resolved_by,
+                &notes,
+                &Value::Object(resolved.clone()),
+            ],
+        )
+        .await?
+        .get(0);
+    let changed: Vec<String> = entity
+        .local_fields(&before)
+        .iter()
+        .filter(|(k, v)| resolved.get(*k).is_some_and(|w| !conflict::same(v, w)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let detail = json!({"local": local_version, "remote": remote_version, "base": base,
+                        "merged": resolved, "after": after, "conflict_id": id,
+                        "resolution": choice.name(), "resolved_by": resolved_by});
+    audit(
+        &tx,
+        &table,
+        entity_id,
+        "RESOLVE",
+        provider,
+        None,
+        &format!("resolved_{}", choice.name()),
+        &detail,
+        &changed,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(conflict)
+}
+
+/// Conflicts for `GET /api/sync/conflicts`, newest first.
+pub async fn list_conflicts(
+    c: &impl GenericClient,
+    status: Option<&str>,
+    entity_type: Option<&str>,
+    provider: Option<&str>,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<Value>, DbError> {
+    let rows = c
+        .query(
+            "SELECT to_jsonb(sc) FROM sync_conflicts sc
+             WHERE ($1::text IS NULL OR status = $1)
+               AND ($2::text IS NULL OR entity_type = $2)
+               AND ($3::text IS NULL OR provider = $3)
+               AND ($4::timestamptz IS NULL OR detected_at < $4)
+             ORDER BY detected_at DESC, id
+             LIMIT $5",
+            &[&status, &entity_type, &provider, &before, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn get_conflict(c: &impl GenericClient, id: Uuid) -> Result<Option<Value>, DbError> {
+    Ok(c.query_opt(
+        "SELECT to_jsonb(sc) FROM sync_conflicts sc WHERE id = $1",
+        &[&id],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
+/// The rule table, most specific first.
+pub async fn list_rules(c: &impl GenericClient) -> Result<Vec<Value>, DbError> {
+    let rows = c
+        .query(
+            "SELECT jsonb_build_object('entity_type', entity_type, 'field', field,
+                        'strategy', strategy, 'updated_at', updated_at)
+             FROM sync_conflict_rules
+             ORDER BY entity_type = '*', entity_type, field = '*', field",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Sets the strategy for (entity, field); `None` removes the rule (the
+/// catch-all `('*', '*')` cannot be removed, only changed).
+pub async fn set_rule(
+    c: &impl GenericClient,
+    entity_type: &str,
+    field: &str,
+    strategy: Option<Strategy>,
+) -> Result<u64, DbError> {
+    Ok(match strategy {
+        Some(s) => {
+            c.execute(
+                "INSERT INTO sync_conflict_rules (entity_type, field, strategy) VALUES ($1, $2, $3)
+                 ON CONFLICT (entity_type, field) DO UPDATE
+                     SET strategy = EXCLUDED.strategy, updated_at = now()",
+                &[&entity_type, &field, &s.as_str()],
+            )
+            .await?
+        }
+        None => {
+            c.execute(
+                "DELETE FROM sync_conflict_rules
+                 WHERE entity_type = $1 AND field = $2 AND NOT (entity_type = '*' AND field = '*')",
+                &[&entity_type, &field],
+            )
+            .await?
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

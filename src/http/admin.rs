@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use super::ApiError;
 use crate::app::AppState;
+use crate::conflict::Strategy;
+use crate::db::engine::{self, Choice, ResolveError};
 use crate::db::{self, admin};
+use uuid::Uuid;
 
 /// Rejects requests without the admin bearer token.
 pub async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
@@ -195,4 +198,151 @@ pub async fn replay(
     }
     app.wake.router.notify_one();
     Ok(Json(json!({"id": id, "status": "pending"})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConflictQuery {
+    /// `open` (default), `resolved`, `superseded` or `all`.
+    pub status: Option<String>,
+    pub entity: Option<String>,
+    pub provider: Option<String>,
+    /// Page: conflicts detected before this time.
+    pub before: Option<chrono::DateTime<chrono::Utc>>,
+    pub limit: Option<i64>,
+}
+
+pub async fn conflicts(
+    State(app): State<AppState>,
+    Query(q): Query<ConflictQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref().unwrap_or("open") {
+        "all" => None,
+        s @ ("open" | "resolved" | "superseded") => Some(s),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad request",
+                "status is open, resolved, superseded or all",
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let c = client(&app).await?;
+    let rows = engine::list_conflicts(
+        &c,
+        status,
+        q.entity.as_deref(),
+        q.provider.as_deref(),
+        q.before,
+        limit,
+    )
+    .await
+    .map_err(db_error)?;
+    let next = if rows.len() as i64 == limit {
+        rows.last().map(|r| r["detected_at"].clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({"conflicts": rows, "next_before": next})))
+}
+
+pub async fn conflict(
+    State(app): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let c = client(&app).await?;
+    engine::get_conflict(&c, id)
+        .await
+        .map_err(db_error)?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not found",
+                format!("no conflict {id}"),
+            )
+        })
+}
+
+/// `POST /api/sync/conflicts/{id}/resolve` body.
+#[derive(Debug, Deserialize)]
+pub struct ResolveBody {
+    /// `local`, `remote` or `merged`.
+    pub resolution: String,
+    /// For `merged`: the values both sides get (synced fields only; the
+    /// ones left out keep their local value).
+    pub data: Option<serde_json::Map<String, Value>>,
+    pub resolved_by: Option<Uuid>,
+    pub notes: Option<String>,
+}
+
+pub async fn resolve_conflict(
+    State(app): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ResolveBody>,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |d: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad request", d);
+    let choice = match (body.resolution.as_str(), body.data) {
+        ("local", None) => Choice::Local,
+        ("remote", None) => Choice::Remote,
+        ("merged", Some(data)) => Choice::Merged(data),
+        ("merged", None) => return Err(bad("resolution merged needs data: {field: value}")),
+        ("local" | "remote", Some(_)) => return Err(bad("data goes with resolution merged only")),
+        _ => return Err(bad("resolution is local, remote or merged")),
+    };
+    let mut c = client(&app).await?;
+    let resolved =
+        engine::resolve_conflict(&mut c, id, choice, body.resolved_by, body.notes.as_deref())
+            .await
+            .map_err(|e| match e {
+                ResolveError::NotFound(_) => {
+                    ApiError::new(StatusCode::NOT_FOUND, "not found", e.to_string())
+                }
+                ResolveError::NotOpen(..) => {
+                    ApiError::new(StatusCode::CONFLICT, "not open", e.to_string())
+                }
+                ResolveError::Invalid(why) => bad(&why),
+                ResolveError::Db(db) => db_error(db),
+            })?;
+    app.wake.dispatcher.notify_one();
+    Ok(Json(resolved))
+}
+
+pub async fn conflict_rules(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let c = client(&app).await?;
+    let rules = engine::list_rules(&c).await.map_err(db_error)?;
+    Ok(Json(json!({"rules": rules})))
+}
+
+/// `PUT /api/sync/conflict-rules` body: `strategy: null` removes the rule.
+#[derive(Debug, Deserialize)]
+pub struct RuleBody {
+    pub entity_type: String,
+    pub field: Option<String>,
+    pub strategy: Option<String>,
+}
+
+pub async fn set_conflict_rule(
+    State(app): State<AppState>,
+    Json(body): Json<RuleBody>,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "bad request", d);
+    if body.entity_type.trim().is_empty() {
+        return Err(bad("entity_type is a table name or *".into()));
+    }
+    let field = body.field.as_deref().unwrap_or("*");
+    let strategy = match body.strategy.as_deref() {
+        None => None,
+        Some(s) => Some(Strategy::parse(s).ok_or_else(|| {
+            bad(format!(
+                "unknown strategy {s:?}: last_write_wins, prefer_local, prefer_remote, merge or manual"
+            ))
+        })?),
+    };
+    let c = client(&app).await?;
+    let n = engine::set_rule(&c, &body.entity_type, field, strategy)
+        .await
+        .map_err(db_error)?;
+    let rules = engine::list_rules(&c).await.map_err(db_error)?;
+    Ok(Json(json!({"changed": n, "rules": rules})))
 }

@@ -24,6 +24,16 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/sync/events", get(admin::events))
         .route("/api/sync/events/{id}", get(admin::event))
         .route("/api/sync/events/{id}/replay", post(admin::replay))
+        .route("/api/sync/conflicts", get(admin::conflicts))
+        .route("/api/sync/conflicts/{id}", get(admin::conflict))
+        .route(
+            "/api/sync/conflicts/{id}/resolve",
+            post(admin::resolve_conflict),
+        )
+        .route(
+            "/api/sync/conflict-rules",
+            get(admin::conflict_rules).put(admin::set_conflict_rule),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,

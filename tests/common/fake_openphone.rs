@@ -107,6 +107,16 @@ impl FakeOpenPhone {
         self.inner.lock().unwrap().contacts.get(id).cloned()
     }
 
+    /// Changes a contact as a user of the app would: `edit` gets the stored
+    /// contact, `updatedAt` is set to `at`. Returns the new contact.
+    pub fn edit_contact(&self, id: &str, at: &str, edit: impl FnOnce(&mut Value)) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        let c = inner.contacts.get_mut(id).expect("contact exists");
+        edit(c);
+        c["updatedAt"] = json!(at);
+        c.clone()
+    }
+
     /// Waits until `pred` holds for the recorded requests (10 s at most).
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Recorded]) -> bool) {
         for _ in 0..400 {

@@ -1,0 +1,492 @@
+//! The conflict engine end to end: a local UPDATE whose push is held back
+//! (the fake OpenPhone fails it, the retry is far off) and a contact edit
+//! arriving by webhook meet in the router, which decides under the rule
+//! table; then the held push is released and both sides are compared.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_openphone::{FakeOpenPhone, Fault, API_KEY};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const ADMIN: &str = "conflict-admin-token";
+
+struct Scene {
+    fake: FakeOpenPhone,
+    app: TestApp,
+    c: tokio_postgres::Client,
+    id: Uuid,
+    contact_id: String,
+}
+
+impl Scene {
+    /// A client synced to OpenPhone, and `rules` in the rule table.
+    async fn start(rules: &[(&str, &str, &str)]) -> Scene {
+        let fake = FakeOpenPhone::start().await;
+        let url = fake.url.clone();
+        let app = TestApp::spawn_with(move |s| {
+            s.set("OPENPHONE_API_KEY", API_KEY);
+            s.set("OPENPHONE_API_URL", url);
+            s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN);
+            // A failed push waits minutes: the test releases it by hand.
+            s.set("SYNCBRIDGE_RETRY_BASE_MS", "600000");
+            s.set("SYNCBRIDGE_PUSH_TIMEOUT_MS", "1000");
+        })
+        .await;
+        let c = app.client().await;
+        let id: Uuid = c
+            .query_one(
+                "INSERT INTO clients (first_name, last_name, email, phone, company)
+                 VALUES ('Dana', 'Ortiz', 'dana@ortiz.example', '(415) 555-0142', 'Ortiz Realty')
+                 RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let mut s = Scene {
+            fake,
+            app,
+            c,
+            id,
+            contact_id: String::new(),
+        };
+        let row = s.wait_status("synced").await;
+        s.contact_id = row["openphone_contact_id"].as_str().unwrap().to_owned();
+        for (entity, field, strategy) in rules {
+            let (st, b) = s
+                .admin_put(
+                    "/api/sync/conflict-rules",
+                    json!({"entity_type": entity, "field": field, "strategy": strategy}),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{b}");
+        }
+        s
+    }
+
+    async fn row(&self) -> Value {
+        self.c
+            .query_one(
+                "SELECT to_jsonb(c) FROM clients c WHERE id = $1",
+                &[&self.id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn wait_status(&self, want: &str) -> Value {
+        for _ in 0..400 {
+            let row = self.row().await;
+            if row["sync_status"] == want {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("client never became {want}: {}", self.row().await);
+    }
+
+    /// A local UPDATE whose push fails once and then waits (held back).
+    async fn local_edit(&self, set: &str) {
+        self.fake.fail_next([Fault::Status(503)]);
+        let before = self.fake.requests().len();
+        self.c
+            .batch_execute(&format!(
+                "UPDATE clients SET {set} WHERE id = '{}'",
+                self.id
+            ))
+            .await
+            .unwrap();
+        self.fake
+            .wait_for("the failed push", |r| r.len() > before)
+            .await;
+        for _ in 0..400 {
+            let attempts: i32 = self
+                .c
+                .query_one(
+                    "SELECT coalesce(max(attempts), 0) FROM sync_outbox WHERE status = 'pending'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if attempts >= 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the failed push was not recorded");
+    }
+
+    /// A user edits the contact in OpenPhone at `at`; the webhook arrives
+    /// and the router applies it.
+    async fn remote_edit(&self, at: chrono::DateTime<chrono::Utc>, edit: impl FnOnce(&mut Value)) {
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let contact = self.fake.edit_contact(&self.contact_id, &at, edit);
+        let body = serde_json::to_vec(&json!({
+            "id": format!("EV{}", Uuid::new_v4().simple()), "object": "event",
+            "apiVersion": "v3", "createdAt": at, "type": "contact.updated",
+            "data": {"object": contact}
+        }))
+        .unwrap();
+        let (s, b) = self
+            .app
+            .post(
+                "/webhooks/openphone",
+                &openphone_headers(&body, chrono::Utc::now().timestamp_millis()),
+                body,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        self.app.settle().await;
+    }
+
+    /// Lets held-back pushes go now and waits for the client to be synced.
+    async fn release(&self) -> Value {
+        self.c
+            .batch_execute(
+                "UPDATE sync_outbox SET next_attempt_at = now()
+                 WHERE status = 'pending' AND next_attempt_at <> 'infinity'",
+            )
+            .await
+            .unwrap();
+        self.wait_status("synced").await
+    }
+
+    fn remote(&self) -> Value {
+        self.fake.contact(&self.contact_id).unwrap()
+    }
+
+    async fn admin(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.bearer_auth(ADMIN).send().await.unwrap();
+        let s = resp.status();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn admin_put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.admin(self.app.http.put(self.app.url(path)).json(&body))
+            .await
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.admin(self.app.http.post(self.app.url(path)).json(&body))
+            .await
+    }
+
+    async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        self.admin(self.app.http.get(self.app.url(path))).await
+    }
+
+    /// The decisions audited for the client, oldest first.
+    async fn decisions(&self) -> Vec<String> {
+        self.c
+            .query(
+                "SELECT decision FROM sync_audit_log
+                 WHERE entity_id = $1 AND sync_source = 'openphone' ORDER BY created_at",
+                &[&self.id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+fn later() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() + chrono::Duration::seconds(30)
+}
+
+fn email(c: &Value) -> Value {
+    c["defaultFields"]["emails"][0]["value"].clone()
+}
+
+#[tokio::test]
+async fn merge_keeps_edits_of_different_fields_from_both_sides() {
+    let s = Scene::start(&[("clients", "*", "merge")]).await;
+    s.local_edit("email = 'dana@new.example'").await;
+    s.remote_edit(later(), |c| c["defaultFields"]["lastName"] = json!("Reyes"))
+        .await;
+    let row = s.row().await;
+    assert_eq!(row["last_name"], "Reyes", "remote-only field taken");
+    assert_eq!(row["email"], "dana@new.example", "local-only field kept");
+    assert_eq!(s.decisions().await.last().unwrap(), "merge");
+
+    let row = s.release().await;
+    let remote = s.remote();
+    assert_eq!(remote["defaultFields"]["lastName"], "Reyes");
+    assert_eq!(email(&remote), "dana@new.example");
+    assert_eq!(row["last_name"], "Reyes");
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn merge_of_the_same_field_follows_the_fields_own_rule() {
+    // Entity merges; last_name prefers the provider, company the local side.
+    let s = Scene::start(&[
+        ("clients", "*", "merge"),
+        ("clients", "last_name", "prefer_remote"),
+        ("clients", "company", "prefer_local"),
+    ])
+    .await;
+    s.local_edit("last_name = 'Local', company = 'Local Co'")
+        .await;
+    // The remote edit is older than the local one: the rules, not the
+    // clock, decide.
+    s.remote_edit(
+        chrono::Utc::now() - chrono::Duration::milliseconds(1),
+        |c| {
+            c["defaultFields"]["lastName"] = json!("Remote");
+            c["defaultFields"]["company"] = json!("Remote Co");
+        },
+    )
+    .await;
+    let row = s.row().await;
+    assert_eq!(row["last_name"], "Remote");
+    assert_eq!(row["company"], "Local Co");
+    s.release().await;
+    let remote = s.remote();
+    assert_eq!(remote["defaultFields"]["lastName"], "Remote");
+    assert_eq!(remote["defaultFields"]["company"], "Local Co");
+    let detail: Value =
+        s.c.query_one(
+            "SELECT detail FROM sync_audit_log WHERE entity_id = $1 AND decision = 'merge'",
+            &[&s.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(detail["fields"]["last_name"]["strategy"], "prefer_remote");
+    assert_eq!(detail["fields"]["company"]["winner"], "local");
+    assert_eq!(
+        detail["local"]["last_name"], "Local",
+        "both versions audited"
+    );
+    assert_eq!(detail["remote"]["last_name"], "Remote");
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn last_write_wins_by_default_in_both_directions() {
+    // The provider's edit is later: it wins locally.
+    let s = Scene::start(&[]).await;
+    s.local_edit("last_name = 'Local'").await;
+    s.remote_edit(later(), |c| {
+        c["defaultFields"]["lastName"] = json!("Remote")
+    })
+    .await;
+    assert_eq!(s.row().await["last_name"], "Remote");
+    assert_eq!(s.decisions().await.last().unwrap(), "last_write_wins");
+    s.release().await;
+    assert_eq!(s.remote()["defaultFields"]["lastName"], "Remote");
+    s.app.stop().await;
+
+    // The local edit is later: it stays and is pushed.
+    let s = Scene::start(&[]).await;
+    let earlier = chrono::Utc::now();
+    s.local_edit("last_name = 'Local'").await;
+    s.remote_edit(earlier, |c| {
+        c["defaultFields"]["lastName"] = json!("Remote")
+    })
+    .await;
+    assert_eq!(s.row().await["last_name"], "Local");
+    s.release().await;
+    assert_eq!(s.remote()["defaultFields"]["lastName"], "Local");
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn prefer_local_and_prefer_remote_ignore_the_clock() {
+    let s = Scene::start(&[("clients", "*", "prefer_local")]).await;
+    s.local_edit("last_name = 'Local'").await;
+    s.remote_edit(later(), |c| {
+        c["defaultFields"]["lastName"] = json!("Remote")
+    })
+    .await;
+    assert_eq!(s.row().await["last_name"], "Local");
+    s.release().await;
+    assert_eq!(s.remote()["defaultFields"]["lastName"], "Local");
+    s.app.stop().await;
+
+    let s = Scene::start(&[("clients", "*", "keap_wins")]).await;
+    let earlier = chrono::Utc::now();
+    s.local_edit("last_name = 'Local'").await;
+    s.remote_edit(earlier, |c| {
+        c["defaultFields"]["lastName"] = json!("Remote")
+    })
+    .await;
+    assert_eq!(
+        s.row().await["last_name"],
+        "Remote",
+        "seed alias maps to prefer_remote"
+    );
+    s.release().await;
+    assert_eq!(s.remote()["defaultFields"]["lastName"], "Remote");
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn manual_leaves_the_record_untouched_until_resolved_through_the_api() {
+    let s = Scene::start(&[("clients", "last_name", "manual")]).await;
+    s.local_edit("last_name = 'Local'").await;
+    s.remote_edit(later(), |c| {
+        c["defaultFields"]["lastName"] = json!("Remote");
+        c["defaultFields"]["company"] = json!("Remote Co");
+    })
+    .await;
+    let row = s.row().await;
+    assert_eq!(row["last_name"], "Local", "untouched");
+    assert_eq!(
+        row["company"], "Ortiz Realty",
+        "nothing applied, not even the rest"
+    );
+    assert_eq!(row["sync_status"], "conflict");
+
+    let (st, list) = s.admin_get("/api/sync/conflicts").await;
+    assert_eq!(st, StatusCode::OK);
+    let conflicts = list["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{list}");
+    let conflict = &conflicts[0];
+    assert_eq!(conflict["conflict_fields"], json!(["last_name"]));
+    assert_eq!(conflict["supabase_data"]["last_name"], "Local");
+    assert_eq!(conflict["keap_data"]["last_name"], "Remote");
+    assert_eq!(conflict["provider"], "openphone");
+    let cid = conflict["id"].as_str().unwrap().to_owned();
+
+    // The held push stays held while the conflict is open.
+    let writes = s.fake.writes().len();
+    s.c.batch_execute("UPDATE sync_outbox SET next_attempt_at = now() WHERE status = 'pending'")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        s.fake.writes().len(),
+        writes,
+        "nothing pushed while in conflict"
+    );
+    assert_eq!(s.row().await["last_name"], "Local");
+
+    // Bad resolutions are refused.
+    let path = format!("/api/sync/conflicts/{cid}/resolve");
+    let (st, _) = s.admin_post(&path, json!({"resolution": "both"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s
+        .admin_post(
+            &path,
+            json!({"resolution": "merged", "data": {"sync_status": "x"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // Merged: both sides end with the merged body.
+    let (st, resolved) = s
+        .admin_post(
+            &path,
+            json!({"resolution": "merged", "data": {"last_name": "Ortiz-Reyes", "company": "Remote Co"},
+                   "notes": "checked with Dana"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{resolved}");
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["resolution"], "merged");
+    let row = s.wait_status("synced").await;
+    assert_eq!(row["last_name"], "Ortiz-Reyes");
+    assert_eq!(row["company"], "Remote Co");
+    let remote = s.remote();
+    assert_eq!(remote["defaultFields"]["lastName"], "Ortiz-Reyes");
+    assert_eq!(remote["defaultFields"]["company"], "Remote Co");
+
+    let (st, _) = s.admin_post(&path, json!({"resolution": "local"})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "already resolved");
+    let (_, open) = s.admin_get("/api/sync/conflicts").await;
+    assert_eq!(open["conflicts"], json!([]));
+    let (_, all) = s.admin_get("/api/sync/conflicts?status=all").await;
+    assert_eq!(all["conflicts"].as_array().unwrap().len(), 1);
+    let decisions = s.decisions().await;
+    assert!(decisions.contains(&"manual".to_owned()), "{decisions:?}");
+    assert!(
+        decisions.contains(&"resolved_merged".to_owned()),
+        "{decisions:?}"
+    );
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn manual_resolved_as_remote_takes_the_providers_version() {
+    let s = Scene::start(&[("clients", "*", "manual")]).await;
+    s.local_edit("last_name = 'Local'").await;
+    s.remote_edit(later(), |c| {
+        c["defaultFields"]["lastName"] = json!("Remote")
+    })
+    .await;
+    assert_eq!(s.row().await["sync_status"], "conflict");
+    let (_, list) = s.admin_get("/api/sync/conflicts").await;
+    let cid = list["conflicts"][0]["id"].as_str().unwrap().to_owned();
+    let (st, b) = s
+        .admin_post(
+            &format!("/api/sync/conflicts/{cid}/resolve"),
+            json!({"resolution": "remote"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let row = s.release().await;
+    assert_eq!(row["last_name"], "Remote");
+    assert_eq!(s.remote()["defaultFields"]["lastName"], "Remote");
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_remote_only_change_is_taken_and_a_stale_one_skipped_whatever_the_rule() {
+    let s = Scene::start(&[("clients", "*", "prefer_local")]).await;
+    let at = later();
+    s.remote_edit(at, |c| c["defaultFields"]["company"] = json!("New Co"))
+        .await;
+    assert_eq!(s.row().await["company"], "New Co", "fast-forward");
+    // An older delivery of the contact arrives late.
+    s.remote_edit(at - chrono::Duration::seconds(10), |c| {
+        c["defaultFields"]["company"] = json!("Old Co")
+    })
+    .await;
+    assert_eq!(s.row().await["company"], "New Co");
+    let d = s.decisions().await;
+    assert_eq!(
+        &d[d.len() - 2..],
+        ["fast_forward", "skipped_stale"],
+        "{d:?}"
+    );
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn rules_are_listed_and_validated_through_the_api() {
+    let s = Scene::start(&[("clients", "email", "prefer_local")]).await;
+    let (st, b) = s.admin_get("/api/sync/conflict-rules").await;
+    assert_eq!(st, StatusCode::OK);
+    let rules = b["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["entity_type"], "clients");
+    assert_eq!(rules[0]["field"], "email");
+    assert_eq!(rules.last().unwrap()["entity_type"], "*");
+    let (st, _) = s
+        .admin_put(
+            "/api/sync/conflict-rules",
+            json!({"entity_type": "clients", "strategy": "coin_toss"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, b) = s
+        .admin_put(
+            "/api/sync/conflict-rules",
+            json!({"entity_type": "clients", "field": "email", "strategy": null}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(b["rules"].as_array().unwrap().len(), 1, "{b}");
+    let (st, _) = s.admin_get("/api/sync/conflicts?status=bogus").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    s.app.stop().await;
+}
