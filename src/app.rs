@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::Pool;
 use crate::dispatcher::Dispatcher;
+use crate::fetcher::Fetcher;
 use crate::inbox::Inbox;
 use crate::providers::Registry;
 use crate::router::Router;
@@ -165,6 +166,8 @@ impl App {
         workers.push(tokio::spawn(
             dispatcher.run(doorbell.clone(), work_cancel.clone()),
         ));
+        let fetcher = Fetcher::new(pool.clone(), &providers, config.router.clone());
+        workers.push(tokio::spawn(fetcher.run(work_cancel.clone())));
         if let Some(url) = &config.database_url {
             health.problem("listener", "change listener connecting");
             workers.push(tokio::spawn(listener::run(

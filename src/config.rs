@@ -65,6 +65,12 @@ pub struct KeapConfig {
     pub webhook_token: Option<Secret>,
     pub api_key: Option<Secret>,
     pub api_url: String,
+    /// Requests per minute to the Keap API (`KEAP_API_RATE_PER_MIN`, 240:
+    /// one every 250 ms, which also keeps under the 5/s spike limit).
+    pub api_rate_per_min: u32,
+    /// How long hints for one object are collected before it is fetched
+    /// once (`SYNCBRIDGE_FETCH_DEBOUNCE_MS`, 5000).
+    pub fetch_debounce: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +110,8 @@ pub struct RouterConfig {
     pub batch_size: i64,
     /// Sweep interval for anything a wake-up missed.
     pub poll_interval: Duration,
+    /// Debounce window of fetch hints (`SYNCBRIDGE_FETCH_DEBOUNCE_MS`).
+    pub fetch_debounce: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +311,7 @@ impl Config {
             }
         };
         let max_attempts: i32 = s.number("SYNCBRIDGE_MAX_ATTEMPTS", 8)?;
+        let fetch_debounce = Duration::from_millis(s.number("SYNCBRIDGE_FETCH_DEBOUNCE_MS", 5000)?);
         if max_attempts < 1 {
             return Err(invalid("SYNCBRIDGE_MAX_ATTEMPTS", "must be at least 1"));
         }
@@ -325,6 +334,11 @@ impl Config {
                 webhook_token: s.secret("KEAP_WEBHOOK_TOKEN"),
                 api_key: s.secret("KEAP_API_KEY"),
                 api_url: s.url("KEAP_API_URL", "https://api.infusionsoft.com/crm/rest/v1")?,
+                api_rate_per_min: match s.number("KEAP_API_RATE_PER_MIN", 240u32)? {
+                    0 => return Err(invalid("KEAP_API_RATE_PER_MIN", "must be at least 1")),
+                    n => n,
+                },
+                fetch_debounce,
             },
             resman: ResManConfig {
                 webhook_secret: resman_secret,
@@ -361,12 +375,14 @@ impl Config {
                 // The sweep that covers a doorbell rung between a re-arm and
                 // a drain (see migrations/0005_capture.up.sql).
                 poll_interval: Duration::from_millis(500),
+                fetch_debounce,
             },
             router: RouterConfig {
                 max_attempts,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
                 batch_size: s.number("SYNCBRIDGE_ROUTER_BATCH", 256)?,
                 poll_interval: Duration::from_millis(500),
+                fetch_debounce,
             },
         })
     }

@@ -17,6 +17,12 @@ pub enum DomainEvent {
     ContactDeleted {
         remote_id: String,
     },
+    /// A thin delivery naming objects to fetch from the provider's API
+    /// (Keap's REST hooks).
+    FetchHint {
+        object_type: String,
+        ids: Vec<String>,
+    },
     /// Stored, understood as not ours to apply (e.g. an unknown type).
     Ignored(String),
 }

@@ -13,6 +13,7 @@ pub mod db;
 pub mod dispatcher;
 pub mod domain;
 pub mod events;
+pub mod fetcher;
 pub mod http;
 pub mod inbox;
 pub mod listener;

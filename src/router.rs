@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RouterConfig;
 use crate::conflict::Rules;
 use crate::db::apply::{self, Applied};
-use crate::db::engine;
 use crate::db::inbox::{self, Claimed, Outcome};
+use crate::db::{engine, fetch};
 use crate::db::{DbError, Pool};
 use crate::events::DomainEvent;
 use crate::providers::{Provider, Registry, StoredEvent};
@@ -122,7 +122,7 @@ impl Router {
         let mut failed = false;
         for ev in &claimed {
             let started = Instant::now();
-            match apply_event(&tx, &rules, provider, ev).await {
+            match apply_event(&tx, &rules, self.config.fetch_debounce, provider, ev).await {
                 Ok(o) => outcomes.push((ev.id, o, started.elapsed())),
                 Err(ApplyError::Db(db)) if db.is_transient() => return Err(db),
                 Err(_) => {
@@ -145,7 +145,15 @@ impl Router {
             for ev in claimed.iter().filter(|c| reclaimed.contains(&c.id)) {
                 let started = Instant::now();
                 let sp = tx.savepoint("event").await?;
-                let outcome = match apply_event(&sp, &rules, provider, ev).await {
+                let outcome = match apply_event(
+                    &sp,
+                    &rules,
+                    self.config.fetch_debounce,
+                    provider,
+                    ev,
+                )
+                .await
+                {
                     Ok(o) => {
                         sp.commit().await?;
                         o
@@ -259,6 +267,7 @@ impl From<tokio_postgres::Error> for ApplyError {
 async fn apply_event(
     tx: &deadpool_postgres::Transaction<'_>,
     rules: &Rules,
+    fetch_debounce: std::time::Duration,
     provider: &dyn Provider,
     ev: &Claimed,
 ) -> Result<Outcome, ApplyError> {
@@ -282,10 +291,16 @@ async fn apply_event(
             DomainEvent::ContactDeleted { remote_id } => {
                 apply::unlink_contact(tx, ev.provider, remote_id, ev.id).await?
             }
+            DomainEvent::FetchHint { object_type, ids } => {
+                fetch::enqueue(tx, ev.provider, object_type, ids, fetch_debounce, ev.id).await?;
+                Applied::Queued
+            }
             DomainEvent::Ignored(why) => Applied::Ignored(why.clone()),
         };
         match result {
-            Applied::Inserted(_) | Applied::Updated(_) | Applied::Conflict(_) => applied_any = true,
+            Applied::Inserted(_) | Applied::Updated(_) | Applied::Conflict(_) | Applied::Queued => {
+                applied_any = true
+            }
             Applied::Stale(why) => skipped.push((true, why)),
             Applied::Ignored(why) => skipped.push((false, why)),
         }

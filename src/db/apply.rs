@@ -26,6 +26,8 @@ pub enum Applied {
     /// Both sides changed it and a `manual` rule holds: recorded in
     /// `sync_conflicts`, nothing applied.
     Conflict(String),
+    /// Turned into work for later (fetch hints queued).
+    Queued,
 }
 
 /// The client whose phone (or alternate phone) is `$1`, primary phone

@@ -27,6 +27,15 @@ pub struct Entity {
     pub columns: &'static [&'static str],
     /// Columns holding phone numbers, compared in E.164 form.
     pub phone_columns: &'static [&'static str],
+    /// Columns holding times, compared as instants.
+    pub time_columns: &'static [&'static str],
+    /// The column holding the remote id, for tables mirroring one provider.
+    pub key_column: Option<&'static str>,
+    /// A column that identifies a not-yet-linked local row (a contact
+    /// created locally and not pushed yet is matched by email).
+    pub natural_key: Option<&'static str>,
+    /// Extra values for rows created from a remote object.
+    pub insert_extra: &'static [(&'static str, &'static str)],
 }
 
 pub const CLIENTS: Entity = Entity {
@@ -41,10 +50,90 @@ pub const CLIENTS: Entity = Entity {
         "alt_phone_2",
     ],
     phone_columns: &["phone", "alt_phone_1", "alt_phone_2"],
+    time_columns: &[],
+    key_column: None,
+    natural_key: None,
+    insert_extra: &[],
+};
+
+/// The Keap mirror tables (migrations/0007_keap_schema.up.sql).
+pub const SYNC_CONTACTS: Entity = Entity {
+    table: "sync_contacts",
+    columns: &[
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "company",
+        "tags",
+        "custom_fields",
+    ],
+    phone_columns: &["phone"],
+    time_columns: &[],
+    key_column: Some("keap_id"),
+    natural_key: Some("email"),
+    insert_extra: &[("source_system", "'keap'")],
+};
+
+pub const SYNC_ORDERS: Entity = Entity {
+    table: "sync_orders",
+    columns: &[
+        "keap_contact_id",
+        "order_number",
+        "order_date",
+        "total_amount",
+        "currency",
+        "status",
+        "line_items",
+        "shipping_address",
+        "billing_address",
+    ],
+    phone_columns: &[],
+    time_columns: &["order_date"],
+    key_column: Some("keap_id"),
+    natural_key: None,
+    insert_extra: &[],
+};
+
+pub const SYNC_TAGS: Entity = Entity {
+    table: "sync_tags",
+    columns: &["name", "category", "description"],
+    phone_columns: &[],
+    time_columns: &[],
+    key_column: Some("keap_id"),
+    natural_key: None,
+    insert_extra: &[],
+};
+
+pub const SYNC_SUBSCRIPTIONS: Entity = Entity {
+    table: "sync_subscriptions",
+    columns: &[
+        "keap_contact_id",
+        "keap_product_id",
+        "keap_plan_id",
+        "status",
+        "start_date",
+        "end_date",
+        "billing_cycle",
+        "billing_frequency",
+        "amount",
+        "next_bill_date",
+    ],
+    phone_columns: &[],
+    time_columns: &["start_date", "end_date", "next_bill_date"],
+    key_column: Some("keap_id"),
+    natural_key: None,
+    insert_extra: &[],
 };
 
 /// Every synced entity.
-pub const ENTITIES: &[&Entity] = &[&CLIENTS];
+pub const ENTITIES: &[&Entity] = &[
+    &CLIENTS,
+    &SYNC_CONTACTS,
+    &SYNC_ORDERS,
+    &SYNC_TAGS,
+    &SYNC_SUBSCRIPTIONS,
+];
 
 /// The entity for a table name, if the engine syncs it.
 pub fn entity(table: &str) -> Option<&'static Entity> {
@@ -52,28 +141,39 @@ pub fn entity(table: &str) -> Option<&'static Entity> {
 }
 
 impl Entity {
-    /// The synced fields of a row image (`to_jsonb(row)`), phones in E.164
-    /// where they parse.
-    pub fn local_fields(&self, row: &Value) -> Map<String, Value> {
-        let mut out = Map::new();
-        for c in self.columns {
-            let mut v = row.get(*c).cloned().unwrap_or(Value::Null);
-            if self.phone_columns.contains(c) {
-                if let Some(p) = v.as_str().and_then(E164Phone::parse) {
-                    v = Value::String(p.as_str().to_owned());
-                }
+    /// One value in its comparable form: phones in E.164 and times as UTC
+    /// instants, where they parse.
+    fn normalise(&self, column: &str, v: Value) -> Value {
+        let Some(text) = v.as_str() else { return v };
+        if self.phone_columns.contains(&column) {
+            if let Some(p) = E164Phone::parse(text) {
+                return Value::String(p.as_str().to_owned());
             }
-            out.insert((*c).to_owned(), v);
+        } else if self.time_columns.contains(&column) {
+            if let Some(t) = crate::domain::parse_provider_time(text) {
+                return Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            }
         }
-        out
+        v
     }
 
-    /// Only the whitelisted keys of `fields`.
+    /// The synced fields of a row image (`to_jsonb(row)`), normalised.
+    pub fn local_fields(&self, row: &Value) -> Map<String, Value> {
+        self.columns
+            .iter()
+            .map(|c| {
+                let v = row.get(*c).cloned().unwrap_or(Value::Null);
+                ((*c).to_owned(), self.normalise(c, v))
+            })
+            .collect()
+    }
+
+    /// Only the whitelisted keys of `fields`, normalised.
     pub fn restrict(&self, fields: &Map<String, Value>) -> Map<String, Value> {
         fields
             .iter()
             .filter(|(k, _)| self.columns.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), self.normalise(k, v.clone())))
             .collect()
     }
 
@@ -93,6 +193,49 @@ impl Entity {
             t = self.table,
             sets = sets.join(", ")
         )
+    }
+
+    /// `INSERT` of a new row mirroring remote object `$1` with fields `$2`
+    /// (tables with a key column only).
+    fn insert_sql(&self) -> Option<String> {
+        let key = self.key_column?;
+        let mut cols: Vec<&str> = self.columns.to_vec();
+        let mut vals: Vec<String> = self.columns.iter().map(|c| format!("r.{c}")).collect();
+        for (c, v) in self.insert_extra {
+            cols.push(c);
+            vals.push((*v).to_owned());
+        }
+        Some(format!(
+            "INSERT INTO {t} AS t ({key}, {cols}, last_synced_at, sync_status)
+             SELECT $1, {vals}, now(), 'synced'
+             FROM jsonb_populate_record(NULL::{t}, $2) AS r
+             RETURNING id, to_jsonb(t)",
+            t = self.table,
+            cols = cols.join(", "),
+            vals = vals.join(", ")
+        ))
+    }
+
+    /// Finds and locks the local row of remote object `$2`: the linked row
+    /// `$1`, else the row whose key column holds it, else an unlinked row
+    /// with the same natural key `$3`.
+    fn find_sql(&self) -> Option<String> {
+        let key = self.key_column?;
+        let natural = match self.natural_key {
+            Some(n) => format!(
+                "OR ($3::text IS NOT NULL AND lower(t.{n}) = lower($3) AND t.{key} IS NULL)"
+            ),
+            // No natural key: $3 is still typed so the statement takes it.
+            None => "OR (false AND $3::text IS NULL)".to_owned(),
+        };
+        Some(format!(
+            "SELECT id, to_jsonb(t), updated_at FROM {t} t
+             WHERE t.id = $1 OR t.{key} = $2 {natural}
+             ORDER BY (t.id = $1) IS TRUE DESC, (t.{key} = $2) IS TRUE DESC, t.created_at
+             LIMIT 1
+             FOR UPDATE",
+            t = self.table
+        ))
     }
 }
 
@@ -300,6 +443,145 @@ pub async fn reconcile(
         )),
         _ => Applied::Updated(local.id),
     })
+}
+
+/// Applies a remote object to the table mirroring it (an entity with a key
+/// column): a known object goes through [`reconcile`], an unknown one
+/// becomes a new row.
+pub async fn apply_keyed(
+    tx: &impl GenericClient,
+    rules: &Rules,
+    entity: &Entity,
+    remote: &RemoteRecord<'_>,
+    event_id: Option<i64>,
+) -> Result<Applied, DbError> {
+    let (Some(key), Some(find), Some(insert)) =
+        (entity.key_column, entity.find_sql(), entity.insert_sql())
+    else {
+        return Ok(Applied::Ignored(format!(
+            "{} does not mirror remote objects by id",
+            entity.table
+        )));
+    };
+    let stmt = tx
+        .prepare_cached(
+            "SELECT local_id, snapshot, remote_version FROM sync_links
+             WHERE provider = $1 AND entity_type = $2 AND remote_id = $3",
+        )
+        .await?;
+    let link = tx
+        .query_opt(
+            &stmt,
+            &[&remote.provider.as_str(), &entity.table, &remote.remote_id],
+        )
+        .await?;
+    let linked: Option<Uuid> = link.as_ref().map(|l| l.get(0));
+    let natural: Option<&str> = entity
+        .natural_key
+        .and_then(|n| remote.fields.get(n))
+        .and_then(Value::as_str);
+    let stmt = tx.prepare_cached(&find).await?;
+    let found = tx
+        .query_opt(&stmt, &[&linked, &remote.remote_id, &natural])
+        .await?;
+    let Some(row) = found else {
+        let fields = entity.restrict(&remote.fields);
+        let stmt = tx.prepare_cached(&insert).await?;
+        let row = tx
+            .query_one(&stmt, &[&remote.remote_id, &Value::Object(fields.clone())])
+            .await?;
+        let id: Uuid = row.get(0);
+        let after: Value = row.get(1);
+        upsert_link(tx, entity, id, remote, &Value::Object(fields.clone())).await?;
+        let detail = json!({"remote": fields, "after": after, "remote_version": remote.version});
+        audit(
+            tx,
+            entity.table,
+            id,
+            "INSERT",
+            remote.provider,
+            event_id,
+            "applied",
+            &detail,
+            &fields.keys().cloned().collect::<Vec<_>>(),
+        )
+        .await?;
+        return Ok(Applied::Inserted(id));
+    };
+    let local = LocalRow {
+        id: row.get(0),
+        row: row.get(1),
+        changed_at: row.get(2),
+    };
+    // A link to another row (the object was re-linked) is not this row's
+    // history: compare without it.
+    let state = link
+        .filter(|l| l.get::<_, Uuid>(0) == local.id)
+        .map(|l| LinkState {
+            snapshot: l.get(1),
+            remote_version: l.get(2),
+        });
+    let applied = reconcile(tx, rules, entity, &local, state.as_ref(), remote, event_id).await?;
+    let sql = format!(
+        "UPDATE {t} SET {key} = $2 WHERE id = $1 AND {key} IS DISTINCT FROM $2",
+        t = entity.table
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    tx.execute(&stmt, &[&local.id, &remote.remote_id]).await?;
+    Ok(applied)
+}
+
+/// The provider no longer has the object: the local row is marked deleted
+/// (never dropped) and its link closed.
+pub async fn mark_deleted(
+    tx: &impl GenericClient,
+    entity: &Entity,
+    provider: ProviderName,
+    remote_id: &str,
+    event_id: Option<i64>,
+) -> Result<Applied, DbError> {
+    let Some(key) = entity.key_column else {
+        return Ok(Applied::Ignored(format!(
+            "{} does not mirror remote objects by id",
+            entity.table
+        )));
+    };
+    let sql = format!(
+        "UPDATE {t} AS t SET deleted_at = coalesce(t.deleted_at, now()), sync_status = 'synced',
+                sync_error = NULL, last_synced_at = now()
+         WHERE t.{key} = $1
+         RETURNING id, to_jsonb(t)",
+        t = entity.table
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let Some(row) = tx.query_opt(&stmt, &[&remote_id]).await? else {
+        return Ok(Applied::Ignored(format!(
+            "{} {remote_id} is gone and was never mirrored",
+            entity.table
+        )));
+    };
+    let id: Uuid = row.get(0);
+    let after: Value = row.get(1);
+    tx.execute(
+        "UPDATE sync_links SET deleted_at = coalesce(deleted_at, now()), updated_at = now()
+         WHERE provider = $1 AND entity_type = $2 AND remote_id = $3",
+        &[&provider.as_str(), &entity.table, &remote_id],
+    )
+    .await?;
+    let detail = json!({"after": after, "remote_id": remote_id});
+    audit(
+        tx,
+        entity.table,
+        id,
+        "DELETE",
+        provider,
+        event_id,
+        "deleted_remotely",
+        &detail,
+        &["deleted_at".to_owned()],
+    )
+    .await?;
+    Ok(Applied::Updated(id))
 }
 
 /// Writes a `sync_conflicts` row (superseding any open one for the same

@@ -37,6 +37,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_engine"),
     migration!(5, "0005_capture"),
     migration!(6, "0006_conflicts"),
+    migration!(7, "0007_keap_schema"),
+    migration!(8, "0008_fetch_queue"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

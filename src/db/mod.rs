@@ -7,6 +7,7 @@ pub mod admin;
 pub mod apply;
 pub mod embedded;
 pub mod engine;
+pub mod fetch;
 pub mod inbox;
 pub mod migrate;
 pub mod outbox;

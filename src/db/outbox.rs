@@ -6,7 +6,7 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{engine, DbError};
 use crate::domain::ProviderName;
 use crate::providers::Pushed;
 
@@ -173,12 +173,18 @@ pub async fn record_success(
                     .iter()
                     .find(|(s, _)| s == slot)
                     .map(|(_, v)| v.clone());
+                let version = pushed
+                    .versions
+                    .iter()
+                    .find(|(s, _)| s == slot)
+                    .map(|(_, v)| *v);
                 tx.execute(
                     "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
-                                             snapshot, last_synced_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, now())
+                                             snapshot, remote_version, last_synced_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
                      ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
                          remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
+                         remote_version = greatest(EXCLUDED.remote_version, sync_links.remote_version),
                          last_synced_at = now(), deleted_at = NULL, updated_at = now()",
                     &[
                         &rec.table,
@@ -187,6 +193,7 @@ pub async fn record_success(
                         slot,
                         remote_id,
                         &snapshot,
+                        &version,
                     ],
                 )
                 .await?;
@@ -229,6 +236,25 @@ pub async fn record_success(
         )
         .await?;
     }
+    if record_exists {
+        if let Some((entity, key)) =
+            engine::entity(&rec.table).and_then(|e| Some((e, e.key_column?)))
+        {
+            // A mirror table: remember the remote id the push created.
+            let remote = pushed
+                .links
+                .iter()
+                .find(|(s, _)| *s == "primary")
+                .and_then(|(_, r)| r.clone());
+            let sql = format!(
+                "UPDATE {t} SET {key} = coalesce($2, {key}), last_synced_at = now(),
+                        sync_status = 'synced', sync_error = NULL
+                 WHERE id = $1",
+                t = entity.table
+            );
+            tx.execute(&sql, &[&rec.record_id, &remote]).await?;
+        }
+    }
     Ok(())
 }
 
@@ -256,14 +282,15 @@ pub async fn record_failure(
         &[&claimed.ids, &error, &retry_at],
     )
     .await?;
-    if rec.table == "clients" {
-        tx.execute(
-            "UPDATE clients SET sync_error = $2,
+    if let Some(entity) = engine::entity(&rec.table) {
+        let sql = format!(
+            "UPDATE {} SET sync_error = $2,
                  sync_status = CASE WHEN $3 THEN 'failed' ELSE sync_status END
              WHERE id = $1",
-            &[&rec.record_id, &error, &retry_at.is_none()],
-        )
-        .await?;
+            entity.table
+        );
+        tx.execute(&sql, &[&rec.record_id, &error, &retry_at.is_none()])
+            .await?;
     }
     Ok(())
 }

@@ -107,7 +107,33 @@ pub struct Pushed {
     /// The state syncbridge last wrote, per slot: a webhook echoing exactly
     /// this is recognised and dropped.
     pub snapshots: Vec<(&'static str, serde_json::Value)>,
+    /// The remote version the write produced, per slot, where the provider
+    /// reports one: a later fetch of that same version is stale.
+    pub versions: Vec<(&'static str, DateTime<Utc>)>,
 }
+
+/// An object read from a provider's API, as the fields of the local table
+/// mirroring it.
+#[derive(Debug, Clone)]
+pub struct RemoteObject {
+    pub table: &'static str,
+    pub remote_id: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub version: DateTime<Utc>,
+}
+
+/// What fetching a hinted object found.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    Found(RemoteObject),
+    /// The provider no longer has it (404).
+    Gone {
+        table: &'static str,
+    },
+}
+
+pub type FetchFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Fetched, PushError>> + Send + 'a>>;
 
 pub use outbound::PushError;
 
@@ -130,6 +156,16 @@ pub trait Provider: Send + Sync + 'static {
     /// Pushes one record's latest state (or its deletion).
     fn push<'a>(&'a self, _change: &'a Change) -> PushFuture<'a> {
         Box::pin(async { Err(PushError::Disabled("this provider has no outbound sync")) })
+    }
+
+    /// Whether this provider's hints are fetched (`fetch` works).
+    fn fetches(&self) -> bool {
+        false
+    }
+
+    /// Reads one object a hint named, with syncbridge's own credentials.
+    fn fetch<'a>(&'a self, _object_type: &'a str, _id: &'a str) -> FetchFuture<'a> {
+        Box::pin(async { Err(PushError::Disabled("this provider has no fetch API")) })
     }
 
     /// Authenticates the raw request and extracts the dedup key.
@@ -219,6 +255,19 @@ impl Registry {
             .values()
             .filter_map(|p| p.as_ref().ok())
             .filter(|p| p.pushes().is_ok())
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.name().as_str());
+        out
+    }
+
+    /// Enabled providers whose hinted objects are fetched.
+    pub fn fetchers(&self) -> Vec<Arc<dyn Provider>> {
+        let mut out: Vec<_> = self
+            .providers
+            .values()
+            .filter_map(|p| p.as_ref().ok())
+            .filter(|p| p.fetches())
             .cloned()
             .collect();
         out.sort_by_key(|p| p.name().as_str());

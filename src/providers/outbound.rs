@@ -82,6 +82,14 @@ impl Pacer {
         }
     }
 
+    /// At most `per_minute` requests a minute, evenly spaced.
+    pub fn per_minute(per_minute: u32) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs(60) / per_minute.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
     /// Waits for this request's slot.
     pub async fn wait(&self) {
         let slot = {

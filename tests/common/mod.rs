@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_keap;
 pub mod fake_openphone;
 
 use std::path::PathBuf;
@@ -182,10 +183,22 @@ impl TestDb {
     pub async fn client(&self) -> tokio_postgres::Client {
         db::connect(&self.url).await.unwrap()
     }
+
+    /// A placeholder owning no database (dropping it drops nothing).
+    fn detached() -> TestDb {
+        TestDb {
+            name: String::new(),
+            url: String::new(),
+            admin_url: String::new(),
+        }
+    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let name = self.name.clone();
         let url = self.admin_url.clone();
         // Drop needs async I/O; do it on a thread with its own runtime.
@@ -226,6 +239,7 @@ pub fn test_settings(db_url: &str) -> Settings {
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub config: Config,
+    settings: Settings,
     pub http: reqwest::Client,
     app: Option<App>,
     // Last: dropped after the app has stopped using it.
@@ -246,6 +260,10 @@ impl TestApp {
     pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = test_settings(&db.url);
         tweak(&mut settings);
+        TestApp::start(db, settings).await
+    }
+
+    async fn start(db: TestDb, settings: Settings) -> TestApp {
         let config = Config::from_settings(&settings).expect("test configuration is valid");
         let pool = db::pool(&db.url, POOL_SIZE).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -253,6 +271,7 @@ impl TestApp {
         TestApp {
             addr: app.addr(),
             config,
+            settings,
             http: reqwest::Client::new(),
             app: Some(app),
             db,
@@ -330,6 +349,18 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("the router did not settle within 10s");
+    }
+
+    /// Stops the service (as a deploy would) and starts a new one on the
+    /// same database with the same settings, on a new port.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        let settings = self.settings.clone();
+        // Moving the database out of `self` keeps it from being dropped.
+        let db = std::mem::replace(&mut self.db, TestDb::detached());
+        TestApp::start(db, settings).await
     }
 
     pub async fn stop(mut self) {

@@ -1,0 +1,112 @@
+-- batch_upsert_contacts throughput (SPEC §8: >= 50,000 rows/s), with a
+-- same-run baseline: a plain INSERT ... SELECT ... ON CONFLICT DO UPDATE of
+-- the same rows into the same table (same indexes and triggers, origin
+-- 'keap' as the function runs), without validation, dedup, conflict checks,
+-- links or audit. Run by bench/batch_upsert.sh; psql variables (defaults):
+--   batches (10), batch_size (10000)
+-- Every batch is its own transaction, its commit timed. Rows use keap_ids
+-- 'bench-<run>-...' and are deleted at the end (with their links, outbox
+-- and audit rows).
+\set ON_ERROR_STOP on
+\if :{?batches}
+\else
+\set batches 10
+\endif
+\if :{?batch_size}
+\else
+\set batch_size 10000
+\endif
+
+SET client_min_messages = warning;
+SELECT set_config('bench.batches', :'batches', false),
+       set_config('bench.batch_size', :'batch_size', false),
+       set_config('bench.run', to_char(clock_timestamp(), 'YYYYMMDDHH24MISS'), false) \gset
+
+-- The batches, generated before any timing: set 'f' for the function, 'p'
+-- for the plain upsert; version 1 (insert) and 2 (changed names: update).
+CREATE TEMP TABLE bench_batch (kind text, ver int, n int, arr jsonb[]);
+INSERT INTO bench_batch
+SELECT k.kind, v.ver, b.n,
+       ARRAY(SELECT jsonb_build_object(
+                 'keap_id', 'bench-' || current_setting('bench.run') || '-' || k.kind || '-' || (b.n * 1000000 + i),
+                 'email', 'user' || (b.n * 1000000 + i) || '@example.com',
+                 'first_name', CASE v.ver WHEN 1 THEN 'First' ELSE 'Changed' END || i,
+                 'last_name', 'Last' || i,
+                 'phone', '+1415555' || lpad((i % 10000)::text, 4, '0'),
+                 'company', 'Company ' || (i % 100),
+                 'tags', jsonb_build_array('tag' || (i % 7), 'tag' || (i % 11)),
+                 'custom_fields', jsonb_build_object('plan', 'p' || (i % 3), 'score', i % 100))
+             FROM generate_series(1, current_setting('bench.batch_size')::int) i)
+FROM (VALUES ('f'), ('p')) k(kind),
+     (VALUES (1), (2)) v(ver),
+     generate_series(1, current_setting('bench.batches')::int) b(n);
+
+CREATE TEMP TABLE bench_result (phase text, rows bigint, seconds numeric, result text);
+
+CHECKPOINT;
+-- One transaction per batch: the DO block commits after each.
+DO $$
+DECLARE
+    b record; t0 timestamptz; total numeric; v_rows bigint; r record; agg int[];
+    phases text[][] := ARRAY[['f', '1', 'batch_upsert_contacts: insert'],
+                             ['f', '2', 'batch_upsert_contacts: update'],
+                             ['p', '1', 'plain upsert: insert'],
+                             ['p', '2', 'plain upsert: update']];
+    i int;
+BEGIN
+    FOR i IN 1 .. array_length(phases, 1) LOOP
+        total := 0; v_rows := 0; agg := ARRAY[0, 0, 0];
+        FOR b IN SELECT arr FROM bench_batch
+                 WHERE kind = phases[i][1] AND ver = phases[i][2]::int ORDER BY bench_batch.n LOOP
+            t0 := clock_timestamp();
+            IF phases[i][1] = 'f' THEN
+                SELECT * INTO r FROM batch_upsert_contacts(b.arr);
+                agg := ARRAY[agg[1] + r.succeeded, agg[2] + r.failed, agg[3] + r.conflicts];
+            ELSE
+                PERFORM set_config('syncbridge.origin', 'keap', true);
+                INSERT INTO sync_contacts AS t
+                    (keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
+                     source_system, sync_status, last_synced_at)
+                SELECT c ->> 'keap_id', c ->> 'email', c ->> 'first_name', c ->> 'last_name',
+                       c ->> 'phone', c ->> 'company', c -> 'tags', c -> 'custom_fields',
+                       'keap', 'synced', now()
+                FROM unnest(b.arr) c
+                ON CONFLICT (keap_id) DO UPDATE SET
+                    email = EXCLUDED.email, first_name = EXCLUDED.first_name,
+                    last_name = EXCLUDED.last_name, phone = EXCLUDED.phone,
+                    company = EXCLUDED.company, tags = EXCLUDED.tags,
+                    custom_fields = EXCLUDED.custom_fields,
+                    sync_status = 'synced', last_synced_at = now();
+            END IF;
+            COMMIT;
+            total := total + extract(epoch FROM clock_timestamp() - t0);
+            v_rows := v_rows + cardinality(b.arr);
+        END LOOP;
+        INSERT INTO bench_result VALUES (phases[i][3], v_rows, total,
+            CASE WHEN phases[i][1] = 'f'
+                 THEN format('succeeded %s, failed %s, conflicts %s', agg[1], agg[2], agg[3]) END);
+        COMMIT;
+    END LOOP;
+END
+$$;
+
+\echo
+\echo batch_upsert_contacts vs plain INSERT ... ON CONFLICT DO UPDATE (:batches batches x :batch_size rows, one transaction per batch)
+SELECT phase, rows, round(seconds, 3) AS seconds,
+       round(rows / nullif(seconds, 0)) AS rows_per_s, result
+FROM bench_result ORDER BY ctid;
+SELECT round((SELECT rows / seconds FROM bench_result WHERE phase = 'batch_upsert_contacts: insert')
+           / (SELECT rows / seconds FROM bench_result WHERE phase = 'plain upsert: insert'), 2) AS ratio_insert,
+       round((SELECT rows / seconds FROM bench_result WHERE phase = 'batch_upsert_contacts: update')
+           / (SELECT rows / seconds FROM bench_result WHERE phase = 'plain upsert: update'), 2) AS ratio_update;
+
+-- Clean up the run's rows.
+BEGIN;
+SELECT set_config('syncbridge.origin', 'keap', true) \gset
+CREATE TEMP TABLE bench_ids ON COMMIT DROP AS
+    SELECT id FROM sync_contacts WHERE keap_id LIKE 'bench-' || current_setting('bench.run') || '-%';
+DELETE FROM sync_audit_log WHERE entity_type = 'sync_contacts' AND entity_id IN (SELECT id FROM bench_ids);
+DELETE FROM sync_links WHERE entity_type = 'sync_contacts' AND local_id IN (SELECT id FROM bench_ids);
+DELETE FROM sync_outbox WHERE table_name = 'sync_contacts' AND record_id IN (SELECT id FROM bench_ids);
+DELETE FROM sync_contacts WHERE id IN (SELECT id FROM bench_ids);
+COMMIT;

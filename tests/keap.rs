@@ -1,0 +1,385 @@
+//! Keap both ways against the fake Keap API: thin REST-hook deliveries
+//! become debounced, rate-limited fetches applied under the conflict rules;
+//! local changes to `sync_contacts` are pushed; deletions are marked.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_keap::{FakeKeap, Fault, API_KEY};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn spawn(fake: &FakeKeap) -> TestApp {
+    spawn_retrying(fake, 100).await
+}
+
+/// `retry_base_ms` large holds a failed push back until the test releases it.
+async fn spawn_retrying(fake: &FakeKeap, retry_base_ms: u64) -> TestApp {
+    let url = fake.url.clone();
+    TestApp::spawn_with(move |s| {
+        s.set("KEAP_API_KEY", API_KEY);
+        s.set("KEAP_API_URL", url);
+        s.set("SYNCBRIDGE_FETCH_DEBOUNCE_MS", "300");
+        s.set("SYNCBRIDGE_RETRY_BASE_MS", retry_base_ms.to_string());
+        s.set("SYNCBRIDGE_PUSH_TIMEOUT_MS", "1000");
+    })
+    .await
+}
+
+/// Posts one REST-hook delivery naming `ids`, as Keap sends it.
+async fn hint(app: &TestApp, event_key: &str, ids: &[i64]) {
+    let at = chrono::Utc::now();
+    let keys: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            json!({"id": id, "apiUrl": "",
+                   "timestamp": (at + chrono::Duration::milliseconds(i as i64))
+                       .format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()})
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({
+        "event_key": event_key,
+        "object_type": event_key.split('.').next().unwrap(),
+        "object_keys": keys,
+    }))
+    .unwrap();
+    let (s, b) = app
+        .post(
+            &format!("/webhooks/keap/{KEAP_WEBHOOK_TOKEN}"),
+            &[("content-type", "application/json".into())],
+            body,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+async fn contact_row(c: &tokio_postgres::Client, keap_id: i64) -> Option<Value> {
+    c.query_opt(
+        "SELECT to_jsonb(c) FROM sync_contacts c WHERE keap_id = $1",
+        &[&keap_id.to_string()],
+    )
+    .await
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+/// Waits (10 s at most) until `pred` holds for the contact's local row.
+async fn wait_contact(
+    c: &tokio_postgres::Client,
+    keap_id: i64,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..400 {
+        if let Some(row) = contact_row(c, keap_id).await {
+            if pred(&row) {
+                return row;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "contact {keap_id} never became {what}: {:?}",
+        contact_row(c, keap_id).await
+    );
+}
+
+/// Lets held-back pushes go now.
+async fn release(c: &tokio_postgres::Client) {
+    c.batch_execute(
+        "UPDATE sync_outbox SET next_attempt_at = now()
+         WHERE status = 'pending' AND next_attempt_at <> 'infinity'",
+    )
+    .await
+    .unwrap();
+}
+
+async fn queue_len(c: &tokio_postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM sync_fetch_queue", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn dana() -> Value {
+    json!({
+        "given_name": "Dana", "family_name": "Ortiz",
+        "email_addresses": [{"email": "dana@ortiz.example", "field": "EMAIL1"}],
+        "phone_numbers": [{"number": "+14155550142", "extension": "", "field": "PHONE1", "type": "Mobile"}],
+        "tag_ids": [204, 101],
+        "custom_fields": [{"id": 182, "content": "qualified"}],
+    })
+}
+
+#[tokio::test]
+async fn ten_hints_within_the_window_make_one_fetch_and_the_contact_is_mirrored() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let id = fake.put_contact(dana())["id"].as_i64().unwrap();
+    for _ in 0..10 {
+        hint(&app, "contact.edit", &[id]).await;
+    }
+    let row = wait_contact(&c, id, "mirrored", |_| true).await;
+    assert_eq!(row["first_name"], "Dana");
+    assert_eq!(row["email"], "dana@ortiz.example");
+    assert_eq!(row["phone"], "+14155550142");
+    assert_eq!(row["tags"], json!([101, 204]));
+    assert_eq!(row["custom_fields"], json!({"182": "qualified"}));
+    assert_eq!(row["source_system"], "keap");
+    assert_eq!(row["sync_status"], "synced");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        fake.gets_of(&format!("/contacts/{id}")),
+        1,
+        "ten hints, one fetch"
+    );
+    assert_eq!(queue_len(&c).await, 0);
+    // Keap's own key was used, and nothing was pushed back.
+    assert!(fake.requests().iter().all(|r| r.status != 401));
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    let events: Vec<String> = c
+        .query("SELECT status FROM webhook_events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(events, vec!["processed"; 10]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_delivery_is_fetched_within_keaps_rate_limits() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let ids: Vec<i64> = (0..14)
+        .map(|i| {
+            let mut d = dana();
+            d["email_addresses"][0]["email"] = json!(format!("p{i}@example.com"));
+            fake.put_contact(d)["id"].as_i64().unwrap()
+        })
+        .collect();
+    hint(&app, "contact.add", &ids).await;
+    for id in &ids {
+        wait_contact(&c, *id, "mirrored", |_| true).await;
+    }
+    assert_eq!(fake.throttled(), 0, "never throttled");
+    assert!(
+        fake.max_requests_in(Duration::from_secs(1)) <= 5,
+        "at most 5 requests in any second, saw {}",
+        fake.max_requests_in(Duration::from_secs(1))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_is_honoured_and_a_server_error_retried() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let id = fake.put_contact(dana())["id"].as_i64().unwrap();
+    fake.fail_next([Fault::RateLimited(1), Fault::Status(503)]);
+    let t0 = std::time::Instant::now();
+    hint(&app, "contact.edit", &[id]).await;
+    wait_contact(&c, id, "mirrored", |_| true).await;
+    let gets: Vec<std::time::Instant> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/contacts/{id}"))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(gets.len(), 3, "429, 503, then the fetch");
+    assert!(
+        gets[1] - gets[0] >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(1));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_contact_deleted_in_keap_is_marked_deleted_not_dropped() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let id = fake.put_contact(dana())["id"].as_i64().unwrap();
+    hint(&app, "contact.add", &[id]).await;
+    wait_contact(&c, id, "mirrored", |_| true).await;
+    fake.delete_contact(id);
+    hint(&app, "contact.delete", &[id]).await;
+    let row = wait_contact(&c, id, "deleted", |r| !r["deleted_at"].is_null()).await;
+    assert_eq!(row["first_name"], "Dana", "kept");
+    let decision: String = c
+        .query_one(
+            "SELECT decision FROM sync_audit_log WHERE entity_type = 'sync_contacts'
+             ORDER BY created_at DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(decision, "deleted_remotely");
+    assert!(fake.writes().is_empty(), "no DELETE pushed back");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn local_contacts_are_pushed_once_and_keaps_echo_changes_nothing() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let local: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO sync_contacts (email, first_name, last_name, phone)
+             VALUES ('lee@park.example', 'Lee', 'Park', '+12125550187') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Created in Keap (looked up by email first), id stored locally.
+    let mut keap_id = None;
+    for _ in 0..400 {
+        let r: Option<String> = c
+            .query_one("SELECT keap_id FROM sync_contacts WHERE id = $1", &[&local])
+            .await
+            .unwrap()
+            .get(0);
+        if r.is_some() {
+            keap_id = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let keap_id: i64 = keap_id.expect("pushed").parse().unwrap();
+    let created = fake.contact(keap_id).unwrap();
+    assert_eq!(created["given_name"], "Lee");
+    assert_eq!(created["email_addresses"][0]["email"], "lee@park.example");
+    let row = wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    assert_eq!(row["id"], json!(local));
+    let lookups = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/contacts")
+        .count();
+    assert_eq!(lookups, 1);
+
+    // Keap's hook for our own write: fetched, recognised, nothing written.
+    let writes = fake.writes().len();
+    hint(&app, "contact.add", &[keap_id]).await;
+    fake.wait_for("the echo fetch", |r| {
+        r.iter().any(|r| r.path == format!("/contacts/{keap_id}"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.writes().len(), writes, "the echo pushed nothing");
+    let origins: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sync_outbox WHERE provider = 'keap' AND origin = 'keap'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(origins, 0);
+
+    // A local edit is a PATCH of the stored id.
+    c.execute(
+        "UPDATE sync_contacts SET last_name = 'Park-Lee' WHERE id = $1",
+        &[&local],
+    )
+    .await
+    .unwrap();
+    fake.wait_for("the PATCH", |r| {
+        r.iter()
+            .any(|r| r.method == "PATCH" && r.path == format!("/contacts/{keap_id}"))
+    })
+    .await;
+    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    assert_eq!(fake.contact(keap_id).unwrap()["family_name"], "Park-Lee");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hint_for_a_contact_changed_locally_meanwhile_follows_the_rules() {
+    let fake = FakeKeap::start().await;
+    let app = spawn_retrying(&fake, 600_000).await;
+    let c = app.client().await;
+    c.batch_execute(
+        "INSERT INTO sync_conflict_rules (entity_type, field, strategy)
+         VALUES ('sync_contacts', '*', 'merge'), ('sync_contacts', 'first_name', 'manual')",
+    )
+    .await
+    .unwrap();
+    let id = fake.put_contact(dana())["id"].as_i64().unwrap();
+    hint(&app, "contact.add", &[id]).await;
+    wait_contact(&c, id, "mirrored", |_| true).await;
+
+    // Local edit whose push fails and waits; Keap edits another field.
+    fake.fail_next([Fault::Status(503)]);
+    c.execute(
+        "UPDATE sync_contacts SET last_name = 'Ortiz-Local' WHERE keap_id = $1",
+        &[&id.to_string()],
+    )
+    .await
+    .unwrap();
+    fake.wait_for("the failed push", |r| {
+        r.iter().any(|r| r.method == "PATCH" && r.status == 503)
+    })
+    .await;
+    fake.edit_contact(id, |v| {
+        v["phone_numbers"][0]["number"] = json!("+14155550199");
+    });
+    hint(&app, "contact.edit", &[id]).await;
+    // Merge: the local last name stays, Keap's phone comes in; the push
+    // then brings Keap the last name.
+    let row = wait_contact(&c, id, "merged", |r| r["phone"] == "+14155550199").await;
+    assert_eq!(row["last_name"], "Ortiz-Local");
+    release(&c).await;
+    fake.wait_for("the retried push", |r| {
+        r.iter().any(|r| r.method == "PATCH" && r.status == 200)
+    })
+    .await;
+    wait_contact(&c, id, "synced", |r| r["sync_status"] == "synced").await;
+    let remote = fake.contact(id).unwrap();
+    assert_eq!(remote["family_name"], "Ortiz-Local");
+    assert_eq!(remote["phone_numbers"][0]["number"], "+14155550199");
+
+    // Both sides change the first name: manual, left for review.
+    fake.fail_next([Fault::Status(503)]);
+    c.execute(
+        "UPDATE sync_contacts SET first_name = 'Danielle' WHERE keap_id = $1",
+        &[&id.to_string()],
+    )
+    .await
+    .unwrap();
+    fake.wait_for("the second failed push", |r| {
+        r.iter()
+            .filter(|r| r.method == "PATCH" && r.status == 503)
+            .count()
+            >= 2
+    })
+    .await;
+    fake.edit_contact(id, |v| v["given_name"] = json!("Dee"));
+    hint(&app, "contact.edit", &[id]).await;
+    let row = wait_contact(&c, id, "in conflict", |r| r["sync_status"] == "conflict").await;
+    assert_eq!(row["first_name"], "Danielle", "untouched");
+    let conflict: (Value, Value) = {
+        let r = c
+            .query_one(
+                "SELECT keap_data, supabase_data FROM sync_conflicts WHERE status = 'open'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(conflict.0["first_name"], "Dee");
+    assert_eq!(conflict.1["first_name"], "Danielle");
+    app.stop().await;
+}
