@@ -34,8 +34,9 @@ DECLARE
     o record;
 BEGIN
     FOR o IN SELECT name FROM syncbridge_owned_objects
-             WHERE kind = 'grant' AND name LIKE 'sync_conflicts:authenticated:%' LOOP
-        EXECUTE format('REVOKE %s ON sync_conflicts FROM authenticated', split_part(o.name, ':', 3));
+             WHERE kind = 'grant' AND name LIKE 'sync_conflicts:%' LOOP
+        EXECUTE format('REVOKE %s ON sync_conflicts FROM %I',
+                       split_part(o.name, ':', 3), split_part(o.name, ':', 2));
         DELETE FROM syncbridge_owned_objects WHERE kind = 'grant' AND name = o.name;
     END LOOP;
 END

@@ -194,34 +194,33 @@ CREATE TRIGGER sync_subscriptions_link_contact
     FOR EACH ROW EXECUTE FUNCTION sync_link_keap_contact();
 
 -- When contacts arrive (or get their Keap id), the orders and subscriptions
--- that were waiting for them are linked. Once per statement, and only when
--- something is waiting (the partial indexes above make that check free).
+-- that were waiting for them are linked: once per statement, joining the
+-- waiting rows (the partial indexes above; normally none, and then the
+-- check is one index probe) to their contacts. Not per row and without
+-- transition tables, which would copy every row of a bulk upsert.
 CREATE FUNCTION sync_contacts_link_waiting() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM sync_orders
                WHERE contact_id IS NULL AND keap_contact_id IS NOT NULL) THEN
-        UPDATE sync_orders o SET contact_id = n.id
-        FROM arrived n
+        UPDATE sync_orders o SET contact_id = c.id
+        FROM sync_contacts c
         WHERE o.contact_id IS NULL AND o.keap_contact_id IS NOT NULL
-          AND o.keap_contact_id = n.keap_id;
+          AND c.keap_id = o.keap_contact_id;
     END IF;
     IF EXISTS (SELECT 1 FROM sync_subscriptions
                WHERE contact_id IS NULL AND keap_contact_id IS NOT NULL) THEN
-        UPDATE sync_subscriptions s SET contact_id = n.id
-        FROM arrived n
+        UPDATE sync_subscriptions s SET contact_id = c.id
+        FROM sync_contacts c
         WHERE s.contact_id IS NULL AND s.keap_contact_id IS NOT NULL
-          AND s.keap_contact_id = n.keap_id;
+          AND c.keap_id = s.keap_contact_id;
     END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER sync_contacts_link_waiting_ins
-    AFTER INSERT ON sync_contacts REFERENCING NEW TABLE AS arrived
-    FOR EACH STATEMENT EXECUTE FUNCTION sync_contacts_link_waiting();
-CREATE TRIGGER sync_contacts_link_waiting_upd
-    AFTER UPDATE ON sync_contacts REFERENCING NEW TABLE AS arrived
+CREATE TRIGGER sync_contacts_link_waiting
+    AFTER INSERT OR UPDATE OF keap_id ON sync_contacts
     FOR EACH STATEMENT EXECUTE FUNCTION sync_contacts_link_waiting();
 
 -- ---------------------------------------------------------------------------
@@ -401,7 +400,15 @@ BEGIN
             PERFORM pg_notify('syncbridge_outbox', '');
         END IF;
     END IF;
-    NEW.provider := v_provider;
+    -- What RETURNING shows: the row as the view now reads it.
+    NEW.operation    := CASE v_op WHEN 'INSERT' THEN 'create' ELSE lower(v_op) END;
+    NEW.status       := CASE v_status WHEN 'done' THEN 'completed' ELSE v_status END;
+    NEW.priority     := 5;
+    NEW.max_attempts := 8;
+    NEW.attempts     := coalesce(NEW.attempts, 0);
+    NEW.scheduled_at := coalesce(NEW.scheduled_at, now());
+    NEW.provider     := v_provider;
+    NEW.origin       := coalesce(nullif(current_setting('syncbridge.origin', true), ''), 'local');
     RETURN NEW;
 END
 $$;
@@ -447,7 +454,7 @@ FROM (
     FROM sync_links WHERE slot = 'primary' AND deleted_at IS NULL
     UNION
     SELECT table_name, record_id, provider
-    FROM sync_outbox WHERE status IN ('pending', 'failed')
+    FROM sync_outbox WHERE status = 'pending' OR status = 'failed'
     UNION
     SELECT entity_type, entity_id, provider
     FROM sync_conflicts WHERE status = 'open'
@@ -465,7 +472,8 @@ LEFT JOIN (
            min(created_at)                                                     AS first_at,
            max(coalesce(processed_at, created_at))                             AS last_at
     FROM sync_outbox
-    WHERE status IN ('pending', 'failed')
+    -- OR, not IN: each arm can use its partial index (0005)
+    WHERE status = 'pending' OR status = 'failed'
     GROUP BY table_name, record_id, provider
 ) o ON o.table_name = e.entity_type AND o.record_id = e.entity_id AND o.provider = e.provider
 LEFT JOIN (
@@ -651,22 +659,29 @@ $$;
 -- (ON CONFLICT absorbs it) and took the local uuid from the Keap payload;
 -- its failure branch queued a push of invalid data; it set the status
 -- 'completed', which is not a status; it never recorded the Keap link.
+--
+-- Two statements. The first validates, audits the failures and reduces the
+-- batch to one element per keap_id. The second applies it; it is run with
+-- EXECUTE so that it is planned for the batch at hand: its CTEs join each
+-- other, and a cached generic plan (which assumes ten rows) joins them by
+-- nested loop, quadratic in the batch (seconds for 10,000 rows). Planned
+-- with the real size it hashes them; lookups in the tables are LATERAL or
+-- = ANY(array) index probes either way. JIT is off: compiling this
+-- statement costs more than running it.
 CREATE FUNCTION batch_upsert_contacts(p_contacts jsonb[])
 RETURNS TABLE (succeeded integer, failed integer, conflicts integer)
 LANGUAGE plpgsql
--- The statement joins its own intermediate results (CTEs), whose sizes the
--- planner cannot know; a nested loop over two 10,000-row CTEs is
--- quadratic (it made a batch take seconds). Hash joins for those; the
--- lookups in tables are written as LATERAL or = ANY(array) index probes,
--- which do not depend on this setting.
-SET enable_nestloop = off
-AS $$
+SET jit = off
+AS $fn$
 #variable_conflict use_column
 DECLARE
     v_prev_origin text := current_setting('syncbridge.origin', true);
+    v_total       integer := coalesce(cardinality(p_contacts), 0);
     v_failed      integer;
     v_conflicts   integer;
-    v_total       integer := coalesce(cardinality(p_contacts), 0);
+    v_keys        text[];
+    v_docs        jsonb[];
+    v_copies      integer[];
 BEGIN
     IF v_total = 0 THEN
         RETURN QUERY SELECT 0, 0, 0;
@@ -674,6 +689,8 @@ BEGIN
     END IF;
     PERFORM set_config('syncbridge.origin', 'keap', true);
 
+    -- 1. Validate; audit the failures; the last valid element per keap_id
+    --    and how many elements it stands for.
     WITH input AS (
         SELECT u.ord, u.c,
                CASE WHEN jsonb_typeof(u.c -> 'keap_id') IN ('string', 'number')
@@ -684,6 +701,8 @@ BEGIN
         SELECT i.*,
                CASE
                    WHEN i.c IS NULL OR jsonb_typeof(i.c) <> 'object' THEN 'not a JSON object'
+                   WHEN jsonb_typeof(i.c -> 'keap_id') NOT IN ('string', 'number', 'null')
+                       THEN 'keap_id is not a string or number'
                    WHEN i.keap_id IS NULL THEN 'missing keap_id'
                    WHEN length(i.keap_id) > 255 THEN 'keap_id longer than 255 characters'
                    WHEN jsonb_typeof(i.c -> 'email') NOT IN ('string', 'null') THEN 'email is not a string'
@@ -703,14 +722,28 @@ BEGIN
                END AS error
         FROM input i
     ),
-    winners AS (
-        SELECT DISTINCT ON (keap_id) ord, c, keap_id
+    audited AS (
+        INSERT INTO sync_audit_log (entity_type, entity_id, operation, new_data, sync_source,
+                                    sync_destination, decision, error)
+        SELECT 'sync_contacts', NULL, 'batch_upsert', k.c, 'keap', 'local', 'failed', k.error
+        FROM checked k WHERE k.error IS NOT NULL
+    ),
+    grouped AS (
+        SELECT DISTINCT ON (keap_id) keap_id, c,
+               (count(*) OVER (PARTITION BY keap_id))::integer AS copies
         FROM checked WHERE error IS NULL
         ORDER BY keap_id, ord DESC
-    ),
-    -- The Keap version to apply (an absent key keeps the local value)
-    -- beside the local row as of this statement's snapshot.
-    diffed AS (
+    )
+    SELECT (SELECT count(*) FROM checked WHERE error IS NOT NULL),
+           array_agg(keap_id), array_agg(c), array_agg(copies)
+    INTO v_failed, v_keys, v_docs, v_copies
+    FROM grouped;
+
+    -- 2. Apply.
+    EXECUTE $sql$
+    WITH diffed AS (
+        -- Keap's version to apply (an absent key keeps the local value),
+        -- beside the local row as of this statement's snapshot.
         SELECT m.*,
                array_remove(ARRAY[
                    CASE WHEN l_company IS DISTINCT FROM company THEN 'company' END,
@@ -731,7 +764,7 @@ BEGIN
                                       'custom_fields', l_custom_fields)
                END AS local_snap
         FROM (
-            SELECT w.keap_id, t.id AS local_id,
+            SELECT w.keap_id, w.copies, t.id AS local_id,
                    CASE WHEN w.c ? 'email' THEN nullif(btrim(w.c ->> 'email'), '') ELSE t.email END AS email,
                    CASE WHEN w.c ? 'first_name' THEN w.c ->> 'first_name' ELSE t.first_name END AS first_name,
                    CASE WHEN w.c ? 'last_name' THEN w.c ->> 'last_name' ELSE t.last_name END AS last_name,
@@ -744,16 +777,16 @@ BEGIN
                    t.email AS l_email, t.first_name AS l_first_name, t.last_name AS l_last_name,
                    t.phone AS l_phone, t.company AS l_company, t.tags AS l_tags,
                    t.custom_fields AS l_custom_fields
-            FROM winners w
+            FROM unnest($1::text[], $2::jsonb[], $3::integer[]) AS w(keap_id, c, copies)
             LEFT JOIN LATERAL (
                 SELECT * FROM sync_contacts t WHERE t.keap_id = w.keap_id LIMIT 1
             ) t ON true
         ) m
     ),
-    -- A local row holding a change Keap has not received, and differing
-    -- from Keap's version, is left alone: the WHERE is checked on the
-    -- locked, latest row, so a local change committed after this
-    -- statement's snapshot is not overwritten either.
+    -- A local row holding a change Keap has not received (pending, or
+    -- conflict/failed) that differs from Keap's version is left alone. The
+    -- WHERE is checked on the locked, latest row, so a local change
+    -- committed after this statement's snapshot is not overwritten either.
     up AS (
         INSERT INTO sync_contacts AS t
             (keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
@@ -784,13 +817,13 @@ BEGIN
         FROM up JOIN diffed d ON d.keap_id = up.keap_id
     ),
     clashed AS (
-        SELECT d.keap_id, d.local_id, d.snap, d.local_snap, d.fields
+        SELECT d.keap_id, d.local_id, d.copies, d.snap, d.local_snap, d.fields
         FROM diffed d
         WHERE d.local_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM up WHERE up.keap_id = d.keap_id)
     ),
     -- Arbiter: the remote id. A link left by a deleted local row is taken
-    -- over by the new one; a contact's own link never names another Keap
+    -- over by the new one; a record's own link never names another Keap
     -- id (trigger_sync_on_update drops it when keap_id changes).
     links AS (
         INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
@@ -824,28 +857,24 @@ BEGIN
     ),
     audited AS (
         INSERT INTO sync_audit_log (entity_type, entity_id, operation, old_data, new_data,
-                                    changed_fields, sync_source, sync_destination, decision, error)
+                                    changed_fields, sync_source, sync_destination, decision)
         SELECT 'sync_contacts', a.id, 'batch_upsert', a.local_snap, a.snap, a.fields,
-               'keap', 'local', 'applied', NULL
+               'keap', 'local', 'applied'
         FROM applied a
         UNION ALL
         SELECT 'sync_contacts', r.entity_id, 'batch_upsert', NULL, NULL, NULL,
-               'keap', 'local', 'conflict', NULL
+               'keap', 'local', 'conflict'
         FROM recorded r
-        UNION ALL
-        SELECT 'sync_contacts', NULL, 'batch_upsert', NULL, k.c, NULL,
-               'keap', 'local', 'failed', k.error
-        FROM checked k WHERE k.error IS NOT NULL
     )
-    SELECT (SELECT count(*) FROM checked WHERE error IS NOT NULL),
-           (SELECT count(*) FROM checked k WHERE k.error IS NULL
-              AND k.keap_id IN (SELECT keap_id FROM clashed))
-    INTO v_failed, v_conflicts;
+    SELECT coalesce(sum(copies), 0) FROM clashed
+    $sql$
+    INTO v_conflicts
+    USING v_keys, v_docs, v_copies;
 
     PERFORM set_config('syncbridge.origin', coalesce(v_prev_origin, ''), true);
     RETURN QUERY SELECT v_total - v_failed - v_conflicts, v_failed, v_conflicts;
 END
-$$;
+$fn$;
 
 -- ---------------------------------------------------------------------------
 -- create_monthly_partition()
@@ -918,19 +947,24 @@ CREATE POLICY admin_conflicts ON sync_conflicts
     USING (syncbridge_is_admin()) WITH CHECK (syncbridge_is_admin());
 
 -- Table privileges (Supabase grants these by default; plain Postgres does
--- not). sync_conflicts is 0006's table: grant only what authenticated lacks
--- and remember it, so the down script revokes only that.
+-- not), so that the policies above are what decides. sync_conflicts is
+-- 0006's table: grant only what a role lacks and remember it, so the down
+-- script revokes only that. authenticated gets SELECT and UPDATE there (the
+-- seed grants SELECT; an admin resolving a conflict updates it).
 GRANT SELECT, INSERT, UPDATE, DELETE
     ON sync_contacts, sync_orders, sync_tags, sync_subscriptions TO service_role;
 GRANT SELECT ON sync_contacts TO authenticated;
 DO $$
 DECLARE
-    p text;
+    g text[];
 BEGIN
-    FOREACH p IN ARRAY ARRAY['SELECT', 'UPDATE'] LOOP
-        IF NOT has_table_privilege('authenticated', 'sync_conflicts', p) THEN
-            EXECUTE format('GRANT %s ON sync_conflicts TO authenticated', p);
-            INSERT INTO syncbridge_owned_objects VALUES ('grant', 'sync_conflicts:authenticated:' || p)
+    FOREACH g SLICE 1 IN ARRAY ARRAY[['authenticated', 'SELECT'], ['authenticated', 'UPDATE'],
+                                     ['service_role', 'SELECT'], ['service_role', 'INSERT'],
+                                     ['service_role', 'UPDATE'], ['service_role', 'DELETE']] LOOP
+        IF NOT has_table_privilege(g[1], 'sync_conflicts', g[2]) THEN
+            EXECUTE format('GRANT %s ON sync_conflicts TO %I', g[2], g[1]);
+            INSERT INTO syncbridge_owned_objects
+            VALUES ('grant', 'sync_conflicts:' || g[1] || ':' || g[2])
             ON CONFLICT DO NOTHING;
         END IF;
     END LOOP;

@@ -136,6 +136,7 @@ impl Dispatcher {
             record_id: rec.record_id,
             row: claimed.row.clone(),
             deleted_row: claimed.deleted_row.clone(),
+            remote_version: claimed.remote_version,
         };
         let started = Instant::now();
         let result = provider.push(&change).await;
@@ -152,6 +153,13 @@ impl Dispatcher {
                 metrics::histogram!("syncbridge_change_to_push_seconds", "provider" => name)
                     .record(lag);
                 Done::Pushed
+            }
+            Err(PushError::RemoteChanged(obj)) => {
+                // Read before write found a newer remote state: apply it
+                // under the rules now; the changes stay pending and the
+                // next round pushes what the rules decided.
+                outbox::reconcile_before_push(&tx, provider.name(), &rec, &claimed, &obj).await?;
+                Done::Retried
             }
             Err(e) => {
                 let attempt = claimed.attempts + 1;

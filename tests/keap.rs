@@ -328,10 +328,8 @@ async fn a_hint_for_a_contact_changed_locally_meanwhile_follows_the_rules() {
     )
     .await
     .unwrap();
-    fake.wait_for("the failed push", |r| {
-        r.iter().any(|r| r.method == "PATCH" && r.status == 503)
-    })
-    .await;
+    fake.wait_for("the failed push", |r| r.iter().any(|r| r.status == 503))
+        .await;
     fake.edit_contact(id, |v| {
         v["phone_numbers"][0]["number"] = json!("+14155550199");
     });
@@ -359,10 +357,7 @@ async fn a_hint_for_a_contact_changed_locally_meanwhile_follows_the_rules() {
     .await
     .unwrap();
     fake.wait_for("the second failed push", |r| {
-        r.iter()
-            .filter(|r| r.method == "PATCH" && r.status == 503)
-            .count()
-            >= 2
+        r.iter().filter(|r| r.status == 503).count() >= 2
     })
     .await;
     fake.edit_contact(id, |v| v["given_name"] = json!("Dee"));

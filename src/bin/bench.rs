@@ -68,6 +68,25 @@ enum Cmd {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Router apply with conflict checks and audit: pending OpenPhone
+    /// `contact.updated` events for linked clients (remote-only changes,
+    /// both-sides changes decided by the rules, echoes) drained by the
+    /// router; baseline: the same number of `message.received` events
+    /// (one upsert and an audit row each, no conflict engine).
+    Apply {
+        /// Events per mode.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Conflict detection per record: `conflict::resolve` over generated
+    /// local/remote/snapshot triples under a mixed rule table (p50/p99/max);
+    /// baseline: a plain field-by-field equality check of the same records.
+    Conflict {
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+    },
     /// Internal: the server process the benchmarks drive.
     #[command(hide = true)]
     Server {
@@ -98,6 +117,8 @@ fn main() -> anyhow::Result<()> {
                 server,
             } => push(rate, seconds, server).await,
             Cmd::Capture { seconds, server } => capture(seconds, server).await,
+            Cmd::Apply { events, server } => apply(events, server).await,
+            Cmd::Conflict { records } => conflict_bench(records),
             Cmd::Server {
                 database,
                 discard,
@@ -665,4 +686,269 @@ async fn capture(seconds: u64, server: Option<String>) -> anyhow::Result<()> {
     .await;
     bench.drop_db().await?;
     result
+}
+
+/// Stores `bodies` as pending OpenPhone inbox events.
+async fn store_events(
+    c: &tokio_postgres::Client,
+    kind: &str,
+    bodies: &[Vec<u8>],
+) -> anyhow::Result<()> {
+    for chunk in bodies.chunks(5000) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|_| format!("EV{}", uuid::Uuid::new_v4().simple()))
+            .collect();
+        let bodies: Vec<&[u8]> = chunk.iter().map(|b| b.as_slice()).collect();
+        c.execute(
+            "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+             SELECT 'openphone', k, $3, k, b FROM unnest($1::text[], $2::bytea[]) AS x(k, b)",
+            &[&keys, &bodies, &kind],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn drain_timed(router: &syncbridge::router::Router) -> anyhow::Result<(usize, Duration)> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let t0 = Instant::now();
+    let stats = router.drain(&cancel).await?;
+    Ok((stats.total(), t0.elapsed()))
+}
+
+async fn apply(events: usize, server: Option<String>) -> anyhow::Result<()> {
+    let bench = BenchDb::create(server).await?;
+    let c = db::connect(&bench.url).await?;
+    let n = events as i64;
+    // Linked, synced clients: what the contact events are about.
+    c.batch_execute("SELECT syncbridge_untrack_table('clients', 'openphone')")
+        .await?;
+    c.execute(
+        "INSERT INTO clients (id, first_name, last_name, company, email, phone,
+                              openphone_contact_id, last_synced_at, sync_status, updated_at)
+         SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+                'First' || i, 'Last' || i, 'Co' || i, 'p' || i || '@example.com',
+                '+1415' || lpad(i::text, 7, '0'), 'C' || i, now(), 'synced',
+                now() - interval '1 day'
+         FROM generate_series(1, $1::bigint) AS i",
+        &[&n],
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                 remote_version, last_synced_at)
+         SELECT 'clients', id, 'openphone', 'primary', openphone_contact_id,
+                jsonb_build_object('first_name', first_name, 'last_name', last_name,
+                                   'company', company, 'email', email, 'phone', phone),
+                now() - interval '1 day', now()
+         FROM clients",
+        &[],
+    )
+    .await?;
+    // A quarter changed locally since (both sides then change last_name).
+    c.execute(
+        "UPDATE clients SET last_name = last_name || '-local', updated_at = now() - interval '1 hour'
+         WHERE right(openphone_contact_id, 1) IN ('1', '5')",
+        &[],
+    )
+    .await?;
+    c.batch_execute(
+        "INSERT INTO sync_conflict_rules (entity_type, field, strategy) VALUES
+            ('clients', '*', 'merge'), ('clients', 'email', 'prefer_local')",
+    )
+    .await?;
+    c.batch_execute("VACUUM ANALYZE").await?;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let contacts: Vec<Vec<u8>> = (1..=events)
+        .map(|i| {
+            // Every 4th is an echo of the snapshot; the rest rename.
+            let last = if i % 4 == 0 {
+                format!("Last{i}")
+            } else {
+                format!("Remote{i}")
+            };
+            serde_json::to_vec(&serde_json::json!({
+                "id": format!("EVc{i}"), "object": "event", "apiVersion": "v3",
+                "createdAt": at, "type": "contact.updated",
+                "data": {"object": {"object": "contact", "id": format!("C{i}"),
+                    "defaultFields": {"firstName": format!("First{i}"), "lastName": last,
+                        "company": format!("Co{i}"),
+                        "emails": [{"name": "email", "value": format!("p{i}@example.com")}],
+                        "phoneNumbers": [{"name": "phone", "value": format!("+1415{i:07}")}]},
+                    "updatedAt": at}}
+            }))
+            .expect("serialisable")
+        })
+        .collect();
+    let messages: Vec<Vec<u8>> = (1..=events)
+        .map(|i| {
+            serde_json::to_vec(&serde_json::json!({
+                "id": format!("EVm{i}"), "object": "event", "apiVersion": "v3",
+                "createdAt": at, "type": "message.received",
+                "data": {"object": {"object": "message", "id": format!("AC{i}"),
+                    "direction": "incoming", "from": format!("+1415{i:07}"),
+                    "to": "+14155550199", "body": "hello", "status": "received",
+                    "createdAt": at}}
+            }))
+            .expect("serialisable")
+        })
+        .collect();
+
+    let settings = Settings::from_pairs([
+        ("DATABASE_URL", bench.url.as_str()),
+        ("OPENPHONE_WEBHOOK_KEY", KEY),
+    ]);
+    let config = Config::from_settings(&settings)?;
+    let pool = db::pool(&bench.url, POOL_SIZE)?;
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
+
+    store_events(&c, "message.received", &messages).await?;
+    let (base_n, base_t) = drain_timed(&router).await?;
+    store_events(&c, "contact.updated", &contacts).await?;
+    let (n_applied, t) = drain_timed(&router).await?;
+
+    let decisions = c
+        .query(
+            "SELECT decision, count(*) FROM sync_audit_log
+             WHERE entity_type = 'clients' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let failed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM webhook_events WHERE status NOT IN ('processed', 'ignored')",
+            &[],
+        )
+        .await?
+        .get(0);
+    let base_rate = base_n as f64 / base_t.as_secs_f64();
+    let rate = n_applied as f64 / t.as_secs_f64();
+    println!(
+        "router apply, {events} events per mode (batch {}):",
+        config.router.batch_size
+    );
+    println!("  baseline  message.received (upsert + audit):            {base_rate:>9.0} events/s");
+    println!(
+        "  contact.updated through the conflict engine + audit:    {rate:>9.0} events/s  ({:.2}x baseline, {:.1} µs/event)",
+        rate / base_rate,
+        t.as_secs_f64() * 1e6 / n_applied.max(1) as f64
+    );
+    print!("  decisions:");
+    for r in &decisions {
+        print!(" {}={}", r.get::<_, String>(0), r.get::<_, i64>(1));
+    }
+    println!();
+    if failed > 0 || n_applied != events || base_n != events {
+        bail!("{failed} events not applied ({n_applied}/{events} contacts, {base_n}/{events} messages)");
+    }
+    drop(c);
+    bench.drop_db().await
+}
+
+fn conflict_bench(records: usize) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use serde_json::{json, Map, Value};
+    use syncbridge::conflict::{self, Rules, Side, Strategy};
+
+    let fields = [
+        "first_name",
+        "last_name",
+        "company",
+        "email",
+        "phone",
+        "tags",
+        "custom_fields",
+    ];
+    let rules = Rules::new([
+        ("*".to_owned(), "*".to_owned(), Strategy::LastWriteWins),
+        ("sync_contacts".to_owned(), "*".to_owned(), Strategy::Merge),
+        (
+            "sync_contacts".to_owned(),
+            "email".to_owned(),
+            Strategy::PreferLocal,
+        ),
+        (
+            "sync_contacts".to_owned(),
+            "tags".to_owned(),
+            Strategy::PreferRemote,
+        ),
+    ]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let value = |f: &str, v: u32| -> Value {
+        match f {
+            "tags" => json!([v, v + 1, v + 2]),
+            "custom_fields" => json!({"182": format!("c{v}"), "183": v}),
+            _ => json!(format!("{f}-{v}")),
+        }
+    };
+    let cases: Vec<(Map<String, Value>, Map<String, Value>, Map<String, Value>)> = (0..records)
+        .map(|_| {
+            let mut base = Map::new();
+            let mut local = Map::new();
+            let mut remote = Map::new();
+            for f in fields {
+                let b = rng.random_range(0..1000u32);
+                base.insert(f.into(), value(f, b));
+                let l = if rng.random_bool(0.2) { b + 1 } else { b };
+                let r = if rng.random_bool(0.3) { b + 2 } else { b };
+                local.insert(f.into(), value(f, l));
+                remote.insert(f.into(), value(f, r));
+            }
+            (base, local, remote)
+        })
+        .collect();
+    let t_local = chrono::Utc::now();
+    let t_remote = t_local + chrono::Duration::seconds(1);
+
+    // Baseline: the cheapest detection there is, equality field by field.
+    let mut base_ns = Vec::with_capacity(records);
+    let mut differing = 0usize;
+    for (_, l, r) in &cases {
+        let t0 = Instant::now();
+        let d = r.iter().filter(|(k, v)| l.get(*k) != Some(*v)).count();
+        base_ns.push(t0.elapsed().as_nanos() as f64);
+        differing += d;
+    }
+    let mut ns = Vec::with_capacity(records);
+    let mut outcomes = std::collections::BTreeMap::<&'static str, usize>::new();
+    for (b, l, r) in &cases {
+        let t0 = Instant::now();
+        let res = conflict::resolve(
+            &rules,
+            "sync_contacts",
+            Some(b),
+            Side {
+                fields: l,
+                changed_at: t_local,
+            },
+            Side {
+                fields: r,
+                changed_at: t_remote,
+            },
+        );
+        ns.push(t0.elapsed().as_nanos() as f64);
+        *outcomes.entry(res.outcome.decision()).or_default() += 1;
+    }
+    base_ns.sort_by(f64::total_cmp);
+    ns.sort_by(f64::total_cmp);
+    println!(
+        "conflict detection, {records} records of {} fields ({differing} differing fields):",
+        fields.len()
+    );
+    println!(
+        "  baseline  equality check:  p50 {:>7.2} µs  p99 {:>7.2} µs  max {:>8.2} µs",
+        pct(&base_ns, 0.5) / 1e3,
+        pct(&base_ns, 0.99) / 1e3,
+        base_ns.last().copied().unwrap_or_default() / 1e3
+    );
+    println!(
+        "  conflict::resolve:         p50 {:>7.2} µs  p99 {:>7.2} µs  max {:>8.2} µs",
+        pct(&ns, 0.5) / 1e3,
+        pct(&ns, 0.99) / 1e3,
+        ns.last().copied().unwrap_or_default() / 1e3
+    );
+    println!("  outcomes: {outcomes:?}");
+    Ok(())
 }

@@ -62,6 +62,9 @@ pub struct ClaimedRecord {
     pub deleted_row: Option<Value>,
     /// The record's current row as JSON, `None` once it is deleted.
     pub row: Option<Value>,
+    /// The remote version last applied or pushed for the record's primary
+    /// remote object, if it has one.
+    pub remote_version: Option<DateTime<Utc>>,
 }
 
 /// Claims every pending change of one record for `provider` and reads the
@@ -106,7 +109,9 @@ pub async fn claim_record(
                 EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2),
                 EXISTS (SELECT 1 FROM sync_conflicts
                         WHERE entity_type = $2 AND entity_id = $3 AND provider = $1
-                          AND status = 'open')
+                          AND status = 'open'),
+                (SELECT remote_version FROM sync_links
+                 WHERE entity_type = $2 AND local_id = $3 AND provider = $1 AND slot = 'primary')
          FROM claimed",
         postgres_protocol::escape::escape_identifier(&rec.table)
     );
@@ -139,6 +144,7 @@ pub async fn claim_record(
         first_change_at: row.get(2),
         deleted_row: row.get(3),
         row: row.get(4),
+        remote_version: row.get(7),
     }))
 }
 
@@ -292,5 +298,42 @@ pub async fn record_failure(
         tx.execute(&sql, &[&rec.record_id, &error, &retry_at.is_none()])
             .await?;
     }
+    Ok(())
+}
+
+/// The provider refused to overwrite a newer remote state: apply it through
+/// the conflict engine (with the provider as origin) and leave the claimed
+/// changes pending, due now, for a push of what the rules decided.
+pub async fn reconcile_before_push(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+    claimed: &ClaimedRecord,
+    obj: &crate::providers::RemoteObject,
+) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT set_config('syncbridge.origin', $1, true)",
+        &[&provider.as_str()],
+    )
+    .await?;
+    let entity = engine::entity(obj.table)
+        .ok_or_else(|| DbError::Migration(format!("{} is not a synced table", obj.table)))?;
+    let rules = engine::load_rules(tx).await?;
+    let remote = engine::RemoteRecord {
+        provider,
+        slot: "primary",
+        remote_id: &obj.remote_id,
+        fields: obj.fields.clone(),
+        version: obj.version,
+    };
+    let applied = engine::apply_keyed(tx, &rules, entity, &remote, None).await?;
+    tracing::info!(provider = %provider, table = %rec.table, record = %rec.record_id,
+        ?applied, "remote changed before the push: reconciled first");
+    tx.execute(
+        "UPDATE sync_outbox SET next_attempt_at = now() WHERE id = ANY($1)
+           AND next_attempt_at <> 'infinity'",
+        &[&claimed.ids],
+    )
+    .await?;
     Ok(())
 }

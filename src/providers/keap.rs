@@ -453,6 +453,54 @@ fn contact_body(row: &Value) -> Value {
     body
 }
 
+/// The part of a row's v1 body whose values differ from what Keap holds
+/// (`remote`, as `sync_contacts` fields): phones compare in E.164, custom
+/// fields by id (only the ones that differ are sent; Keap merges them).
+fn changed_body(row: &Value, remote: &Map<String, Value>) -> Map<String, Value> {
+    let full = contact_body(row);
+    let null = Value::Null;
+    let local_text = |k: &str| {
+        row.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_owned)
+    };
+    let remote_text = |k: &str| remote.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut out = Map::new();
+    for (field, key) in [
+        ("first_name", "given_name"),
+        ("last_name", "family_name"),
+        ("email", "email_addresses"),
+    ] {
+        if local_text(field) != remote_text(field) {
+            out.insert(key.into(), full.get(key).cloned().unwrap_or(Value::Null));
+        }
+    }
+    let phone =
+        |p: Option<String>| p.map(|p| E164Phone::parse(&p).map_or(p, |e| e.as_str().to_owned()));
+    if phone(local_text("phone")) != phone(remote_text("phone")) {
+        out.insert(
+            "phone_numbers".into(),
+            full.get("phone_numbers").cloned().unwrap_or(Value::Null),
+        );
+    }
+    let remote_custom = remote.get("custom_fields").unwrap_or(&null);
+    if let Some(list) = full.get("custom_fields").and_then(Value::as_array) {
+        let differing: Vec<Value> = list
+            .iter()
+            .filter(|f| {
+                let id = f.get("id").map(|i| i.to_string()).unwrap_or_default();
+                remote_custom.get(&id) != f.get("content")
+            })
+            .cloned()
+            .collect();
+        if !differing.is_empty() {
+            out.insert("custom_fields".into(), Value::Array(differing));
+        }
+    }
+    out
+}
+
 /// The v1 API (PROVIDERS.md §2.2–2.3): `X-Keap-API-Key`, paced under the
 /// per-key limits, `Retry-After` honoured.
 struct Api {
@@ -545,8 +593,8 @@ impl Api {
             return Ok(pushed);
         }
         let row = change.row.as_ref().unwrap_or(&Value::Null);
-        let body = contact_body(row);
         let mut target = text(row, "keap_id");
+        let looked_up = target.is_none();
         if target.is_none() {
             if let Some(email) = row
                 .get("email")
@@ -570,21 +618,61 @@ impl Api {
             }
         }
         let answer = match &target {
-            Some(id) => self
-                .call(
-                    reqwest::Method::PATCH,
-                    &format!("/contacts/{id}"),
-                    &[],
-                    Some(&body),
-                )
-                .await?
-                .ok_or_else(|| {
-                    PushError::Permanent(format!(
-                        "Keap contact {id} no longer exists (deleted in Keap)"
-                    ))
-                })?,
+            Some(id) => {
+                // Read before write: Keap has no conditional update, so a
+                // newer remote state is detected here and handed back to be
+                // reconciled under the rules instead of being overwritten.
+                let path = format!("/contacts/{id}");
+                let current = self
+                    .call(
+                        reqwest::Method::GET,
+                        &path,
+                        &[("optional_properties", "custom_fields")],
+                        None,
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        PushError::Permanent(format!(
+                            "Keap contact {id} no longer exists (deleted in Keap)"
+                        ))
+                    })?;
+                let obj = remote_object("contact", "sync_contacts", &current).ok_or_else(|| {
+                    PushError::Transient("Keap answered a contact without an id".into())
+                })?;
+                if looked_up
+                    || change
+                        .remote_version
+                        .is_none_or(|known| obj.version > known)
+                {
+                    return Err(PushError::RemoteChanged(Box::new(obj)));
+                }
+                // Only what differs from Keap's current state goes out, so
+                // fields changed in Keap meanwhile are never overwritten.
+                let body = changed_body(row, &obj.fields);
+                if body.is_empty() {
+                    current
+                } else {
+                    self.call(
+                        reqwest::Method::PATCH,
+                        &path,
+                        &[],
+                        Some(&Value::Object(body)),
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        PushError::Permanent(format!(
+                            "Keap contact {id} no longer exists (deleted in Keap)"
+                        ))
+                    })?
+                }
+            }
             None => self
-                .call(reqwest::Method::POST, "/contacts", &[], Some(&body))
+                .call(
+                    reqwest::Method::POST,
+                    "/contacts",
+                    &[],
+                    Some(&contact_body(row)),
+                )
                 .await?
                 .ok_or_else(|| PushError::Permanent("POST /contacts answered 404".into()))?,
         };

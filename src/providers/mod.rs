@@ -97,6 +97,10 @@ pub struct Change {
     pub record_id: uuid::Uuid,
     pub row: Option<serde_json::Value>,
     pub deleted_row: Option<serde_json::Value>,
+    /// The version of the remote object syncbridge last applied or wrote:
+    /// a provider that can read before it writes refuses to overwrite a
+    /// newer one ([`PushError::RemoteChanged`]).
+    pub remote_version: Option<DateTime<Utc>>,
 }
 
 /// What a successful push left on the provider's side.

@@ -23,6 +23,11 @@ pub enum PushError {
     /// The provider has no credentials for outbound calls.
     #[error("{0}")]
     Disabled(&'static str),
+    /// The remote object changed since syncbridge last saw it: nothing was
+    /// written; the caller applies this state under the conflict rules and
+    /// pushes what they decide.
+    #[error("the remote object changed since it was last synced")]
+    RemoteChanged(Box<super::RemoteObject>),
 }
 
 impl PushError {

@@ -168,6 +168,9 @@ struct Inner {
     accepted: usize,
     throttled: usize,
     last_stamp: Option<DateTime<Utc>>,
+    /// `None`: Keap's limits (5/s, 240/min); tests of other things may
+    /// lift them (`set_limits`).
+    limits: Option<(usize, usize)>,
 }
 
 enum Admission {
@@ -222,11 +225,12 @@ impl Inner {
             .rev()
             .take_while(|t| now.saturating_duration_since(**t) < Duration::from_secs(1))
             .count();
-        if last_second >= PER_SECOND {
+        let (per_second, per_minute) = self.limits.unwrap_or((PER_SECOND, PER_MINUTE));
+        if last_second >= per_second {
             self.throttled += 1;
             return Admission::Throttled { retry_after: 1 };
         }
-        if self.window.len() >= PER_MINUTE {
+        if self.window.len() >= per_minute {
             self.throttled += 1;
             let oldest = *self.window.front().expect("window is full");
             let left =
@@ -452,6 +456,12 @@ impl FakeKeap {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A dropped connection panics a handler; never while holding this.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces Keap's rate limits (for tests that drive many requests and
+    /// test something else).
+    pub fn set_limits(&self, per_second: usize, per_minute: usize) {
+        self.lock().limits = Some((per_second, per_minute));
     }
 
     /// The next requests (after auth and the throttle) fail as given, in order.
