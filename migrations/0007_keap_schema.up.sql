@@ -635,7 +635,7 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- Applies a batch of Keap contacts, set-based (the seed looped row by row
--- with an exception block each: a subtransaction per row, ~1,000 rows/s).
+-- with an exception block, i.e. a subtransaction, per row).
 -- Each element is an object with keap_id and any of email, first_name,
 -- last_name, phone, company, tags (array), custom_fields (object); a key
 -- that is absent keeps the stored value, a null clears it.

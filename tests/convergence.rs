@@ -11,7 +11,7 @@
 //!   either side (a fixed point: no ping-pong).
 //!
 //! `SYNCBRIDGE_CONVERGENCE_SCHEDULES` sets the schedules per test (CI runs
-//! the default, 4 tests × 40); `SYNCBRIDGE_CONVERGENCE_SEED=<n>` replays one.
+//! the default, 4 tests × 50); `SYNCBRIDGE_CONVERGENCE_SEED=<n>` replays one.
 //! A failing schedule prints its seed.
 
 mod common;
@@ -120,7 +120,7 @@ async fn quiesce(c: &tokio_postgres::Client) -> Result<(), String> {
         if calm >= 2 {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(if busy == 0 { 100 } else { 20 })).await;
+        tokio::time::sleep(Duration::from_millis(if busy == 0 { 60 } else { 20 })).await;
     }
     let state: Vec<String> = c
         .query(
@@ -364,6 +364,9 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 p.method == "PATCH"
                     && p.path == path
                     && p.at > w.at
+                    && p.body
+                        .as_ref()
+                        .is_some_and(|b| b.get(FIELDS[w.field].1).is_some())
                     && requests[..i]
                         .iter()
                         .rev()
@@ -431,7 +434,7 @@ fn schedules() -> u64 {
     std::env::var("SYNCBRIDGE_CONVERGENCE_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40)
+        .unwrap_or(50)
 }
 
 async fn run(base: u64) {
@@ -446,13 +449,23 @@ async fn run(base: u64) {
         }
         return;
     }
-    for i in 0..schedules() {
-        let seed = base * 1_000_000 + i;
-        if let Err(e) = schedule(seed).await {
-            panic!(
-                "schedule seed {seed} failed: {e}\nreplay: SYNCBRIDGE_CONVERGENCE_SEED={seed} cargo test --test convergence"
-            );
-        }
+    // Three schedules at a time: most of a schedule is waiting.
+    use futures_util::StreamExt;
+    let failures: Vec<String> = futures_util::stream::iter(0..schedules())
+        .map(|i| async move {
+            let seed = base * 1_000_000 + i;
+            schedule(seed).await.err().map(|e| {
+                format!(
+                    "schedule seed {seed} failed: {e}\nreplay: SYNCBRIDGE_CONVERGENCE_SEED={seed} cargo test --test convergence"
+                )
+            })
+        })
+        .buffer_unordered(3)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    if !failures.is_empty() {
+        panic!("{}", failures.join("\n\n"));
     }
 }
 
