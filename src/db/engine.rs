@@ -286,16 +286,56 @@ pub async fn load_rules(c: &impl GenericClient) -> Result<Rules, DbError> {
     })))
 }
 
-/// Applies `remote` to the locked `local` row under the rules.
-pub async fn reconcile(
-    tx: &impl GenericClient,
+/// The audit row a decision writes.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub operation: &'static str,
+    pub decision: String,
+    pub detail: Value,
+    pub changed: Vec<String>,
+}
+
+/// What the engine does about one remote record.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Older than the version applied: only the audit row.
+    Stale,
+    /// A `manual` rule holds: record the conflict, move the link's remote
+    /// version, leave the row.
+    Conflict {
+        fields: Vec<String>,
+        remote_fields: Map<String, Value>,
+        local_fields: Map<String, Value>,
+        base: Option<Map<String, Value>>,
+    },
+    /// Write `values` (possibly none) with `status`, store `snapshot` and
+    /// the remote version on the link, and queue a push if `push`.
+    Apply {
+        values: Map<String, Value>,
+        status: &'static str,
+        snapshot: Map<String, Value>,
+        push: bool,
+    },
+}
+
+/// The engine's decision for one remote record, before anything is
+/// written: what [`reconcile`] writes at once and the router's batch path
+/// writes set-based.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub applied: Applied,
+    pub action: Action,
+    pub audit: AuditEntry,
+}
+
+/// Decides what `remote` does to the `local` row under the rules (pure).
+pub fn decide(
     rules: &Rules,
     entity: &Entity,
     local: &LocalRow,
     link: Option<&LinkState>,
     remote: &RemoteRecord<'_>,
-    event_id: Option<i64>,
-) -> Result<Applied, DbError> {
+) -> Decision {
     let remote_fields = entity.restrict(&remote.fields);
     let base = link
         .and_then(|l| l.snapshot.as_ref())
@@ -306,22 +346,19 @@ pub async fn reconcile(
         if applied >= remote.version {
             let detail = json!({"local": local_fields, "remote": remote_fields, "base": base,
                                 "applied_version": applied, "version": remote.version});
-            audit(
-                tx,
-                entity.table,
-                local.id,
-                "SKIP",
-                remote.provider,
-                event_id,
-                "skipped_stale",
-                &detail,
-                &[],
-            )
-            .await?;
-            return Ok(Applied::Stale(format!(
-                "{} {} version {} is not newer than the version already applied ({applied})",
-                entity.table, remote.remote_id, remote.version
-            )));
+            return Decision {
+                applied: Applied::Stale(format!(
+                    "{} {} version {} is not newer than the version already applied ({applied})",
+                    entity.table, remote.remote_id, remote.version
+                )),
+                action: Action::Stale,
+                audit: AuditEntry {
+                    operation: "SKIP",
+                    decision: "skipped_stale".into(),
+                    detail,
+                    changed: Vec::new(),
+                },
+            };
         }
     }
 
@@ -348,66 +385,42 @@ pub async fn reconcile(
         "merged": res.merged, "fields": fields_detail,
         "local_changed_at": local.changed_at, "remote_version": remote.version,
     });
+
+    if res.outcome == Outcome::Manual {
+        return Decision {
+            applied: Applied::Conflict(format!(
+                "{} {}: {} changed on both sides, left for review",
+                entity.table,
+                local.id,
+                res.manual.join(", ")
+            )),
+            audit: AuditEntry {
+                operation: "CONFLICT",
+                decision: "manual".into(),
+                detail,
+                changed: res.manual.clone(),
+            },
+            action: Action::Conflict {
+                fields: res.manual,
+                remote_fields,
+                local_fields,
+                base: base.cloned(),
+            },
+        };
+    }
+
     // The remote's state as syncbridge now knows it.
     let mut snapshot = base.cloned().unwrap_or_default();
     snapshot.extend(remote_fields.clone());
-
-    if res.outcome == Outcome::Manual {
-        let id = record_conflict(
-            tx,
-            entity,
-            local,
-            remote,
-            &remote_fields,
-            &local_fields,
-            base,
-            &res.manual,
-            event_id,
-        )
-        .await?;
-        set_remote_version(tx, entity, local.id, remote).await?;
-        detail["conflict_id"] = json!(id);
-        audit(
-            tx,
-            entity.table,
-            local.id,
-            "CONFLICT",
-            remote.provider,
-            event_id,
-            "manual",
-            &detail,
-            &res.manual,
-        )
-        .await?;
-        return Ok(Applied::Conflict(format!(
-            "{} {}: {} changed on both sides, left for review as conflict {id}",
-            entity.table,
-            local.id,
-            res.manual.join(", ")
-        )));
-    }
-
+    let values: Map<String, Value> = res
+        .to_local
+        .iter()
+        .filter_map(|k| Some((k.clone(), res.merged.get(k)?.clone())))
+        .collect();
+    let push = !res.to_remote.is_empty();
     let mut after = local.row.clone();
-    if !res.to_local.is_empty() {
-        let values: Map<String, Value> = res
-            .to_local
-            .iter()
-            .filter_map(|k| Some((k.clone(), res.merged.get(k)?.clone())))
-            .collect();
-        let status = if res.to_remote.is_empty() {
-            "synced"
-        } else {
-            "pending"
-        };
-        let stmt = tx.prepare_cached(&entity.update_sql()).await?;
-        after = tx
-            .query_one(&stmt, &[&local.id, &Value::Object(values), &status])
-            .await?
-            .get(0);
-    }
-    upsert_link(tx, entity, local.id, remote, &Value::Object(snapshot)).await?;
-    if !res.to_remote.is_empty() {
-        enqueue_push(tx, remote.provider, entity.table, local.id).await?;
+    if let Some(obj) = after.as_object_mut() {
+        obj.extend(values.clone());
     }
     detail["after"] = after;
     // An echo: the remote reports exactly what was last synced (usually
@@ -423,26 +436,108 @@ pub async fn reconcile(
         Outcome::NoRemoteChange => ("SKIP", "echo"),
         o => ("UPDATE", o.decision()),
     };
-    let changed: Vec<String> = res.to_local.clone();
-    audit(
-        tx,
-        entity.table,
-        local.id,
-        operation,
-        remote.provider,
-        event_id,
-        decision,
-        &detail,
-        &changed,
-    )
-    .await?;
-    Ok(match res.outcome {
+    let applied = match res.outcome {
         Outcome::InSync | Outcome::NoRemoteChange => Applied::Ignored(format!(
             "{}: {} {} reports nothing new",
             decision, entity.table, remote.remote_id
         )),
         _ => Applied::Updated(local.id),
-    })
+    };
+    Decision {
+        applied,
+        audit: AuditEntry {
+            operation,
+            decision: decision.into(),
+            detail,
+            changed: res.to_local.clone(),
+        },
+        action: Action::Apply {
+            values,
+            status: if push { "pending" } else { "synced" },
+            snapshot,
+            push,
+        },
+    }
+}
+
+/// Applies `remote` to the locked `local` row under the rules, writing the
+/// decision at once.
+pub async fn reconcile(
+    tx: &impl GenericClient,
+    rules: &Rules,
+    entity: &Entity,
+    local: &LocalRow,
+    link: Option<&LinkState>,
+    remote: &RemoteRecord<'_>,
+    event_id: Option<i64>,
+) -> Result<Applied, DbError> {
+    let Decision {
+        mut applied,
+        action,
+        audit: mut entry,
+    } = decide(rules, entity, local, link, remote);
+    match action {
+        Action::Stale => {}
+        Action::Conflict {
+            fields,
+            remote_fields,
+            local_fields,
+            base,
+        } => {
+            let id = record_conflict(
+                tx,
+                entity,
+                local,
+                remote,
+                &remote_fields,
+                &local_fields,
+                base.as_ref(),
+                &fields,
+                event_id,
+            )
+            .await?;
+            set_remote_version(tx, entity, local.id, remote).await?;
+            entry.detail["conflict_id"] = json!(id);
+            applied = Applied::Conflict(format!(
+                "{} {}: {} changed on both sides, left for review as conflict {id}",
+                entity.table,
+                local.id,
+                fields.join(", ")
+            ));
+        }
+        Action::Apply {
+            values,
+            status,
+            snapshot,
+            push,
+        } => {
+            if !values.is_empty() {
+                let stmt = tx.prepare_cached(&entity.update_sql()).await?;
+                let after: Value = tx
+                    .query_one(&stmt, &[&local.id, &Value::Object(values), &status])
+                    .await?
+                    .get(0);
+                entry.detail["after"] = after;
+            }
+            upsert_link(tx, entity, local.id, remote, &Value::Object(snapshot)).await?;
+            if push {
+                enqueue_push(tx, remote.provider, entity.table, local.id).await?;
+            }
+        }
+    }
+    audit(
+        tx,
+        entity.table,
+        local.id,
+        entry.operation,
+        remote.provider,
+        event_id,
+        &entry.decision,
+        &entry.detail,
+        &entry.changed,
+    )
+    .await?;
+    Ok(applied)
 }
 
 /// Applies a remote object to the table mirroring it (an entity with a key
