@@ -9,11 +9,16 @@
 DO $$
 DECLARE
     t text;
+    p text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['sync_contacts', 'sync_orders', 'sync_tags', 'sync_subscriptions'] LOOP
-        IF to_regclass(t) IS NOT NULL THEN
-            PERFORM syncbridge_untrack_table(t, 'keap');
-        END IF;
+        -- every provider, not only keap: the last untrack drops the
+        -- generated trigger functions
+        FOR p IN SELECT provider FROM syncbridge_capture WHERE table_name = t LOOP
+            IF to_regclass(t) IS NOT NULL THEN
+                PERFORM syncbridge_untrack_table(t, p);
+            END IF;
+        END LOOP;
         DELETE FROM syncbridge_capture WHERE table_name = t;
         DELETE FROM syncbridge_capture_tables WHERE table_name = t;
         DELETE FROM sync_outbox WHERE table_name = t;

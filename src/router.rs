@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RouterConfig;
 use crate::conflict::Rules;
 use crate::db::apply::{self, Applied};
+use crate::db::contact_batch::ContactBatch;
 use crate::db::inbox::{self, Claimed, Outcome};
 use crate::db::{engine, fetch};
 use crate::db::{DbError, Pool};
 use crate::events::DomainEvent;
+use crate::events::RemoteContact;
 use crate::providers::{Provider, Registry, StoredEvent};
 
 #[derive(Clone)]
@@ -120,15 +122,50 @@ impl Router {
         // again with a savepoint per event, so the failure stays its own.
         let mut outcomes = Vec::with_capacity(claimed.len());
         let mut failed = false;
-        for ev in &claimed {
+        // Normalised up front, so the batch's contact events can be read
+        // and written set-based (db::contact_batch).
+        let normalised: Vec<_> = claimed
+            .iter()
+            .map(|ev| provider.normalise(&stored(ev)))
+            .collect();
+        let contacts: Vec<&RemoteContact> = normalised
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .flatten()
+            .filter_map(|d| match d {
+                DomainEvent::ContactUpserted(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let mut batch = None;
+        if contacts.len() > 1 {
+            match ContactBatch::prefetch(&tx, provider.name(), &contacts).await {
+                Ok(b) => batch = Some(b),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(_) => failed = true,
+            }
+        }
+        for (ev, events) in claimed.iter().zip(normalised) {
+            if failed {
+                break;
+            }
             let started = Instant::now();
-            match apply_event(&tx, &rules, self.config.fetch_debounce, provider, ev).await {
+            let ctx = Ctx {
+                tx: &tx,
+                rules: &rules,
+                fetch_debounce: self.config.fetch_debounce,
+            };
+            match apply_event(&ctx, ev, events, &mut batch).await {
                 Ok(o) => outcomes.push((ev.id, o, started.elapsed())),
                 Err(ApplyError::Db(db)) if db.is_transient() => return Err(db),
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
+                Err(_) => failed = true,
+            }
+        }
+        if let (false, Some(b)) = (failed, batch.as_mut()) {
+            match b.flush(&tx).await {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e),
+                Err(_) => failed = true,
             }
         }
         if failed {
@@ -145,15 +182,13 @@ impl Router {
             for ev in claimed.iter().filter(|c| reclaimed.contains(&c.id)) {
                 let started = Instant::now();
                 let sp = tx.savepoint("event").await?;
-                let outcome = match apply_event(
-                    &sp,
-                    &rules,
-                    self.config.fetch_debounce,
-                    provider,
-                    ev,
-                )
-                .await
-                {
+                let ctx = Ctx {
+                    tx: &sp,
+                    rules: &rules,
+                    fetch_debounce: self.config.fetch_debounce,
+                };
+                let events = provider.normalise(&stored(ev));
+                let outcome = match apply_event(&ctx, ev, events, &mut None).await {
                     Ok(o) => {
                         sp.commit().await?;
                         o
@@ -264,35 +299,61 @@ impl From<tokio_postgres::Error> for ApplyError {
     }
 }
 
-async fn apply_event(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rules: &Rules,
+/// What applying an event needs besides the event.
+struct Ctx<'a, 't> {
+    tx: &'a deadpool_postgres::Transaction<'t>,
+    rules: &'a Rules,
     fetch_debounce: std::time::Duration,
-    provider: &dyn Provider,
-    ev: &Claimed,
-) -> Result<Outcome, ApplyError> {
-    let stored = StoredEvent {
+}
+
+fn stored(ev: &Claimed) -> StoredEvent {
+    StoredEvent {
         id: ev.id,
         provider: ev.provider,
         event_type: ev.event_type.clone(),
         occurred_at: ev.occurred_at,
         body: ev.body.clone(),
-    };
-    let events = provider.normalise(&stored)?;
+    }
+}
+
+/// Applies one event's domain events. With `batch`, contact events are
+/// decided in memory and written when the batch flushes; anything else that
+/// could read what they change flushes first.
+async fn apply_event(
+    ctx: &Ctx<'_, '_>,
+    ev: &Claimed,
+    events: Result<Vec<DomainEvent>, crate::providers::NormaliseError>,
+    batch: &mut Option<ContactBatch>,
+) -> Result<Outcome, ApplyError> {
+    let tx = ctx.tx;
+    let events = events?;
     let mut applied_any = false;
     let mut skipped = Vec::new();
     for de in &events {
+        if let (DomainEvent::Call(_) | DomainEvent::Message(_), Some(b)) = (de, batch.as_mut()) {
+            // They link to clients by phone: let them see pending updates.
+            if b.is_dirty() {
+                b.flush(tx).await?;
+            }
+        }
         let result = match de {
             DomainEvent::Call(c) => apply::upsert_call(tx, c, ev.id).await?,
             DomainEvent::Message(m) => apply::upsert_message(tx, m, ev.id).await?,
-            DomainEvent::ContactUpserted(c) => {
-                apply::apply_contact(tx, rules, ev.provider, c, ev.id).await?
-            }
+            DomainEvent::ContactUpserted(c) => match batch.as_mut() {
+                Some(b) => b.apply(tx, ctx.rules, c, ev.id).await?,
+                None => apply::apply_contact(tx, ctx.rules, ev.provider, c, ev.id).await?,
+            },
             DomainEvent::ContactDeleted { remote_id } => {
+                // Unlinking changes clients and links the batch holds: write
+                // what is pending and apply the rest one at a time.
+                if let Some(mut b) = batch.take() {
+                    b.flush(tx).await?;
+                }
                 apply::unlink_contact(tx, ev.provider, remote_id, ev.id).await?
             }
             DomainEvent::FetchHint { object_type, ids } => {
-                fetch::enqueue(tx, ev.provider, object_type, ids, fetch_debounce, ev.id).await?;
+                fetch::enqueue(tx, ev.provider, object_type, ids, ctx.fetch_debounce, ev.id)
+                    .await?;
                 Applied::Queued
             }
             DomainEvent::Ignored(why) => Applied::Ignored(why.clone()),

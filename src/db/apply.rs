@@ -206,15 +206,15 @@ fn upserted(row: Option<tokio_postgres::Row>, stale: impl FnOnce() -> String) ->
 }
 
 /// Which OpenPhone contact of a client a remote contact is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Slot {
     Primary,
     Alt1,
     Alt2,
 }
 
 impl Slot {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Slot::Primary => "primary",
             Slot::Alt1 => "alt_1",
@@ -223,7 +223,7 @@ impl Slot {
     }
 
     /// The `clients` column holding this contact's number.
-    fn phone_column(self) -> &'static str {
+    pub(crate) fn phone_column(self) -> &'static str {
         match self {
             Slot::Primary => "phone",
             Slot::Alt1 => "alt_phone_1",
@@ -231,7 +231,7 @@ impl Slot {
         }
     }
 
-    fn parse(s: &str) -> Slot {
+    pub(crate) fn parse(s: &str) -> Slot {
         match s {
             "alt_1" => Slot::Alt1,
             "alt_2" => Slot::Alt2,

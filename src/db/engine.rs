@@ -683,7 +683,7 @@ pub async fn mark_deleted(
 /// record and provider), marks the local row `conflict`, and holds its
 /// pending pushes to that provider until the conflict is resolved.
 #[allow(clippy::too_many_arguments)]
-async fn record_conflict(
+pub(crate) async fn record_conflict(
     tx: &impl GenericClient,
     entity: &Entity,
     local: &LocalRow,
@@ -739,7 +739,7 @@ async fn record_conflict(
     Ok(id)
 }
 
-async fn set_remote_version(
+pub(crate) async fn set_remote_version(
     tx: &impl GenericClient,
     entity: &Entity,
     local_id: Uuid,

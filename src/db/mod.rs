@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod apply;
+pub mod contact_batch;
 pub mod embedded;
 pub mod engine;
 pub mod fetch;
