@@ -980,18 +980,13 @@ $$;
 ALTER TABLE sync_contacts REPLICA IDENTITY FULL;
 ALTER TABLE sync_conflicts REPLICA IDENTITY FULL;
 
--- Local changes of the four tables push to Keap. Not changes: timestamps,
+-- Local changes of sync_contacts push to Keap. Not changes: timestamps,
 -- sync bookkeeping, version, keap_id (written by the push itself), who
--- made the row, where it came from, and contact_id (local; keap_contact_id,
--- kept in step with it, is what Keap receives).
+-- made the row, where it came from. Orders, tags and subscriptions mirror
+-- Keap one way: Keap's v1 API has no update for them (an order, a tag or a
+-- subscription is created once and changed in Keap), so they are not
+-- tracked; `SELECT syncbridge_track_table('sync_orders', 'keap', …)` would
+-- queue pushes the Keap provider refuses.
 SELECT syncbridge_track_table('sync_contacts', 'keap', ARRAY[
     'updated_at', 'created_at', 'last_synced_at', 'sync_status', 'sync_error', 'version',
     'keap_id', 'created_by', 'updated_by', 'deleted_by', 'source_system']);
-SELECT syncbridge_track_table('sync_orders', 'keap', ARRAY[
-    'updated_at', 'created_at', 'last_synced_at', 'sync_status', 'sync_error', 'version',
-    'keap_id', 'contact_id']);
-SELECT syncbridge_track_table('sync_tags', 'keap', ARRAY[
-    'updated_at', 'created_at', 'last_synced_at', 'sync_status', 'sync_error', 'keap_id']);
-SELECT syncbridge_track_table('sync_subscriptions', 'keap', ARRAY[
-    'updated_at', 'created_at', 'last_synced_at', 'sync_status', 'sync_error', 'keap_id',
-    'contact_id']);

@@ -77,6 +77,9 @@ enum Cmd {
         /// Events per mode.
         #[arg(long, default_value_t = 20_000)]
         events: usize,
+        /// Events per router transaction (SYNCBRIDGE_ROUTER_BATCH).
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
         #[arg(long)]
         server: Option<String>,
     },
@@ -117,7 +120,11 @@ fn main() -> anyhow::Result<()> {
                 server,
             } => push(rate, seconds, server).await,
             Cmd::Capture { seconds, server } => capture(seconds, server).await,
-            Cmd::Apply { events, server } => apply(events, server).await,
+            Cmd::Apply {
+                events,
+                batch,
+                server,
+            } => apply(events, batch, server).await,
             Cmd::Conflict { records } => conflict_bench(records),
             Cmd::Server {
                 database,
@@ -717,7 +724,7 @@ async fn drain_timed(router: &syncbridge::router::Router) -> anyhow::Result<(usi
     Ok((stats.total(), t0.elapsed()))
 }
 
-async fn apply(events: usize, server: Option<String>) -> anyhow::Result<()> {
+async fn apply(events: usize, batch: usize, server: Option<String>) -> anyhow::Result<()> {
     let bench = BenchDb::create(server).await?;
     let c = db::connect(&bench.url).await?;
     let n = events as i64;
@@ -795,9 +802,11 @@ async fn apply(events: usize, server: Option<String>) -> anyhow::Result<()> {
         })
         .collect();
 
+    let batch = batch.to_string();
     let settings = Settings::from_pairs([
         ("DATABASE_URL", bench.url.as_str()),
         ("OPENPHONE_WEBHOOK_KEY", KEY),
+        ("SYNCBRIDGE_ROUTER_BATCH", batch.as_str()),
     ]);
     let config = Config::from_settings(&settings)?;
     let pool = db::pool(&bench.url, POOL_SIZE)?;
@@ -883,7 +892,9 @@ fn conflict_bench(records: usize) -> anyhow::Result<()> {
             _ => json!(format!("{f}-{v}")),
         }
     };
-    let cases: Vec<(Map<String, Value>, Map<String, Value>, Map<String, Value>)> = (0..records)
+    // (snapshot, local, remote) per record.
+    type Case = (Map<String, Value>, Map<String, Value>, Map<String, Value>);
+    let cases: Vec<Case> = (0..records)
         .map(|_| {
             let mut base = Map::new();
             let mut local = Map::new();

@@ -382,7 +382,7 @@ pub fn decide(
         .collect();
     let mut detail = json!({
         "local": local_fields, "remote": remote_fields, "base": base,
-        "merged": res.merged, "fields": fields_detail,
+        "fields": fields_detail,
         "local_changed_at": local.changed_at, "remote_version": remote.version,
     });
 
@@ -418,11 +418,11 @@ pub fn decide(
         .filter_map(|k| Some((k.clone(), res.merged.get(k)?.clone())))
         .collect();
     let push = !res.to_remote.is_empty();
-    let mut after = local.row.clone();
-    if let Some(obj) = after.as_object_mut() {
-        obj.extend(values.clone());
-    }
-    detail["after"] = after;
+    // The synced fields as the decision leaves them locally (both sides
+    // end with these for every field the remote reported).
+    let mut after = local_fields.clone();
+    after.extend(values.clone());
+    detail["after"] = Value::Object(after);
     // An echo: the remote reports exactly what was last synced (usually
     // syncbridge's own push coming back).
     let echo = base.is_some_and(|b| {
@@ -513,11 +513,8 @@ pub async fn reconcile(
         } => {
             if !values.is_empty() {
                 let stmt = tx.prepare_cached(&entity.update_sql()).await?;
-                let after: Value = tx
-                    .query_one(&stmt, &[&local.id, &Value::Object(values), &status])
-                    .await?
-                    .get(0);
-                entry.detail["after"] = after;
+                tx.query_one(&stmt, &[&local.id, &Value::Object(values), &status])
+                    .await?;
             }
             upsert_link(tx, entity, local.id, remote, &Value::Object(snapshot)).await?;
             if push {

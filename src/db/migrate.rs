@@ -39,7 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_conflicts"),
     migration!(7, "0007_keap_schema"),
     migration!(8, "0008_fetch_queue"),
-    migration!(9, "0009_lookup_indexes"),
+    migration!(9, "0009_engine_tuning"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.
