@@ -24,12 +24,17 @@ BEGIN
             END;
         END IF;
     END LOOP;
-    -- service_role bypasses row level security on Supabase.
-    BEGIN
-        ALTER ROLE service_role BYPASSRLS;
-    EXCEPTION WHEN insufficient_privilege THEN
-        NULL;
-    END;
+    -- service_role bypasses row level security on Supabase. Roles are
+    -- cluster-wide: only alter it when needed, since two databases
+    -- migrating at once would otherwise race on the same catalog row
+    -- ("tuple concurrently updated").
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role' AND rolbypassrls) THEN
+        BEGIN
+            ALTER ROLE service_role BYPASSRLS;
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;
+        END;
+    END IF;
 
     IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'auth') THEN
         CREATE SCHEMA auth;

@@ -728,7 +728,8 @@ async fn apply(events: usize, batch: usize, server: Option<String>) -> anyhow::R
     let bench = BenchDb::create(server).await?;
     let c = db::connect(&bench.url).await?;
     let n = events as i64;
-    // Linked, synced clients: what the contact events are about.
+    // Linked, synced clients: what the contact events are about (set up
+    // with capture off, so the setup itself queues no pushes).
     c.batch_execute("SELECT syncbridge_untrack_table('clients', 'openphone')")
         .await?;
     c.execute(
@@ -765,6 +766,10 @@ async fn apply(events: usize, batch: usize, server: Option<String>) -> anyhow::R
             ('clients', '*', 'merge'), ('clients', 'email', 'prefer_local')",
     )
     .await?;
+    // Capture back on, as in production (the router's writes carry the
+    // provider as origin, so they queue nothing for it).
+    c.batch_execute("SELECT syncbridge_track_table('clients', 'openphone')")
+        .await?;
     c.batch_execute("VACUUM ANALYZE").await?;
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let contacts: Vec<Vec<u8>> = (1..=events)

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_keap_schema"),
     migration!(8, "0008_fetch_queue"),
     migration!(9, "0009_engine_tuning"),
+    migration!(10, "0010_capture_when"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.
