@@ -2,7 +2,7 @@
 # batch_upsert_contacts throughput (SPEC §8) against database <db>, which
 # must have migrations 0001..0007 applied:
 #
-#   bench/batch_upsert.sh <db> [batches=10] [batch_size=10000] [clients=1]
+#   bench/batch_upsert.sh [<db>|-] [batches=10] [batch_size=10000] [clients=1]
 #
 # One client: batch_upsert_contacts (insert, then update) and the plain
 # INSERT ... ON CONFLICT DO UPDATE baseline, with rows/s and the ratio.
@@ -10,12 +10,21 @@
 # their own keap_ids; prints each and the sum of their rows/s.
 # Connection: PGHOST / PGPORT / PGUSER as usual (default 127.0.0.1, postgres;
 # the bench runs CHECKPOINT-free but needs to write the synced tables).
+#
+# With no <db> (or "-"), a scratch database is created, migrated with
+# `syncbridge migrate`, measured and dropped:
+#
+#   bench/batch_upsert.sh
 set -eu
-if [ $# -lt 1 ]; then
-    echo "usage: $0 <db> [batches=10] [batch_size=10000] [clients=1]" >&2
-    exit 2
+db=${1:--}
+if [ "$db" = "-" ]; then
+    db="syncbridge_bench_upsert_$$"
+    admin() { psql -X -q -h "${PGHOST:-127.0.0.1}" -U "${PGUSER:-postgres}" -d postgres -c "$1"; }
+    admin "CREATE DATABASE $db"
+    trap 'admin "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
+    (cd "$(dirname "$0")/.." && DATABASE_URL="postgres://${PGUSER:-postgres}@${PGHOST:-127.0.0.1}:${PGPORT:-5432}/$db" \
+        cargo run -q --release -- migrate >/dev/null)
 fi
-db=$1
 batches=${2:-10}
 batch_size=${3:-10000}
 clients=${4:-1}
@@ -31,7 +40,7 @@ if [ "$clients" -le 1 ]; then
 fi
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"; [ "${1:--}" = "-" ] && admin "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
 # Every client generates its batches, then waits for the same instant.
 start_at=$(date -u -d "+$((5 + batch_size * batches * clients / 100000)) seconds" '+%Y-%m-%d %H:%M:%S+00')
 base=$(date +%s)

@@ -501,6 +501,46 @@ fn changed_body(row: &Value, remote: &Map<String, Value>) -> Map<String, Value> 
     out
 }
 
+/// Whether `after` (a contact as Keap answered a PATCH of `body`) differs
+/// from `before` (the same contact as read just before) in anything the
+/// PATCH did not write: a change someone else made in between.
+fn changed_elsewhere(
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+    body: &Map<String, Value>,
+) -> bool {
+    let written = |field: &str| match field {
+        "first_name" => body.contains_key("given_name"),
+        "last_name" => body.contains_key("family_name"),
+        "email" => body.contains_key("email_addresses"),
+        "phone" => body.contains_key("phone_numbers"),
+        _ => false,
+    };
+    let written_custom: Vec<String> = body
+        .get("custom_fields")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.get("id").map(|i| i.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let null = Value::Null;
+    after.iter().any(|(k, v)| {
+        let was = before.get(k).unwrap_or(&null);
+        if k == "custom_fields" {
+            let (Some(a), Some(b)) = (v.as_object(), was.as_object()) else {
+                return v != was;
+            };
+            a.iter()
+                .filter(|(id, _)| !written_custom.contains(id))
+                .any(|(id, c)| b.get(id) != Some(c))
+        } else {
+            !written(k) && v != was
+        }
+    })
+}
+
 /// The v1 API (PROVIDERS.md §2.2–2.3): `X-Keap-API-Key`, paced under the
 /// per-key limits, `Retry-After` honoured.
 struct Api {
@@ -652,18 +692,32 @@ impl Api {
                 if body.is_empty() {
                     current
                 } else {
-                    self.call(
-                        reqwest::Method::PATCH,
-                        &path,
-                        &[],
-                        Some(&Value::Object(body)),
-                    )
-                    .await?
-                    .ok_or_else(|| {
-                        PushError::Permanent(format!(
-                            "Keap contact {id} no longer exists (deleted in Keap)"
-                        ))
-                    })?
+                    let answer = self
+                        .call(
+                            reqwest::Method::PATCH,
+                            &path,
+                            &[],
+                            Some(&Value::Object(body.clone())),
+                        )
+                        .await?
+                        .ok_or_else(|| {
+                            PushError::Permanent(format!(
+                                "Keap contact {id} no longer exists (deleted in Keap)"
+                            ))
+                        })?;
+                    // The answer is the whole contact: if a field this PATCH
+                    // did not write differs from what the GET showed, someone
+                    // changed it in between. That state must be applied
+                    // under the rules, not recorded as already known (the
+                    // next push would write the old value back over it).
+                    let after =
+                        remote_object("contact", "sync_contacts", &answer).ok_or_else(|| {
+                            PushError::Transient("Keap answered a contact without an id".into())
+                        })?;
+                    if changed_elsewhere(&obj.fields, &after.fields, &body) {
+                        return Err(PushError::RemoteChanged(Box::new(after)));
+                    }
+                    answer
                 }
             }
             None => self
@@ -738,6 +792,28 @@ mod tests {
         );
         assert_eq!(b["phone_numbers"], json!([]));
         assert_eq!(b["custom_fields"], json!([{"id": 182, "content": "x"}]));
+    }
+
+    #[test]
+    fn a_patch_answer_shows_changes_made_by_someone_else_in_between() {
+        let before = contact_fields(&json!({"id": 1, "given_name": "A", "family_name": "B",
+            "custom_fields": [{"id": 1, "content": "x"}, {"id": 2, "content": "y"}]}));
+        let body = changed_body(
+            &json!({"first_name": "A2", "last_name": "B", "custom_fields": {"1": "x2"}}),
+            &before,
+        );
+        assert!(body.contains_key("given_name") && !body.contains_key("family_name"));
+        // Only what we wrote changed: ours.
+        let ours = contact_fields(&json!({"id": 1, "given_name": "A2", "family_name": "B",
+            "custom_fields": [{"id": 1, "content": "x2"}, {"id": 2, "content": "y"}]}));
+        assert!(!changed_elsewhere(&before, &ours, &body));
+        // The last name (or another custom field) changed too: someone else.
+        let theirs = contact_fields(&json!({"id": 1, "given_name": "A2", "family_name": "C",
+            "custom_fields": [{"id": 1, "content": "x2"}, {"id": 2, "content": "y"}]}));
+        assert!(changed_elsewhere(&before, &theirs, &body));
+        let theirs = contact_fields(&json!({"id": 1, "given_name": "A2", "family_name": "B",
+            "custom_fields": [{"id": 1, "content": "x2"}, {"id": 2, "content": "z"}]}));
+        assert!(changed_elsewhere(&before, &theirs, &body));
     }
 
     #[test]
