@@ -384,6 +384,9 @@ async fn manual_leaves_the_record_untouched_until_resolved_through_the_api() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
     // Merged: both sides end with the merged body.
+    let (_, status) = s.admin_get("/api/sync/status").await;
+    assert_eq!(status["conflicts"]["open"], 1, "{status}");
+    assert_eq!(status["records"]["clients"]["conflict"], 1, "{status}");
     let (st, resolved) = s
         .admin_post(
             &path,

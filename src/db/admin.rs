@@ -78,30 +78,57 @@ pub async fn status(c: &Client) -> Result<Value, DbError> {
         }
     }
 
-    let records = c
-        .query(
-            "SELECT coalesce(sync_status, 'pending'), count(*), max(last_synced_at) FROM clients GROUP BY 1",
+    // Every synced table, by sync status (table names are the engine's
+    // constants).
+    let mut records = serde_json::Map::new();
+    for entity in super::engine::ENTITIES {
+        let sql = format!(
+            "SELECT coalesce(sync_status, 'pending'), count(*), max(last_synced_at) FROM {} GROUP BY 1",
+            entity.table
+        );
+        let rows = c.query(&sql, &[]).await?;
+        let mut t = json!({"pending": 0, "synced": 0, "failed": 0, "skipped": 0, "conflict": 0});
+        for r in &rows {
+            let s: String = r.get(0);
+            t[&s] = json!(r.get::<_, i64>(1));
+            if let Some(at) = r.get::<_, Option<DateTime<Utc>>>(2) {
+                if Some(at) > t["last_synced_at"].as_str().and_then(|s| s.parse().ok()) {
+                    t["last_synced_at"] = json!(at);
+                }
+            }
+        }
+        records.insert(entity.table.to_owned(), t);
+    }
+    let conflicts = c
+        .query_one(
+            "SELECT count(*), min(detected_at) FROM sync_conflicts WHERE status = 'open'",
             &[],
         )
         .await?;
-    let mut clients = json!({"pending": 0, "synced": 0, "failed": 0, "skipped": 0, "conflict": 0});
-    for r in &records {
-        let s: String = r.get(0);
-        clients[&s] = json!(r.get::<_, i64>(1));
-        if let Some(t) = r.get::<_, Option<DateTime<Utc>>>(2) {
-            if Some(t)
-                > clients["last_synced_at"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-            {
-                clients["last_synced_at"] = json!(t);
-            }
-        }
+    let mut open = json!({"open": conflicts.get::<_, i64>(0)});
+    if let Some(oldest) = conflicts.get::<_, Option<DateTime<Utc>>>(1) {
+        open["oldest_open_age_s"] = json!((Utc::now() - oldest).num_milliseconds() as f64 / 1000.0);
+    }
+    let fetches = c
+        .query(
+            "SELECT provider, count(*), count(*) FILTER (WHERE attempts > 0), min(due_at)
+             FROM sync_fetch_queue GROUP BY provider ORDER BY provider",
+            &[],
+        )
+        .await?;
+    let mut fetch = serde_json::Map::new();
+    for r in &fetches {
+        fetch.insert(
+            r.get(0),
+            json!({"queued": r.get::<_, i64>(1), "retrying": r.get::<_, i64>(2),
+                   "next_due_at": r.get::<_, Option<DateTime<Utc>>>(3)}),
+        );
     }
     let backlog: i64 = c
         .query_one(
             "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending')
-                  + (SELECT count(*) FROM sync_outbox WHERE status = 'pending')",
+                  + (SELECT count(*) FROM sync_outbox WHERE status = 'pending')
+                  + (SELECT count(*) FROM sync_fetch_queue)",
             &[],
         )
         .await?
@@ -109,7 +136,9 @@ pub async fn status(c: &Client) -> Result<Value, DbError> {
     Ok(json!({
         "inbound": inb,
         "outbound": out,
-        "records": {"clients": clients},
+        "fetch": fetch,
+        "records": records,
+        "conflicts": open,
         "backlog": backlog,
     }))
 }
