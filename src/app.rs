@@ -187,6 +187,15 @@ impl App {
             health.clone(),
             work_cancel.clone(),
         )));
+        if let Some(url) = &config.public_url {
+            workers.push(tokio::spawn(scheduler::maintain_subscriptions(
+                pool.clone(),
+                providers.enabled(),
+                url.clone(),
+                health.clone(),
+                work_cancel.clone(),
+            )));
+        }
 
         let state = AppState {
             config,

@@ -119,6 +119,9 @@ pub struct Config {
     /// `DATABASE_URL`; `None` starts the embedded cluster.
     pub database_url: Option<Secret>,
     pub listen: SocketAddr,
+    /// The URL providers reach this service at (`SYNCBRIDGE_PUBLIC_URL`):
+    /// with it, syncbridge keeps its own Keap REST-hook subscriptions.
+    pub public_url: Option<String>,
     pub admin_token: Option<Secret>,
     pub openphone: OpenPhoneConfig,
     pub keap: KeapConfig,
@@ -319,6 +322,14 @@ impl Config {
         Ok(Config {
             database_url: s.secret("DATABASE_URL"),
             listen,
+            public_url: match s.get("SYNCBRIDGE_PUBLIC_URL") {
+                Some(_) => Some(
+                    s.url("SYNCBRIDGE_PUBLIC_URL", "https://sync.example.com")?
+                        .trim_end_matches('/')
+                        .to_owned(),
+                ),
+                None => None,
+            },
             admin_token: s.secret("SYNCBRIDGE_ADMIN_TOKEN"),
             openphone: OpenPhoneConfig {
                 webhook_key,

@@ -378,3 +378,63 @@ async fn a_hint_for_a_contact_changed_locally_meanwhile_follows_the_rules() {
     assert_eq!(conflict.1["first_name"], "Danielle");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn hook_subscriptions_are_created_verified_and_reactivated() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let registry = syncbridge::providers::Registry::from_config(&app.config);
+    let keap = registry
+        .get(syncbridge::domain::ProviderName::Keap)
+        .unwrap()
+        .clone();
+    let public = format!("http://{}", app.addr);
+    let summary = keap.ensure_subscriptions(&public).await.unwrap().unwrap();
+    let hooks = fake.hooks();
+    let url = format!("{public}/webhooks/keap/{KEAP_WEBHOOK_TOKEN}");
+    let keys: Vec<&str> = hooks
+        .iter()
+        .filter(|h| h["hookUrl"] == url.as_str() && h["status"] == "Verified")
+        .filter_map(|h| h["eventKey"].as_str())
+        .collect();
+    for k in [
+        "contact.add",
+        "contact.edit",
+        "contact.delete",
+        "order.add",
+        "subscription.edit",
+    ] {
+        assert!(
+            keys.contains(&k),
+            "{k} not subscribed and verified: {hooks:#?}"
+        );
+    }
+    assert!(
+        !keys.contains(&"invoice.add"),
+        "only what syncbridge applies"
+    );
+    assert!(summary.contains("created"), "{summary}");
+
+    // A second round changes nothing; an Inactive hook is verified again.
+    let n = hooks.len();
+    let contact_edit = hooks
+        .iter()
+        .find(|h| h["eventKey"] == "contact.edit")
+        .and_then(|h| h["key"].as_str())
+        .unwrap()
+        .to_owned();
+    fake.set_hook_status(&contact_edit, "Inactive");
+    let summary = keap.ensure_subscriptions(&public).await.unwrap().unwrap();
+    assert!(summary.contains("0 created, 1 asked"), "{summary}");
+    assert_eq!(fake.hooks().len(), n);
+    assert!(fake.hooks().iter().all(|h| h["status"] == "Verified"));
+    // The handshakes stored nothing.
+    let c = app.client().await;
+    let stored: i64 = c
+        .query_one("SELECT count(*) FROM webhook_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+    app.stop().await;
+}

@@ -20,8 +20,8 @@ use serde_json::{json, Map, Value};
 
 use super::outbound::{retry_after, Pacer, PushError};
 use super::{
-    header, keep_headers, Change, Delivery, FetchFuture, Fetched, NormaliseError, Provider,
-    PushFuture, Pushed, Reject, RemoteObject, StoredEvent, Verified, WebhookRequest,
+    header, keep_headers, Change, Delivery, FetchFuture, Fetched, MaintainFuture, NormaliseError,
+    Provider, PushFuture, Pushed, Reject, RemoteObject, StoredEvent, Verified, WebhookRequest,
 };
 use crate::config::{Config, Secret};
 use crate::domain::{parse_provider_time, DedupKey, E164Phone, ProviderName};
@@ -31,6 +31,25 @@ const HOOK_SECRET: &str = "x-hook-secret";
 const MAX_OBJECT_KEYS: usize = 1000;
 
 const WEBHOOKS_DISABLED: &str = "Keap webhooks are disabled: set KEAP_WEBHOOK_TOKEN";
+
+/// The REST-hook events syncbridge subscribes to (those of them the account
+/// offers): every change to a mirrored object.
+const HOOK_EVENT_KEYS: &[&str] = &[
+    "contact.add",
+    "contact.edit",
+    "contact.delete",
+    "contactGroup.applied",
+    "contactGroup.removed",
+    "contactGroup.add",
+    "contactGroup.edit",
+    "contactGroup.delete",
+    "order.add",
+    "order.edit",
+    "order.delete",
+    "subscription.add",
+    "subscription.edit",
+    "subscription.delete",
+];
 const API_DISABLED: &str = "the Keap API is disabled: set KEAP_API_KEY";
 
 pub struct Keap {
@@ -129,6 +148,16 @@ impl Provider for Keap {
         Box::pin(async move {
             let api = self.api.as_ref().ok_or(PushError::Disabled(API_DISABLED))?;
             api.fetch(object_type, id).await
+        })
+    }
+
+    fn ensure_subscriptions<'a>(&'a self, public_url: &'a str) -> MaintainFuture<'a> {
+        Box::pin(async move {
+            let (Some(api), Some(token)) = (&self.api, &self.token) else {
+                return Ok(None);
+            };
+            let url = format!("{public_url}/webhooks/keap/{}", token.expose());
+            api.ensure_hooks(&url).await.map(Some)
         })
     }
 
@@ -588,6 +617,61 @@ impl Api {
         }
         let text = resp.text().await.unwrap_or_default();
         Err(PushError::from_status(status, wait, &text))
+    }
+
+    /// Subscribes `url` to every event key syncbridge applies that this
+    /// Keap account offers, and asks Keap to verify again any of those
+    /// subscriptions that is not `Verified` (Keap makes a hook `Inactive`
+    /// after four failed deliveries or a 410; PROVIDERS.md §2.6).
+    async fn ensure_hooks(&self, url: &str) -> Result<String, PushError> {
+        let offered = self
+            .call(reqwest::Method::GET, "/hooks/event_keys", &[], None)
+            .await?
+            .unwrap_or(Value::Null);
+        let offered: Vec<&str> = offered
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let hooks = self
+            .call(reqwest::Method::GET, "/hooks", &[], None)
+            .await?
+            .unwrap_or(Value::Null);
+        let hooks = hooks.as_array().cloned().unwrap_or_default();
+        let (mut created, mut reverified, mut ok) = (0, 0, 0);
+        for key in HOOK_EVENT_KEYS.iter().filter(|k| offered.contains(k)) {
+            let ours = hooks.iter().find(|h| {
+                h.get("eventKey").and_then(Value::as_str) == Some(key)
+                    && h.get("hookUrl").and_then(Value::as_str) == Some(url)
+            });
+            match ours {
+                None => {
+                    self.call(
+                        reqwest::Method::POST,
+                        "/hooks",
+                        &[],
+                        Some(&json!({"eventKey": key, "hookUrl": url})),
+                    )
+                    .await?;
+                    created += 1;
+                }
+                Some(h) if h.get("status").and_then(Value::as_str) != Some("Verified") => {
+                    let id = text(h, "key")
+                        .ok_or_else(|| PushError::Transient("a Keap hook without a key".into()))?;
+                    self.call(
+                        reqwest::Method::POST,
+                        &format!("/hooks/{id}/verify"),
+                        &[],
+                        None,
+                    )
+                    .await?;
+                    reverified += 1;
+                }
+                Some(_) => ok += 1,
+            }
+        }
+        Ok(format!(
+            "Keap hooks: {created} created, {reverified} asked to verify again, {ok} verified"
+        ))
     }
 
     async fn fetch(&self, object_type: &str, id: &str) -> Result<Fetched, PushError> {

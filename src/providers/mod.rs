@@ -136,6 +136,10 @@ pub enum Fetched {
     },
 }
 
+pub type MaintainFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<String>, PushError>> + Send + 'a>,
+>;
+
 pub type FetchFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Fetched, PushError>> + Send + 'a>>;
 
@@ -170,6 +174,13 @@ pub trait Provider: Send + Sync + 'static {
     /// Reads one object a hint named, with syncbridge's own credentials.
     fn fetch<'a>(&'a self, _object_type: &'a str, _id: &'a str) -> FetchFuture<'a> {
         Box::pin(async { Err(PushError::Disabled("this provider has no fetch API")) })
+    }
+
+    /// Keeps the provider's webhook subscriptions pointing at
+    /// `public_url` and active; `Ok(None)` when the provider has none to
+    /// keep, else a summary of what was done.
+    fn ensure_subscriptions<'a>(&'a self, _public_url: &'a str) -> MaintainFuture<'a> {
+        Box::pin(async { Ok(None) })
     }
 
     /// Authenticates the raw request and extracts the dedup key.
@@ -259,6 +270,18 @@ impl Registry {
             .values()
             .filter_map(|p| p.as_ref().ok())
             .filter(|p| p.pushes().is_ok())
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.name().as_str());
+        out
+    }
+
+    /// Every enabled provider.
+    pub fn enabled(&self) -> Vec<Arc<dyn Provider>> {
+        let mut out: Vec<_> = self
+            .providers
+            .values()
+            .filter_map(|p| p.as_ref().ok())
             .cloned()
             .collect();
         out.sort_by_key(|p| p.name().as_str());

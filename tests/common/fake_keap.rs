@@ -458,6 +458,15 @@ impl FakeKeap {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets a hook's status as Keap would after failed deliveries
+    /// (`Inactive`).
+    pub fn set_hook_status(&self, key: &str, status: &'static str) {
+        let Ok(key) = key.parse::<u64>() else { return };
+        if let Some(h) = self.lock().hooks.get_mut(&key) {
+            h.status = status;
+        }
+    }
+
     /// Replaces Keap's rate limits (for tests that drive many requests and
     /// test something else).
     pub fn set_limits(&self, per_second: usize, per_minute: usize) {
