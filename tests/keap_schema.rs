@@ -109,6 +109,32 @@ async fn batch_upsert_contacts_takes_a_thousand_and_reports_what_it_did() {
         .unwrap()
         .get(0);
     assert_eq!(errors, 2);
+
+    // The seed's monitoring views read the engine's tables.
+    let status: (String, String) = {
+        let r = c
+            .query_one(
+                "SELECT last_sync_status::text, keap_id::text FROM sync_status
+                 WHERE entity_type = 'sync_contacts' AND keap_id = '10000'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status.0, "conflict");
+    let synced: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sync_status WHERE entity_type = 'sync_contacts'
+               AND last_sync_status = 'synced'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(synced, 999);
+    let health = c.query("SELECT * FROM sync_health", &[]).await.unwrap();
+    assert!(!health.is_empty());
 }
 
 #[tokio::test]
