@@ -726,6 +726,13 @@ async fn drain_timed(router: &syncbridge::router::Router) -> anyhow::Result<(usi
 
 async fn apply(events: usize, batch: usize, server: Option<String>) -> anyhow::Result<()> {
     let bench = BenchDb::create(server).await?;
+    // The database goes whatever happens.
+    let result = apply_on(&bench, events, batch).await;
+    bench.drop_db().await?;
+    result
+}
+
+async fn apply_on(bench: &BenchDb, events: usize, batch: usize) -> anyhow::Result<()> {
     let c = db::connect(&bench.url).await?;
     let n = events as i64;
     // Linked, synced clients: what the contact events are about (set up
@@ -857,8 +864,7 @@ async fn apply(events: usize, batch: usize, server: Option<String>) -> anyhow::R
     if failed > 0 || n_applied != events || base_n != events {
         bail!("{failed} events not applied ({n_applied}/{events} contacts, {base_n}/{events} messages)");
     }
-    drop(c);
-    bench.drop_db().await
+    Ok(())
 }
 
 fn conflict_bench(records: usize) -> anyhow::Result<()> {
