@@ -98,6 +98,14 @@ async fn post(app: &TestApp, body: Vec<u8>) -> Result<(), String> {
     }
 }
 
+/// A database error with the server's message, for a failure report.
+fn pg(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({}): {:?}", d.message(), d.code().code(), d.detail()),
+        None => e.to_string(),
+    }
+}
+
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -203,7 +211,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
             &[&strategy],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(pg)?;
     let mut app = spawn(&fake, db).await;
     let c = app.client().await;
 
@@ -239,9 +247,25 @@ async fn schedule(seed: u64) -> Result<(), String> {
                     "UPDATE sync_contacts SET {} = $1 WHERE keap_id = $2",
                     FIELDS[*field].0
                 );
-                c.execute(&sql, &[value, &ids[*contact].to_string()])
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // An application retries a deadlock victim; so does this.
+                let keap_id = ids[*contact].to_string();
+                let mut tries = 0;
+                loop {
+                    match c.execute(&sql, &[value, &keap_id]).await {
+                        Ok(_) => break,
+                        Err(e)
+                            if tries < 5
+                                && e.code().is_some_and(|c| {
+                                    *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                                        || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                                }) =>
+                        {
+                            eprintln!("seed {seed}: local UPDATE retried after {}", pg(e));
+                            tries += 1;
+                        }
+                        Err(e) => return Err(format!("local UPDATE: {}", pg(e))),
+                    }
+                }
                 writes.push(Write {
                     step,
                     at: Instant::now(),
@@ -310,7 +334,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 &[&id.to_string()],
             )
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(pg)?
             .get(0);
         let remote = fake.contact(*id).ok_or("contact vanished from Keap")?;
         for (f, (local_col, remote_key)) in FIELDS.iter().enumerate() {
@@ -335,7 +359,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
             &[],
         )
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(pg)?
         .iter()
         .map(|r| r.get(0))
         .collect();

@@ -171,49 +171,9 @@ pub async fn record_success(
         &[&claimed.ids],
     )
     .await?;
-    for (slot, remote) in &pushed.links {
-        match remote {
-            Some(remote_id) => {
-                let snapshot = pushed
-                    .snapshots
-                    .iter()
-                    .find(|(s, _)| s == slot)
-                    .map(|(_, v)| v.clone());
-                let version = pushed
-                    .versions
-                    .iter()
-                    .find(|(s, _)| s == slot)
-                    .map(|(_, v)| *v);
-                tx.execute(
-                    "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
-                                             snapshot, remote_version, last_synced_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-                     ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
-                         remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
-                         remote_version = greatest(EXCLUDED.remote_version, sync_links.remote_version),
-                         last_synced_at = now(), deleted_at = NULL, updated_at = now()",
-                    &[
-                        &rec.table,
-                        &rec.record_id,
-                        &provider.as_str(),
-                        slot,
-                        remote_id,
-                        &snapshot,
-                        &version,
-                    ],
-                )
-                .await?;
-            }
-            None => {
-                tx.execute(
-                    "DELETE FROM sync_links
-                     WHERE entity_type = $1 AND local_id = $2 AND provider = $3 AND slot = $4",
-                    &[&rec.table, &rec.record_id, &provider.as_str(), slot],
-                )
-                .await?;
-            }
-        }
-    }
+    // The record's row before its links: the engine locks rows in that
+    // order too (a fetch or webhook applying to the same record), so the
+    // two never wait on each other in a cycle.
     if record_exists && rec.table == "clients" && provider == ProviderName::OpenPhone {
         let id_of = |slot: &str| {
             pushed
@@ -259,6 +219,49 @@ pub async fn record_success(
                 t = entity.table
             );
             tx.execute(&sql, &[&rec.record_id, &remote]).await?;
+        }
+    }
+    for (slot, remote) in &pushed.links {
+        match remote {
+            Some(remote_id) => {
+                let snapshot = pushed
+                    .snapshots
+                    .iter()
+                    .find(|(s, _)| s == slot)
+                    .map(|(_, v)| v.clone());
+                let version = pushed
+                    .versions
+                    .iter()
+                    .find(|(s, _)| s == slot)
+                    .map(|(_, v)| *v);
+                tx.execute(
+                    "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
+                                             snapshot, remote_version, last_synced_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+                     ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
+                         remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
+                         remote_version = greatest(EXCLUDED.remote_version, sync_links.remote_version),
+                         last_synced_at = now(), deleted_at = NULL, updated_at = now()",
+                    &[
+                        &rec.table,
+                        &rec.record_id,
+                        &provider.as_str(),
+                        slot,
+                        remote_id,
+                        &snapshot,
+                        &version,
+                    ],
+                )
+                .await?;
+            }
+            None => {
+                tx.execute(
+                    "DELETE FROM sync_links
+                     WHERE entity_type = $1 AND local_id = $2 AND provider = $3 AND slot = $4",
+                    &[&rec.table, &rec.record_id, &provider.as_str(), slot],
+                )
+                .await?;
+            }
         }
     }
     Ok(())
