@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::outbound::{retry_after, Pacer, PushError};
+use super::outbound::{send_json, Pacer, PushError};
 use super::{
     header, keep_headers, Change, Delivery, FetchFuture, Fetched, MaintainFuture, NormaliseError,
     Provider, PushFuture, Pushed, Reject, RemoteObject, StoredEvent, Verified, WebhookRequest,
@@ -588,7 +588,6 @@ impl Api {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Option<Value>, PushError> {
-        self.pacer.wait().await;
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -597,26 +596,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| PushError::from_reqwest(&e))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if status.is_success() {
-            if status == reqwest::StatusCode::NO_CONTENT {
-                return Ok(Some(Value::Null));
-            }
-            let v: Value = resp.json().await.map_err(|e| PushError::from_reqwest(&e))?;
-            return Ok(Some(v));
-        }
-        let wait = retry_after(resp.headers());
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            self.pacer
-                .hold_off(wait.unwrap_or(std::time::Duration::from_secs(1)))
-                .await;
-        }
-        let text = resp.text().await.unwrap_or_default();
-        Err(PushError::from_status(status, wait, &text))
+        send_json(&self.pacer, req).await
     }
 
     /// Subscribes `url` to every event key syncbridge applies that this

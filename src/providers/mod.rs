@@ -265,49 +265,31 @@ impl Registry {
 
     /// Enabled providers with outbound sync.
     pub fn pushers(&self) -> Vec<Arc<dyn Provider>> {
-        let mut out: Vec<_> = self
-            .providers
-            .values()
-            .filter_map(|p| p.as_ref().ok())
-            .filter(|p| p.pushes().is_ok())
-            .cloned()
-            .collect();
-        out.sort_by_key(|p| p.name().as_str());
-        out
+        self.enabled_where(|p| p.pushes().is_ok())
     }
 
     /// Every enabled provider.
     pub fn enabled(&self) -> Vec<Arc<dyn Provider>> {
-        let mut out: Vec<_> = self
-            .providers
-            .values()
-            .filter_map(|p| p.as_ref().ok())
-            .cloned()
-            .collect();
-        out.sort_by_key(|p| p.name().as_str());
-        out
+        self.enabled_where(|_| true)
     }
 
     /// Enabled providers whose hinted objects are fetched.
     pub fn fetchers(&self) -> Vec<Arc<dyn Provider>> {
-        let mut out: Vec<_> = self
-            .providers
-            .values()
-            .filter_map(|p| p.as_ref().ok())
-            .filter(|p| p.fetches())
-            .cloned()
-            .collect();
-        out.sort_by_key(|p| p.name().as_str());
-        out
+        self.enabled_where(|p| p.fetches())
     }
 
     /// Enabled providers whose events the router applies.
     pub fn routed(&self) -> Vec<Arc<dyn Provider>> {
+        self.enabled_where(|p| p.routes_events())
+    }
+
+    /// Enabled providers matching `keep`, in name order.
+    fn enabled_where(&self, keep: impl Fn(&dyn Provider) -> bool) -> Vec<Arc<dyn Provider>> {
         let mut out: Vec<_> = self
             .providers
             .values()
             .filter_map(|p| p.as_ref().ok())
-            .filter(|p| p.routes_events())
+            .filter(|p| keep(p.as_ref()))
             .cloned()
             .collect();
         out.sort_by_key(|p| p.name().as_str());

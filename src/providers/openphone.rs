@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::outbound::{retry_after, Pacer, PushError};
+use super::outbound::{send_json, Pacer, PushError};
 use super::signature::{self, HmacKey, SignatureError, StandardHeaders};
 use super::{
     header, keep_headers, Change, Delivery, NormaliseError, Provider, PushFuture, Pushed, Reject,
@@ -496,7 +496,6 @@ impl Api {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Option<Value>, PushError> {
-        self.pacer.wait().await;
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -505,26 +504,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| PushError::from_reqwest(&e))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if status.is_success() {
-            if status == reqwest::StatusCode::NO_CONTENT {
-                return Ok(Some(Value::Null));
-            }
-            let v: Value = resp.json().await.map_err(|e| PushError::from_reqwest(&e))?;
-            return Ok(Some(v));
-        }
-        let wait = retry_after(resp.headers());
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            self.pacer
-                .hold_off(wait.unwrap_or(std::time::Duration::from_secs(1)))
-                .await;
-        }
-        let text = resp.text().await.unwrap_or_default();
-        Err(PushError::from_status(status, wait, &text))
+        send_json(&self.pacer, req).await
     }
 
     async fn find(&self, external_id: &str) -> Result<Option<Value>, PushError> {

@@ -72,6 +72,35 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(3600.0)))
 }
 
+/// Sends one JSON API request through `pacer`: `Ok(None)` for a 404,
+/// `Ok(Some(Null))` for a 204, the body otherwise; an unsuccessful answer
+/// is classified, and a 429 holds every request on the pacer back by its
+/// `Retry-After` (one second without one).
+pub async fn send_json(
+    pacer: &Pacer,
+    req: reqwest::RequestBuilder,
+) -> Result<Option<serde_json::Value>, PushError> {
+    pacer.wait().await;
+    let resp = req.send().await.map_err(|e| PushError::from_reqwest(&e))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if status.is_success() {
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Some(serde_json::Value::Null));
+        }
+        let v = resp.json().await.map_err(|e| PushError::from_reqwest(&e))?;
+        return Ok(Some(v));
+    }
+    let wait = retry_after(resp.headers());
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        pacer.hold_off(wait.unwrap_or(Duration::from_secs(1))).await;
+    }
+    let text = resp.text().await.unwrap_or_default();
+    Err(PushError::from_status(status, wait, &text))
+}
+
 /// Spaces requests at least `1/rate` apart, across every task that shares
 /// it; a 429 pushes the next slot back by the provider's `Retry-After`.
 pub struct Pacer {
