@@ -4,7 +4,7 @@
 //! `syncbridge.origin` to the event's provider.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -327,29 +327,7 @@ pub async fn apply_contact(
     let found = find_client(tx, provider, &c.remote_id, c.external_id.as_deref(), phone).await?;
 
     let Some(m) = found else {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO clients (first_name, last_name, company, email, phone,
-                                      openphone_contact_id, last_synced_at, sync_status)
-                 VALUES ($1, $2, $3, $4, $5, $6, now(), 'synced')
-                 RETURNING id, to_jsonb(clients)",
-            )
-            .await?;
-        let row = tx
-            .query_one(
-                &stmt,
-                &[
-                    &c.first_name,
-                    &c.last_name,
-                    &c.company,
-                    &c.email,
-                    &phone,
-                    &c.remote_id,
-                ],
-            )
-            .await?;
-        let id: Uuid = row.get(0);
-        let after: Value = row.get(1);
+        let NewClient { id, row: after, .. } = insert_client(tx, c).await?;
         let remote = RemoteRecord {
             provider,
             slot: Slot::Primary.as_str(),
@@ -414,6 +392,51 @@ pub async fn apply_contact(
         tx.execute(&stmt, &[&m.client_id, &c.remote_id]).await?;
     }
     Ok(applied)
+}
+
+/// A client created from a contact no client matched.
+pub(crate) struct NewClient {
+    pub id: Uuid,
+    /// `to_jsonb(clients)` of the new row.
+    pub row: Value,
+    pub updated_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Inserts a new, synced client holding the contact's fields, remembering
+/// the contact as its primary OpenPhone contact.
+pub(crate) async fn insert_client(
+    tx: &impl GenericClient,
+    c: &RemoteContact,
+) -> Result<NewClient, DbError> {
+    let phone = c.phone.as_ref().map(|p| p.as_str());
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO clients (first_name, last_name, company, email, phone,
+                                  openphone_contact_id, last_synced_at, sync_status)
+             VALUES ($1, $2, $3, $4, $5, $6, now(), 'synced')
+             RETURNING id, to_jsonb(clients), updated_at, created_at",
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &c.first_name,
+                &c.last_name,
+                &c.company,
+                &c.email,
+                &phone,
+                &c.remote_id,
+            ],
+        )
+        .await?;
+    Ok(NewClient {
+        id: row.get(0),
+        row: row.get(1),
+        updated_at: row.get(2),
+        created_at: row.get(3),
+    })
 }
 
 /// A remote contact was deleted: the client stays (the phone system is not

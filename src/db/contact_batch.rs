@@ -23,8 +23,8 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::apply::{Applied, Slot};
-use super::engine::{self, Action, LinkState, LocalRow, RemoteRecord, CLIENTS};
+use super::apply::{insert_client, Applied, Slot};
+use super::engine::{self, Action, Conflict, LinkState, LocalRow, RemoteRecord, CLIENTS};
 use super::DbError;
 use crate::conflict::Rules;
 use crate::domain::{E164Phone, ProviderName};
@@ -255,24 +255,21 @@ impl ContactBatch {
             } => {
                 // Rare: written at once, after what is pending.
                 self.flush(tx).await?;
-                let conflict = engine::record_conflict(
+                applied = engine::write_conflict(
                     tx,
                     &CLIENTS,
                     &local,
                     &remote,
-                    &remote_fields,
-                    &local_fields,
-                    base.as_ref(),
-                    &fields,
+                    &Conflict {
+                        fields: &fields,
+                        remote_fields: &remote_fields,
+                        local_fields: &local_fields,
+                        base: base.as_ref(),
+                    },
+                    &mut audit,
                     Some(event_id),
                 )
                 .await?;
-                engine::set_remote_version(tx, &CLIENTS, id, &remote).await?;
-                audit.detail["conflict_id"] = json!(conflict);
-                applied = Applied::Conflict(format!(
-                    "clients {id}: {} changed on both sides, left for review as conflict {conflict}",
-                    fields.join(", ")
-                ));
                 if let Some(cached) = self.clients.get_mut(&id) {
                     cached.row["sync_status"] = json!("conflict");
                 }
@@ -358,38 +355,16 @@ impl ContactBatch {
         c: &RemoteContact,
         event_id: i64,
     ) -> Result<Applied, DbError> {
-        let phone = c.phone.as_ref().map(E164Phone::as_str);
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO clients (first_name, last_name, company, email, phone,
-                                      openphone_contact_id, last_synced_at, sync_status)
-                 VALUES ($1, $2, $3, $4, $5, $6, now(), 'synced')
-                 RETURNING id, to_jsonb(clients), updated_at, created_at",
-            )
-            .await?;
-        let row = tx
-            .query_one(
-                &stmt,
-                &[
-                    &c.first_name,
-                    &c.last_name,
-                    &c.company,
-                    &c.email,
-                    &phone,
-                    &c.remote_id,
-                ],
-            )
-            .await?;
-        let id: Uuid = row.get(0);
-        let after: Value = row.get(1);
+        let new = insert_client(tx, c).await?;
+        let (id, after) = (new.id, new.row);
         let fields = c.local_fields(Slot::Primary.phone_column());
         let snapshot = Value::Object(fields.clone());
         self.clients.insert(
             id,
             Cached {
                 row: after.clone(),
-                changed_at: row.get(2),
-                created_at: row.get(3),
+                changed_at: new.updated_at,
+                created_at: new.created_at,
             },
         );
         self.links.insert(

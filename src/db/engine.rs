@@ -484,26 +484,21 @@ pub async fn reconcile(
             local_fields,
             base,
         } => {
-            let id = record_conflict(
+            applied = write_conflict(
                 tx,
                 entity,
                 local,
                 remote,
-                &remote_fields,
-                &local_fields,
-                base.as_ref(),
-                &fields,
+                &Conflict {
+                    fields: &fields,
+                    remote_fields: &remote_fields,
+                    local_fields: &local_fields,
+                    base: base.as_ref(),
+                },
+                &mut entry,
                 event_id,
             )
             .await?;
-            set_remote_version(tx, entity, local.id, remote).await?;
-            entry.detail["conflict_id"] = json!(id);
-            applied = Applied::Conflict(format!(
-                "{} {}: {} changed on both sides, left for review as conflict {id}",
-                entity.table,
-                local.id,
-                fields.join(", ")
-            ));
         }
         Action::Apply {
             values,
@@ -676,11 +671,52 @@ pub async fn mark_deleted(
     Ok(Applied::Updated(id))
 }
 
+/// The parts of an [`Action::Conflict`] the conflict row records.
+pub(crate) struct Conflict<'a> {
+    pub fields: &'a [String],
+    pub remote_fields: &'a Map<String, Value>,
+    pub local_fields: &'a Map<String, Value>,
+    pub base: Option<&'a Map<String, Value>>,
+}
+
+/// Writes a `manual` decision: the conflict row (see [`record_conflict`]),
+/// the link's new remote version, and the conflict's id in the audit entry.
+pub(crate) async fn write_conflict(
+    tx: &impl GenericClient,
+    entity: &Entity,
+    local: &LocalRow,
+    remote: &RemoteRecord<'_>,
+    conflict: &Conflict<'_>,
+    entry: &mut AuditEntry,
+    event_id: Option<i64>,
+) -> Result<Applied, DbError> {
+    let id = record_conflict(
+        tx,
+        entity,
+        local,
+        remote,
+        conflict.remote_fields,
+        conflict.local_fields,
+        conflict.base,
+        conflict.fields,
+        event_id,
+    )
+    .await?;
+    set_remote_version(tx, entity, local.id, remote).await?;
+    entry.detail["conflict_id"] = json!(id);
+    Ok(Applied::Conflict(format!(
+        "{} {}: {} changed on both sides, left for review as conflict {id}",
+        entity.table,
+        local.id,
+        conflict.fields.join(", ")
+    )))
+}
+
 /// Writes a `sync_conflicts` row (superseding any open one for the same
 /// record and provider), marks the local row `conflict`, and holds its
 /// pending pushes to that provider until the conflict is resolved.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn record_conflict(
+async fn record_conflict(
     tx: &impl GenericClient,
     entity: &Entity,
     local: &LocalRow,
@@ -736,7 +772,7 @@ pub(crate) async fn record_conflict(
     Ok(id)
 }
 
-pub(crate) async fn set_remote_version(
+async fn set_remote_version(
     tx: &impl GenericClient,
     entity: &Entity,
     local_id: Uuid,
