@@ -160,7 +160,11 @@ impl App {
             InboxMode::Discard => (Inbox::Discard, Vec::new()),
         };
         let router = Router::new(pool.clone(), &providers, config.router.clone());
-        workers.push(tokio::spawn(router.run(stored, work_cancel.clone())));
+        for _ in 0..config.router.workers {
+            workers.push(tokio::spawn(
+                router.clone().run(stored.clone(), work_cancel.clone()),
+            ));
+        }
         let doorbell = wake.dispatcher.clone();
         let dispatcher = Dispatcher::new(pool.clone(), &providers, config.dispatcher.clone());
         workers.push(tokio::spawn(

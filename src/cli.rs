@@ -307,7 +307,7 @@ async fn replay(
         // Apply what was stored before stopping.
         let router = Router::new(pool, &registry, config.router.clone());
         let stats = router
-            .drain(&tokio_util::sync::CancellationToken::new())
+            .drain_all(&tokio_util::sync::CancellationToken::new())
             .await?;
         println!(
             "applied {} events ({} ignored, {} stale, {} to retry, {} failed)",

@@ -108,6 +108,9 @@ pub struct RouterConfig {
     pub retry_base: Duration,
     /// Events claimed per transaction (`SYNCBRIDGE_ROUTER_BATCH`, 256).
     pub batch_size: i64,
+    /// Batches applied side by side, each in its own transaction
+    /// (`SYNCBRIDGE_ROUTER_WORKERS`, 2; the dispatcher runs one).
+    pub workers: usize,
     /// Sweep interval for anything a wake-up missed.
     pub poll_interval: Duration,
     /// Debounce window of fetch hints (`SYNCBRIDGE_FETCH_DEBOUNCE_MS`).
@@ -383,6 +386,7 @@ impl Config {
                 max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
                 batch_size: 64,
+                workers: 1,
                 // The sweep that covers a doorbell rung between a re-arm and
                 // a drain (see migrations/0005_capture.up.sql).
                 poll_interval: Duration::from_millis(500),
@@ -392,6 +396,10 @@ impl Config {
                 max_attempts,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
                 batch_size: s.number("SYNCBRIDGE_ROUTER_BATCH", 256)?,
+                workers: match s.number("SYNCBRIDGE_ROUTER_WORKERS", 2usize)? {
+                    0 => return Err(invalid("SYNCBRIDGE_ROUTER_WORKERS", "must be at least 1")),
+                    n => n,
+                },
                 poll_interval: Duration::from_millis(500),
                 fetch_debounce,
             },

@@ -10,8 +10,12 @@
 //!   so change capture can tell the router's writes from the application's.
 //! - An event older than what was applied for the same record never
 //!   overwrites it (`skipped_stale`); unknown types are `ignored`.
-//! - Several routers (several `serve` processes) never apply the same event
-//!   twice: claims skip locked rows.
+//! - Several routers (the workers of one `serve`, `SYNCBRIDGE_ROUTER_WORKERS`,
+//!   and several processes) never apply the same event twice: claims skip
+//!   locked rows. Batches that touch the same records serialise on the
+//!   records' row locks, taken in id order; each reads a record's link only
+//!   once the record is locked, so it decides from the state the other left.
+//!   A deadlock victim's batch rolls back whole and is applied again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +53,16 @@ pub struct PassStats {
     pub failed: usize,
 }
 
+impl std::ops::AddAssign for PassStats {
+    fn add_assign(&mut self, s: PassStats) {
+        self.processed += s.processed;
+        self.ignored += s.ignored;
+        self.stale += s.stale;
+        self.retried += s.retried;
+        self.failed += s.failed;
+    }
+}
+
 impl PassStats {
     pub fn total(&self) -> usize {
         self.processed + self.ignored + self.stale + self.retried + self.failed
@@ -76,24 +90,33 @@ impl Router {
         .await;
     }
 
+    /// As [`drain`](Self::drain) with the configured number of workers side
+    /// by side, as `serve` runs them; their stats summed.
+    pub async fn drain_all(&self, cancel: &CancellationToken) -> Result<PassStats, DbError> {
+        let mut runs = tokio::task::JoinSet::new();
+        for _ in 0..self.config.workers.max(1) {
+            let (router, cancel) = (self.clone(), cancel.clone());
+            runs.spawn(async move { router.drain(&cancel).await });
+        }
+        let mut total = PassStats::default();
+        while let Some(run) = runs.join_next().await {
+            match run {
+                Ok(stats) => total += stats?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        Ok(total)
+    }
+
     /// Applies batches until nothing is due (or cancelled between batches).
     pub async fn drain(&self, cancel: &CancellationToken) -> Result<PassStats, DbError> {
         let mut total = PassStats::default();
         loop {
             let mut pass = PassStats::default();
             for p in &self.providers {
-                let s = self.apply_batch(p.as_ref()).await?;
-                pass.processed += s.processed;
-                pass.ignored += s.ignored;
-                pass.stale += s.stale;
-                pass.retried += s.retried;
-                pass.failed += s.failed;
+                pass += self.apply_batch(p.as_ref()).await?;
             }
-            total.processed += pass.processed;
-            total.ignored += pass.ignored;
-            total.stale += pass.stale;
-            total.retried += pass.retried;
-            total.failed += pass.failed;
+            total += pass;
             if pass.total() == 0 || cancel.is_cancelled() {
                 return Ok(total);
             }

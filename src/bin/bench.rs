@@ -80,6 +80,9 @@ enum Cmd {
         /// Events per router transaction (SYNCBRIDGE_ROUTER_BATCH).
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Router workers side by side (SYNCBRIDGE_ROUTER_WORKERS).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
         #[arg(long)]
         server: Option<String>,
     },
@@ -123,8 +126,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Apply {
                 events,
                 batch,
+                workers,
                 server,
-            } => apply(events, batch, server).await,
+            } => apply(events, batch, workers, server).await,
             Cmd::Conflict { records } => conflict_bench(records),
             Cmd::Server {
                 database,
@@ -720,19 +724,29 @@ async fn store_events(
 async fn drain_timed(router: &syncbridge::router::Router) -> anyhow::Result<(usize, Duration)> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let t0 = Instant::now();
-    let stats = router.drain(&cancel).await?;
+    let stats = router.drain_all(&cancel).await?;
     Ok((stats.total(), t0.elapsed()))
 }
 
-async fn apply(events: usize, batch: usize, server: Option<String>) -> anyhow::Result<()> {
+async fn apply(
+    events: usize,
+    batch: usize,
+    workers: usize,
+    server: Option<String>,
+) -> anyhow::Result<()> {
     let bench = BenchDb::create(server).await?;
     // The database goes whatever happens.
-    let result = apply_on(&bench, events, batch).await;
+    let result = apply_on(&bench, events, batch, workers).await;
     bench.drop_db().await?;
     result
 }
 
-async fn apply_on(bench: &BenchDb, events: usize, batch: usize) -> anyhow::Result<()> {
+async fn apply_on(
+    bench: &BenchDb,
+    events: usize,
+    batch: usize,
+    workers: usize,
+) -> anyhow::Result<()> {
     let c = db::connect(&bench.url).await?;
     let n = events as i64;
     // Linked, synced clients: what the contact events are about (set up
@@ -814,11 +828,12 @@ async fn apply_on(bench: &BenchDb, events: usize, batch: usize) -> anyhow::Resul
         })
         .collect();
 
-    let batch = batch.to_string();
+    let (batch, workers) = (batch.to_string(), workers.to_string());
     let settings = Settings::from_pairs([
         ("DATABASE_URL", bench.url.as_str()),
         ("OPENPHONE_WEBHOOK_KEY", KEY),
         ("SYNCBRIDGE_ROUTER_BATCH", batch.as_str()),
+        ("SYNCBRIDGE_ROUTER_WORKERS", workers.as_str()),
     ]);
     let config = Config::from_settings(&settings)?;
     let pool = db::pool(&bench.url, POOL_SIZE)?;
@@ -847,8 +862,8 @@ async fn apply_on(bench: &BenchDb, events: usize, batch: usize) -> anyhow::Resul
     let base_rate = base_n as f64 / base_t.as_secs_f64();
     let rate = n_applied as f64 / t.as_secs_f64();
     println!(
-        "router apply, {events} events per mode (batch {}):",
-        config.router.batch_size
+        "router apply, {events} events per mode (batch {}, {} workers):",
+        config.router.batch_size, config.router.workers
     );
     println!("  baseline  message.received (upsert + audit):            {base_rate:>9.0} events/s");
     println!(

@@ -251,6 +251,11 @@ struct LocalMatch {
 /// Finds (and locks) the client a remote contact belongs to: through the
 /// link table, the contact-id columns, the external id (which syncbridge
 /// sets to the client id), or finally the contact's phone number.
+///
+/// The link is read again once the client is locked: whoever changes a
+/// link (the dispatcher after a push, another router) holds its client's
+/// lock, so only the read after the lock sees the snapshot this decision
+/// must start from.
 async fn find_client(
     tx: &Transaction<'_>,
     provider: ProviderName,
@@ -258,6 +263,41 @@ async fn find_client(
     external_id: Option<&str>,
     phone: Option<&str>,
 ) -> Result<Option<LocalMatch>, DbError> {
+    let external = external_id.and_then(|s| Uuid::parse_str(s).ok());
+    let stmt = tx
+        .prepare_cached(
+            "WITH l AS (
+                 SELECT local_id FROM sync_links
+                 WHERE provider = $1 AND entity_type = 'clients' AND remote_id = $2
+                   AND deleted_at IS NULL
+             )
+             SELECT id,
+                    CASE WHEN openphone_alt_contact_1_id = $2 THEN 'alt_1'
+                         WHEN openphone_alt_contact_2_id = $2 THEN 'alt_2'
+                         ELSE 'primary' END,
+                    to_jsonb(c), updated_at
+             FROM clients c
+             WHERE id = (SELECT local_id FROM l)
+                OR openphone_contact_id = $2
+                OR openphone_alt_contact_1_id = $2 OR openphone_alt_contact_2_id = $2
+                OR id = $3
+                OR ($4::text IS NOT NULL AND syncbridge_e164(phone) = $4
+                    AND openphone_contact_id IS NULL)
+             ORDER BY (id = (SELECT local_id FROM l)) IS TRUE DESC,
+                      (openphone_contact_id = $2) IS TRUE DESC,
+                      (openphone_alt_contact_1_id = $2 OR openphone_alt_contact_2_id = $2) IS TRUE DESC,
+                      (id = $3) IS TRUE DESC, created_at
+             LIMIT 1
+             FOR UPDATE",
+        )
+        .await?;
+    let Some(row) = tx
+        .query_opt(&stmt, &[&provider.as_str(), &remote_id, &external, &phone])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let client_id: Uuid = row.get(0);
     let stmt = tx
         .prepare_cached(
             "SELECT local_id, slot, remote_version, snapshot FROM sync_links
@@ -265,49 +305,24 @@ async fn find_client(
                AND deleted_at IS NULL",
         )
         .await?;
+    // A link to another client (left by a deleted one, or moved meanwhile)
+    // is not this client's history.
     let link = tx
         .query_opt(&stmt, &[&provider.as_str(), &remote_id])
-        .await?;
-    let (client_id, slot): (Option<Uuid>, Slot) = match &link {
-        Some(r) => (Some(r.get(0)), Slot::parse(r.get(1))),
-        None => (None, Slot::Primary),
-    };
-    let external = external_id.and_then(|s| Uuid::parse_str(s).ok());
-    let stmt = tx
-        .prepare_cached(
-            "SELECT id,
-                    CASE WHEN openphone_alt_contact_1_id = $2 THEN 'alt_1'
-                         WHEN openphone_alt_contact_2_id = $2 THEN 'alt_2'
-                         ELSE 'primary' END,
-                    to_jsonb(c), updated_at
-             FROM clients c
-             WHERE id = $1
-                OR ($1::uuid IS NULL AND (openphone_contact_id = $2
-                    OR openphone_alt_contact_1_id = $2 OR openphone_alt_contact_2_id = $2))
-                OR ($1::uuid IS NULL AND id = $3)
-                OR ($1::uuid IS NULL AND $4::text IS NOT NULL AND syncbridge_e164(phone) = $4
-                    AND openphone_contact_id IS NULL)
-             ORDER BY (id = $1) DESC, (openphone_contact_id = $2) DESC, (id = $3) DESC, created_at
-             LIMIT 1
-             FOR UPDATE",
-        )
-        .await?;
-    let row = tx
-        .query_opt(&stmt, &[&client_id, &remote_id, &external, &phone])
-        .await?;
-    Ok(row.map(|r| LocalMatch {
-        client_id: r.get(0),
-        slot: if link.is_some() {
-            slot
-        } else {
-            Slot::parse(r.get(1))
-        },
+        .await?
+        .filter(|l| l.get::<_, Uuid>(0) == client_id);
+    Ok(Some(LocalMatch {
+        client_id,
+        slot: Slot::parse(match &link {
+            Some(l) => l.get(1),
+            None => row.get(1),
+        }),
         link: link.as_ref().map(|l| LinkState {
             snapshot: l.get(3),
             remote_version: l.get(2),
         }),
-        before: r.get(2),
-        updated_at: r.get(3),
+        before: row.get(2),
+        updated_at: row.get(3),
     }))
 }
 

@@ -76,11 +76,33 @@ impl ContactBatch {
             .iter()
             .filter_map(|c| c.phone.as_ref().map(E164Phone::as_str))
             .collect();
-        let mut ids: Vec<Uuid> = contacts
+        let ids: Vec<Uuid> = contacts
             .iter()
             .filter_map(|c| c.external_id.as_deref())
             .filter_map(|s| Uuid::parse_str(s).ok())
             .collect();
+        // Clients first, links after: whoever changes a link (the
+        // dispatcher after a push, another router) holds its client's lock,
+        // so links read once the clients are locked are the ones to decide
+        // from. Locked in id order, as every batch does.
+        let stmt = tx
+            .prepare_cached(
+                "SELECT id, to_jsonb(c), updated_at, created_at, now() FROM clients c
+                 WHERE id = ANY($1)
+                    OR id = ANY(ARRAY(
+                        SELECT local_id FROM sync_links
+                        WHERE provider = $4 AND entity_type = 'clients' AND remote_id = ANY($2)
+                          AND deleted_at IS NULL))
+                    OR openphone_contact_id = ANY($2)
+                    OR openphone_alt_contact_1_id = ANY($2) OR openphone_alt_contact_2_id = ANY($2)
+                    OR (syncbridge_e164(phone) = ANY($3) AND openphone_contact_id IS NULL)
+                 ORDER BY id
+                 FOR UPDATE",
+            )
+            .await?;
+        let rows = tx
+            .query(&stmt, &[&ids, &remote_ids, &phones, &provider.as_str()])
+            .await?;
         let stmt = tx
             .prepare_cached(
                 "SELECT remote_id, local_id, slot, snapshot, remote_version, now() FROM sync_links
@@ -91,12 +113,10 @@ impl ContactBatch {
         let link_rows = tx.query(&stmt, &[&provider.as_str(), &remote_ids]).await?;
         let mut links = HashMap::new();
         for r in &link_rows {
-            let local: Uuid = r.get(1);
-            ids.push(local);
             links.insert(
                 r.get::<_, String>(0),
                 (
-                    local,
+                    r.get::<_, Uuid>(1),
                     Slot::parse(r.get(2)),
                     LinkState {
                         snapshot: r.get(3),
@@ -105,17 +125,6 @@ impl ContactBatch {
                 ),
             );
         }
-        let stmt = tx
-            .prepare_cached(
-                "SELECT id, to_jsonb(c), updated_at, created_at, now() FROM clients c
-                 WHERE id = ANY($1) OR openphone_contact_id = ANY($2)
-                    OR openphone_alt_contact_1_id = ANY($2) OR openphone_alt_contact_2_id = ANY($2)
-                    OR (syncbridge_e164(phone) = ANY($3) AND openphone_contact_id IS NULL)
-                 ORDER BY id
-                 FOR UPDATE",
-            )
-            .await?;
-        let rows = tx.query(&stmt, &[&ids, &remote_ids, &phones]).await?;
         let mut now = None;
         let clients = rows
             .iter()

@@ -216,9 +216,9 @@ impl Entity {
         ))
     }
 
-    /// Finds and locks the local row of remote object `$2`: the linked row
-    /// `$1`, else the row whose key column holds it, else an unlinked row
-    /// with the same natural key `$3`.
+    /// Finds and locks the local row of remote object `$2` of provider
+    /// `$1`: the linked row, else the row whose key column holds it, else
+    /// an unlinked row with the same natural key `$3`.
     fn find_sql(&self) -> Option<String> {
         let key = self.key_column?;
         let natural = match self.natural_key {
@@ -229,9 +229,14 @@ impl Entity {
             None => "OR (false AND $3::text IS NULL)".to_owned(),
         };
         Some(format!(
-            "SELECT id, to_jsonb(t), updated_at FROM {t} t
-             WHERE t.id = $1 OR t.{key} = $2 {natural}
-             ORDER BY (t.id = $1) IS TRUE DESC, (t.{key} = $2) IS TRUE DESC, t.created_at
+            "WITH l AS (
+                 SELECT local_id FROM sync_links
+                 WHERE provider = $1 AND entity_type = '{t}' AND remote_id = $2
+             )
+             SELECT id, to_jsonb(t), updated_at FROM {t} t
+             WHERE t.id = (SELECT local_id FROM l) OR t.{key} = $2 {natural}
+             ORDER BY (t.id = (SELECT local_id FROM l)) IS TRUE DESC,
+                      (t.{key} = $2) IS TRUE DESC, t.created_at
              LIMIT 1
              FOR UPDATE",
             t = self.table
@@ -550,26 +555,16 @@ pub async fn apply_keyed(
             entity.table
         )));
     };
-    let stmt = tx
-        .prepare_cached(
-            "SELECT local_id, snapshot, remote_version FROM sync_links
-             WHERE provider = $1 AND entity_type = $2 AND remote_id = $3",
-        )
-        .await?;
-    let link = tx
-        .query_opt(
-            &stmt,
-            &[&remote.provider.as_str(), &entity.table, &remote.remote_id],
-        )
-        .await?;
-    let linked: Option<Uuid> = link.as_ref().map(|l| l.get(0));
     let natural: Option<&str> = entity
         .natural_key
         .and_then(|n| remote.fields.get(n))
         .and_then(Value::as_str);
     let stmt = tx.prepare_cached(&find).await?;
     let found = tx
-        .query_opt(&stmt, &[&linked, &remote.remote_id, &natural])
+        .query_opt(
+            &stmt,
+            &[&remote.provider.as_str(), &remote.remote_id, &natural],
+        )
         .await?;
     let Some(row) = found else {
         let fields = entity.restrict(&remote.fields);
@@ -600,6 +595,21 @@ pub async fn apply_keyed(
         row: row.get(1),
         changed_at: row.get(2),
     };
+    // The link is read once the row is locked: whoever changes it (the
+    // dispatcher after a push, another fetcher) holds the row's lock, so
+    // only this read sees the snapshot the decision must start from.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT local_id, snapshot, remote_version FROM sync_links
+             WHERE provider = $1 AND entity_type = $2 AND remote_id = $3",
+        )
+        .await?;
+    let link = tx
+        .query_opt(
+            &stmt,
+            &[&remote.provider.as_str(), &entity.table, &remote.remote_id],
+        )
+        .await?;
     // A link to another row (the object was re-linked) is not this row's
     // history: compare without it.
     let state = link

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_fetch_queue"),
     migration!(9, "0009_engine_tuning"),
     migration!(10, "0010_capture_when"),
+    migration!(11, "0011_e164_plpgsql"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

@@ -44,12 +44,24 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
 }
 
 impl DbError {
-    /// True when retrying later may succeed (connection trouble), as opposed
-    /// to an error in the data or the statement.
+    /// True when retrying later may succeed (connection trouble, or a
+    /// transaction chosen as a deadlock or serialization victim — workers
+    /// running side by side can meet so), as opposed to an error in the
+    /// data or the statement.
     pub fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
         match self {
             DbError::Pool(_) | DbError::Build(_) => true,
-            DbError::Postgres(e) => e.is_closed() || e.code().is_none(),
+            DbError::Postgres(e) => {
+                e.is_closed()
+                    || match e.code() {
+                        None => true,
+                        Some(c) => {
+                            *c == SqlState::T_R_DEADLOCK_DETECTED
+                                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                        }
+                    }
+            }
             DbError::Migration(_) => false,
         }
     }
