@@ -253,21 +253,25 @@ async fn merge_of_the_same_field_follows_the_fields_own_rule() {
     let remote = s.remote();
     assert_eq!(remote["defaultFields"]["lastName"], "Remote");
     assert_eq!(remote["defaultFields"]["company"], "Local Co");
-    let detail: Value =
+    let audit =
         s.c.query_one(
-            "SELECT detail FROM sync_audit_log WHERE entity_id = $1 AND decision = 'merge'",
+            "SELECT detail, old_data, new_data FROM sync_audit_log
+             WHERE entity_id = $1 AND decision = 'merge'",
             &[&s.id],
         )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (detail, before, after): (Value, Value, Value) = (audit.get(0), audit.get(1), audit.get(2));
     assert_eq!(detail["fields"]["last_name"]["strategy"], "prefer_remote");
     assert_eq!(detail["fields"]["company"]["winner"], "local");
-    assert_eq!(
-        detail["local"]["last_name"], "Local",
-        "both versions audited"
-    );
+    assert_eq!(before["last_name"], "Local", "both versions audited");
     assert_eq!(detail["remote"]["last_name"], "Remote");
+    assert_eq!(after["last_name"], "Remote");
+    assert_eq!(after["company"], "Local Co");
+    assert!(
+        detail.get("local").is_none() && detail.get("after").is_none(),
+        "old_data/new_data are not repeated in detail: {detail}"
+    );
     s.app.stop().await;
 }
 

@@ -151,7 +151,7 @@ async fn trail(c: &tokio_postgres::Client, keap_id: i64) -> Vec<String> {
     c.query(
         "SELECT a.operation || ' ' || coalesce(a.decision, '') || ' src=' || a.sync_source
                 || ' fields=' || coalesce(a.detail -> 'fields', 'null')::text
-                || ' local=' || coalesce(a.detail -> 'local' ->> 'first_name', '-') || '/' || coalesce(a.detail -> 'local' ->> 'last_name', '-')
+                || ' local=' || coalesce(a.old_data ->> 'first_name', '-') || '/' || coalesce(a.old_data ->> 'last_name', '-')
                 || ' remote=' || coalesce(a.detail -> 'remote' ->> 'first_name', '-') || '/' || coalesce(a.detail -> 'remote' ->> 'last_name', '-')
                 || ' base=' || coalesce(a.detail -> 'base' ->> 'first_name', '-') || '/' || coalesce(a.detail -> 'base' ->> 'last_name', '-')
                 || ' v=' || coalesce(a.detail ->> 'remote_version', '') || ' lc=' || coalesce(a.detail ->> 'local_changed_at', '')
@@ -355,7 +355,9 @@ async fn schedule(seed: u64) -> Result<(), String> {
     //    as the audit log records.
     let audits: Vec<Value> = c
         .query(
-            "SELECT detail FROM sync_audit_log WHERE entity_type = 'sync_contacts' AND detail ? 'fields'",
+            // The local version before the decision is the row's old_data.
+            "SELECT detail || jsonb_build_object('local', old_data) FROM sync_audit_log
+             WHERE entity_type = 'sync_contacts' AND detail ? 'fields'",
             &[],
         )
         .await

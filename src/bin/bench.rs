@@ -748,6 +748,12 @@ async fn apply_on(
     workers: usize,
 ) -> anyhow::Result<()> {
     let c = db::connect(&bench.url).await?;
+    // Earlier runs' dirty pages written out before this one starts, not by
+    // a checkpoint in the middle of the measurement (needs superuser or
+    // pg_checkpoint; without, the run goes on with a note).
+    if let Err(e) = c.batch_execute("CHECKPOINT").await {
+        eprintln!("no CHECKPOINT before the run ({e}): figures may include one");
+    }
     let n = events as i64;
     // Linked, synced clients: what the contact events are about (set up
     // with capture off, so the setup itself queues no pushes).
@@ -840,10 +846,23 @@ async fn apply_on(
     let registry = syncbridge::providers::Registry::from_config(&config);
     let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
 
+    // WAL written by the server meanwhile (cluster-wide: a quiet server
+    // makes it this run's), per event.
+    let wal = async || -> anyhow::Result<i64> {
+        Ok(
+            c.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+                .await?
+                .get(0),
+        )
+    };
     store_events(&c, "message.received", &messages).await?;
+    let w0 = wal().await?;
     let (base_n, base_t) = drain_timed(&router).await?;
+    let base_wal = (wal().await? - w0) / events.max(1) as i64;
     store_events(&c, "contact.updated", &contacts).await?;
+    let w0 = wal().await?;
     let (n_applied, t) = drain_timed(&router).await?;
+    let contact_wal = (wal().await? - w0) / events.max(1) as i64;
 
     let decisions = c
         .query(
@@ -865,9 +884,9 @@ async fn apply_on(
         "router apply, {events} events per mode (batch {}, {} workers):",
         config.router.batch_size, config.router.workers
     );
-    println!("  baseline  message.received (upsert + audit):            {base_rate:>9.0} events/s");
+    println!("  baseline  message.received (upsert + audit):            {base_rate:>9.0} events/s  ({base_wal} B of WAL/event)");
     println!(
-        "  contact.updated through the conflict engine + audit:    {rate:>9.0} events/s  ({:.2}x baseline, {:.1} µs/event)",
+        "  contact.updated through the conflict engine + audit:    {rate:>9.0} events/s  ({:.2}x baseline, {:.1} µs/event, {contact_wal} B of WAL/event)",
         rate / base_rate,
         t.as_secs_f64() * 1e6 / n_applied.max(1) as f64
     );

@@ -72,9 +72,9 @@ impl ContactBatch {
         contacts: &[&RemoteContact],
     ) -> Result<ContactBatch, DbError> {
         let remote_ids: Vec<&str> = contacts.iter().map(|c| c.remote_id.as_str()).collect();
-        let phones: Vec<&str> = contacts
+        let phones: Vec<Option<&str>> = contacts
             .iter()
-            .filter_map(|c| c.phone.as_ref().map(E164Phone::as_str))
+            .map(|c| c.phone.as_ref().map(E164Phone::as_str))
             .collect();
         let ids: Vec<Uuid> = contacts
             .iter()
@@ -84,22 +84,10 @@ impl ContactBatch {
         // Clients first, links after: whoever changes a link (the
         // dispatcher after a push, another router) holds its client's lock,
         // so links read once the clients are locked are the ones to decide
-        // from. Locked in id order, as every batch does.
-        let stmt = tx
-            .prepare_cached(
-                "SELECT id, to_jsonb(c), updated_at, created_at, now() FROM clients c
-                 WHERE id = ANY($1)
-                    OR id = ANY(ARRAY(
-                        SELECT local_id FROM sync_links
-                        WHERE provider = $4 AND entity_type = 'clients' AND remote_id = ANY($2)
-                          AND deleted_at IS NULL))
-                    OR openphone_contact_id = ANY($2)
-                    OR openphone_alt_contact_1_id = ANY($2) OR openphone_alt_contact_2_id = ANY($2)
-                    OR (syncbridge_e164(phone) = ANY($3) AND openphone_contact_id IS NULL)
-                 ORDER BY id
-                 FOR UPDATE",
-            )
-            .await?;
+        // from. Locked in id order, as every batch does. A contact whose
+        // link names an existing client needs nothing else (`find` stops
+        // there); only the others are looked for by contact id and phone.
+        let stmt = tx.prepare_cached(&prefetch_sql()).await?;
         let rows = tx
             .query(&stmt, &[&ids, &remote_ids, &phones, &provider.as_str()])
             .await?;
@@ -428,12 +416,28 @@ impl ContactBatch {
                 .collect();
             let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
+                    // Existing links are updated in place (no speculative
+                    // insertion, no extra row lock); the rest inserted.
+                    "WITH x AS (
+                         SELECT * FROM jsonb_to_recordset($1) AS x(local_id uuid, slot text,
+                             remote_id text, snapshot jsonb, remote_version timestamptz)
+                     ), updated AS (
+                         UPDATE sync_links l SET
+                             remote_id = x.remote_id, snapshot = x.snapshot,
+                             remote_version = x.remote_version, last_synced_at = now(),
+                             deleted_at = NULL, updated_at = now()
+                         FROM x
+                         WHERE l.entity_type = 'clients' AND l.local_id = x.local_id
+                           AND l.provider = $2 AND l.slot = x.slot
+                         RETURNING l.local_id, l.slot
+                     )
+                     INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
                                              snapshot, remote_version, last_synced_at)
                      SELECT 'clients', x.local_id, $2, x.slot, x.remote_id, x.snapshot,
                             x.remote_version, now()
-                     FROM jsonb_to_recordset($1) AS x(local_id uuid, slot text, remote_id text,
-                                                      snapshot jsonb, remote_version timestamptz)
+                     FROM x
+                     WHERE NOT EXISTS (SELECT 1 FROM updated u
+                                       WHERE u.local_id = x.local_id AND u.slot = x.slot)
                      ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
                          remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
                          remote_version = EXCLUDED.remote_version, last_synced_at = now(),
@@ -475,16 +479,55 @@ impl ContactBatch {
                          decision, detail)
                      SELECT 'clients', a.entity_id, a.operation, a.detail -> 'local',
                             coalesce(a.detail -> 'after', a.detail -> 'remote'),
-                            ARRAY(SELECT jsonb_array_elements_text(a.changed)),
-                            $2, 'local', a.event_id, a.decision, a.detail
+                            a.changed,
+                            $2, 'local', a.event_id, a.decision, a.detail - 'local' - 'after'
                      FROM jsonb_to_recordset($1) AS a(entity_id uuid, operation text,
-                          decision text, detail jsonb, changed jsonb, event_id bigint)",
+                          decision text, detail jsonb, changed text[], event_id bigint)",
                 )
                 .await?;
             tx.execute(&stmt, &[&rows, &self.provider.as_str()]).await?;
         }
         Ok(())
     }
+}
+
+/// The batch's read of its clients (locked, in id order): the synced
+/// columns, the contact ids and the status, all `find` and the engine read.
+fn prefetch_sql() -> String {
+    let synced: String = CLIENTS
+        .columns
+        .iter()
+        .map(|c| format!("'{c}', {c}, "))
+        .collect();
+    format!(
+        "WITH linked AS (
+                     SELECT l.remote_id, l.local_id FROM sync_links l
+                     WHERE l.provider = $4 AND l.entity_type = 'clients'
+                       AND l.remote_id = ANY($2) AND l.deleted_at IS NULL
+                       AND EXISTS (SELECT 1 FROM clients x WHERE x.id = l.local_id)
+                 ), unlinked AS (
+                     SELECT w.remote_id, w.phone FROM unnest($2::text[], $3::text[]) AS w(remote_id, phone)
+                     WHERE NOT EXISTS (SELECT 1 FROM linked k WHERE k.remote_id = w.remote_id)
+                 )
+                 SELECT id,
+                        jsonb_build_object({synced}
+                            'openphone_contact_id', openphone_contact_id,
+                            'openphone_alt_contact_1_id', openphone_alt_contact_1_id,
+                            'openphone_alt_contact_2_id', openphone_alt_contact_2_id,
+                            'sync_status', sync_status),
+                        updated_at, created_at, now()
+                 FROM clients c
+                 WHERE id = ANY($1)
+                    OR id = ANY(ARRAY(SELECT local_id FROM linked))
+                    OR openphone_contact_id = ANY(ARRAY(SELECT remote_id FROM unlinked))
+                    OR openphone_alt_contact_1_id = ANY(ARRAY(SELECT remote_id FROM unlinked))
+                    OR openphone_alt_contact_2_id = ANY(ARRAY(SELECT remote_id FROM unlinked))
+                    OR (syncbridge_e164(phone) = ANY(ARRAY(SELECT phone FROM unlinked
+                                                           WHERE phone IS NOT NULL))
+                        AND openphone_contact_id IS NULL)
+                 ORDER BY id
+                 FOR UPDATE OF c"
+    )
 }
 
 /// The set-based client update: each row's `v` names the synced columns

@@ -890,7 +890,7 @@ pub async fn audit(
             "INSERT INTO sync_audit_log (entity_type, entity_id, operation, old_data, new_data,
                  changed_fields, sync_source, sync_destination, event_id, decision, detail)
              VALUES ($1, $2, $3, $4::jsonb -> 'local', coalesce($4::jsonb -> 'after', $4::jsonb -> 'remote'), $5,
-                     $6, 'local', $7, $8, $4::jsonb)",
+                     $6, 'local', $7, $8, $4::jsonb - 'local' - 'after')",
         )
         .await?;
     tx.execute(

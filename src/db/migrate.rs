@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_engine_tuning"),
     migration!(10, "0010_capture_when"),
     migration!(11, "0011_e164_plpgsql"),
+    migration!(12, "0012_partial_contact_indexes"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.
