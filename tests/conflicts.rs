@@ -497,3 +497,173 @@ async fn rules_are_listed_and_validated_through_the_api() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     s.app.stop().await;
 }
+
+/// Routers decide from the link as the record's lock holder left it. A
+/// dispatcher (here: a transaction playing one) holds a client's lock while
+/// it records a newer synced state — the client's value and the link's
+/// snapshot and remote version. A contact event older than that state,
+/// claimed meanwhile, waits for the lock and must then see the link as
+/// committed: it is stale, changes nothing and queues no push. Checked for
+/// a lone event (one-at-a-time path) and for two in one batch (set-based
+/// path).
+#[tokio::test]
+async fn a_contact_event_waiting_on_a_locked_client_decides_from_the_link_committed_meanwhile() {
+    for contacts in [1usize, 2] {
+        let db = TestDb::create().await;
+        let c = db.client().await;
+        // The router's own writes carry this origin: setup queues no push.
+        c.batch_execute("SELECT set_config('syncbridge.origin', 'openphone', false)")
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..contacts {
+            let id = Uuid::new_v4();
+            let cid = format!("CLOCK{i}");
+            c.execute(
+                "INSERT INTO clients (id, first_name, last_name, phone, openphone_contact_id,
+                                      sync_status, last_synced_at, updated_at)
+                 VALUES ($1, 'Ann', 'A', $2, $3, 'synced', now() - interval '2 days',
+                         now() - interval '2 days')",
+                &[&id, &format!("+1415555010{i}"), &cid],
+            )
+            .await
+            .unwrap();
+            c.execute(
+                "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                         remote_version, last_synced_at)
+                 VALUES ('clients', $1, 'openphone', 'primary', $2,
+                         jsonb_build_object('first_name', 'Ann', 'last_name', 'A',
+                                            'company', NULL, 'email', NULL, 'phone', $3::text),
+                         now() - interval '2 days', now() - interval '2 days')",
+                &[&id, &cid, &format!("+1415555010{i}")],
+            )
+            .await
+            .unwrap();
+            ids.push((id, cid));
+        }
+
+        // The lock holder: clients locked, then the newer synced state
+        // (last_name C, remote version an hour ago) on row and link.
+        let holder = db.client().await;
+        holder
+            .batch_execute("BEGIN; SELECT set_config('syncbridge.origin', 'openphone', true)")
+            .await
+            .unwrap();
+        let locked: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
+        holder
+            .execute(
+                "SELECT 1 FROM clients WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&locked],
+            )
+            .await
+            .unwrap();
+        holder
+            .execute(
+                "UPDATE clients SET last_name = 'C', last_synced_at = now() WHERE id = ANY($1)",
+                &[&locked],
+            )
+            .await
+            .unwrap();
+        holder
+            .execute(
+                "UPDATE sync_links SET snapshot = snapshot || '{\"last_name\": \"C\"}',
+                        remote_version = now() - interval '1 hour'
+                 WHERE local_id = ANY($1)",
+                &[&locked],
+            )
+            .await
+            .unwrap();
+
+        // Contact events from a day ago (last_name B), stored as the inbox
+        // stores them, and a router draining them.
+        let at = (chrono::Utc::now() - chrono::Duration::days(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (n, (_, cid)) in ids.iter().enumerate() {
+            let body = json!({
+                "id": format!("EVlock{n}"), "object": "event", "apiVersion": "v3",
+                "createdAt": at, "type": "contact.updated",
+                "data": {"object": {"object": "contact", "id": cid,
+                    "defaultFields": {"firstName": "Ann", "lastName": "B",
+                        "phoneNumbers": [{"name": "phone", "value": format!("+1415555010{n}")}]},
+                    "updatedAt": at}}
+            });
+            c.execute(
+                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+                 VALUES ('openphone', $1, 'contact.updated', $1, $2)",
+                &[&format!("EVlock{n}"), &serde_json::to_vec(&body).unwrap()],
+            )
+            .await
+            .unwrap();
+        }
+        let config = syncbridge::config::Config::from_settings(&test_settings(&db.url)).unwrap();
+        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
+        let registry = syncbridge::providers::Registry::from_config(&config);
+        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
+        let drain = tokio::spawn(async move {
+            router
+                .drain_all(&tokio_util::sync::CancellationToken::new())
+                .await
+        });
+        // The router claims the events and waits on the clients' locks.
+        let waiting = async {
+            loop {
+                let n: i64 = c
+                    .query_one(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                         WHERE NOT l.granted AND a.datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if n > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the router waits for the locked clients");
+        holder.batch_execute("COMMIT").await.unwrap();
+        let stats = drain.await.unwrap().unwrap();
+        assert_eq!(stats.total(), contacts, "{stats:?}");
+
+        for (id, _) in &ids {
+            let name: String = c
+                .query_one("SELECT last_name FROM clients WHERE id = $1", &[id])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(
+                name, "C",
+                "the older event did not overwrite ({contacts} events)"
+            );
+            let decisions: Vec<String> = c
+                .query(
+                    "SELECT decision FROM sync_audit_log WHERE entity_id = $1 AND event_id IS NOT NULL",
+                    &[id],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(decisions, ["skipped_stale"], "{contacts} events");
+        }
+        let statuses: Vec<String> = c
+            .query("SELECT status FROM webhook_events ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(statuses, vec!["skipped_stale"; contacts]);
+        let queued: i64 = c
+            .query_one("SELECT count(*) FROM sync_outbox", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(queued, 0, "nothing to push: the remote already has C");
+    }
+}

@@ -80,9 +80,10 @@ enum Cmd {
         /// Events per router transaction (SYNCBRIDGE_ROUTER_BATCH).
         #[arg(long, default_value_t = 256)]
         batch: usize,
-        /// Router workers side by side (SYNCBRIDGE_ROUTER_WORKERS).
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
+        /// Router workers side by side (SYNCBRIDGE_ROUTER_WORKERS; unset:
+        /// the service's default).
+        #[arg(long)]
+        workers: Option<usize>,
         #[arg(long)]
         server: Option<String>,
     },
@@ -731,7 +732,7 @@ async fn drain_timed(router: &syncbridge::router::Router) -> anyhow::Result<(usi
 async fn apply(
     events: usize,
     batch: usize,
-    workers: usize,
+    workers: Option<usize>,
     server: Option<String>,
 ) -> anyhow::Result<()> {
     let bench = BenchDb::create(server).await?;
@@ -745,7 +746,7 @@ async fn apply_on(
     bench: &BenchDb,
     events: usize,
     batch: usize,
-    workers: usize,
+    workers: Option<usize>,
 ) -> anyhow::Result<()> {
     let c = db::connect(&bench.url).await?;
     // Earlier runs' dirty pages written out before this one starts, not by
@@ -834,13 +835,17 @@ async fn apply_on(
         })
         .collect();
 
-    let (batch, workers) = (batch.to_string(), workers.to_string());
-    let settings = Settings::from_pairs([
+    let batch = batch.to_string();
+    let workers = workers.map(|w| w.to_string());
+    let mut pairs = vec![
         ("DATABASE_URL", bench.url.as_str()),
         ("OPENPHONE_WEBHOOK_KEY", KEY),
         ("SYNCBRIDGE_ROUTER_BATCH", batch.as_str()),
-        ("SYNCBRIDGE_ROUTER_WORKERS", workers.as_str()),
-    ]);
+    ];
+    if let Some(w) = &workers {
+        pairs.push(("SYNCBRIDGE_ROUTER_WORKERS", w.as_str()));
+    }
+    let settings = Settings::from_pairs(pairs);
     let config = Config::from_settings(&settings)?;
     let pool = db::pool(&bench.url, POOL_SIZE)?;
     let registry = syncbridge::providers::Registry::from_config(&config);
