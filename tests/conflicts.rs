@@ -595,7 +595,10 @@ async fn a_contact_event_waiting_on_a_locked_client_decides_from_the_link_commit
             .await
             .unwrap();
         }
-        let config = syncbridge::config::Config::from_settings(&test_settings(&db.url)).unwrap();
+        // One worker: a two-event run is one batch (the set-based path).
+        let mut settings = test_settings(&db.url);
+        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
+        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
         let pool = syncbridge::db::pool(&db.url, 4).unwrap();
         let registry = syncbridge::providers::Registry::from_config(&config);
         let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
@@ -665,5 +668,97 @@ async fn a_contact_event_waiting_on_a_locked_client_decides_from_the_link_commit
             .unwrap()
             .get(0);
         assert_eq!(queued, 0, "nothing to push: the remote already has C");
+    }
+}
+
+/// A client deleted locally while no push removed its link (no OpenPhone
+/// API configured) leaves a link naming a row that is gone. A later event
+/// for that contact makes or finds another client and takes the link over,
+/// instead of failing on the link's unique remote id. Lone event and a
+/// two-event batch.
+#[tokio::test]
+async fn a_link_left_by_a_deleted_client_is_taken_over() {
+    for contacts in [1usize, 2] {
+        let db = TestDb::create().await;
+        let c = db.client().await;
+        let mut cids = Vec::new();
+        for i in 0..contacts {
+            let id = Uuid::new_v4();
+            let cid = format!("CGONE{i}");
+            c.execute(
+                "INSERT INTO clients (id, first_name, last_name, openphone_contact_id, sync_status)
+                 VALUES ($1, 'Gone', 'Client', $2, 'synced')",
+                &[&id, &cid],
+            )
+            .await
+            .unwrap();
+            c.execute(
+                "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                         remote_version, last_synced_at)
+                 VALUES ('clients', $1, 'openphone', 'primary', $2,
+                         '{\"first_name\": \"Gone\", \"last_name\": \"Client\"}',
+                         now() - interval '2 days', now() - interval '2 days')",
+                &[&id, &cid],
+            )
+            .await
+            .unwrap();
+            c.execute("DELETE FROM clients WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+            cids.push(cid);
+        }
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (n, cid) in cids.iter().enumerate() {
+            let body = json!({
+                "id": format!("EVgone{n}"), "object": "event", "apiVersion": "v3",
+                "createdAt": at, "type": "contact.updated",
+                "data": {"object": {"object": "contact", "id": cid,
+                    "defaultFields": {"firstName": "Back", "lastName": format!("Again{n}")},
+                    "updatedAt": at}}
+            });
+            c.execute(
+                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+                 VALUES ('openphone', $1, 'contact.updated', $1, $2)",
+                &[&format!("EVgone{n}"), &serde_json::to_vec(&body).unwrap()],
+            )
+            .await
+            .unwrap();
+        }
+        // One worker: a two-event run is one batch (the set-based path).
+        let mut settings = test_settings(&db.url);
+        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
+        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
+        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
+        let registry = syncbridge::providers::Registry::from_config(&config);
+        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
+        router
+            .drain_all(&tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+        let statuses: Vec<(String, Option<String>)> = c
+            .query("SELECT status, error FROM webhook_events ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![("processed".to_owned(), None); contacts],
+            "{contacts} events"
+        );
+        for (n, cid) in cids.iter().enumerate() {
+            let row = c
+                .query_one(
+                    "SELECT c.last_name, l.local_id = c.id FROM sync_links l
+                     JOIN clients c ON c.openphone_contact_id = l.remote_id
+                     WHERE l.provider = 'openphone' AND l.remote_id = $1",
+                    &[cid],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, String>(0), format!("Again{n}"));
+            assert!(row.get::<_, bool>(1), "the link names the new client");
+        }
     }
 }

@@ -418,9 +418,17 @@ impl ContactBatch {
                 .prepare_cached(
                     // Existing links are updated in place (no speculative
                     // insertion, no extra row lock); the rest inserted.
+                    // A link naming a client that no longer exists
+                    // (deleted while no push closed it) is taken over.
                     "WITH x AS (
                          SELECT * FROM jsonb_to_recordset($1) AS x(local_id uuid, slot text,
                              remote_id text, snapshot jsonb, remote_version timestamptz)
+                     ), gone AS (
+                         DELETE FROM sync_links l USING x
+                         WHERE l.provider = $2 AND l.entity_type = 'clients'
+                           AND l.remote_id = x.remote_id AND l.local_id <> x.local_id
+                           AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = l.local_id)
+                         RETURNING 1
                      ), updated AS (
                          UPDATE sync_links l SET
                              remote_id = x.remote_id, snapshot = x.snapshot,
@@ -429,6 +437,7 @@ impl ContactBatch {
                          FROM x
                          WHERE l.entity_type = 'clients' AND l.local_id = x.local_id
                            AND l.provider = $2 AND l.slot = x.slot
+                           AND (SELECT count(*) FROM gone) >= 0
                          RETURNING l.local_id, l.slot
                      )
                      INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,

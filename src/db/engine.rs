@@ -815,17 +815,27 @@ pub async fn upsert_link(
     remote: &RemoteRecord<'_>,
     snapshot: &Value,
 ) -> Result<(), DbError> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
-                                     remote_version, last_synced_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-             ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
-                 remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
-                 remote_version = EXCLUDED.remote_version, last_synced_at = now(),
-                 deleted_at = NULL, updated_at = now()",
-        )
-        .await?;
+    // A link naming a local row that no longer exists (deleted while no
+    // push closed its link) is taken over, not a unique violation.
+    let sql = format!(
+        "WITH gone AS (
+             DELETE FROM sync_links l
+             WHERE l.provider = $3 AND l.entity_type = $1 AND l.remote_id = $5
+               AND l.local_id <> $2
+               AND NOT EXISTS (SELECT 1 FROM {t} r WHERE r.id = l.local_id)
+             RETURNING 1
+         )
+         INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                 remote_version, last_synced_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7, now()
+         WHERE (SELECT count(*) FROM gone) >= 0
+         ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
+             remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
+             remote_version = EXCLUDED.remote_version, last_synced_at = now(),
+             deleted_at = NULL, updated_at = now()",
+        t = entity.table
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
     tx.execute(
         &stmt,
         &[
