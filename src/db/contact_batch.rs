@@ -61,6 +61,8 @@ pub struct ContactBatch {
     link_writes: HashMap<(Uuid, Slot), LinkWrite>,
     audits: Vec<Value>,
     pushes: Vec<Uuid>,
+    /// Remote ids whose link names a client that no longer exists.
+    dangling: Vec<String>,
 }
 
 impl ContactBatch {
@@ -128,6 +130,15 @@ impl ContactBatch {
                 )
             })
             .collect();
+        let clients: HashMap<Uuid, Cached> = clients;
+        // A link whose client is not among the locked ones names a client
+        // that no longer exists (a live one would have been locked through
+        // `linked`).
+        let dangling = links
+            .iter()
+            .filter(|(_, (local, _, _))| !clients.contains_key(local))
+            .map(|(remote_id, _)| remote_id.clone())
+            .collect();
         let now = match now.or_else(|| link_rows.first().map(|r| r.get(5))) {
             Some(t) => t,
             None => tx.query_one("SELECT now()", &[]).await?.get(0),
@@ -141,6 +152,7 @@ impl ContactBatch {
             link_writes: HashMap::new(),
             audits: Vec::new(),
             pushes: Vec::new(),
+            dangling,
         })
     }
 
@@ -405,6 +417,20 @@ impl ContactBatch {
             let stmt = tx.prepare_cached(&update_sql()).await?;
             tx.execute(&stmt, &[&Value::Array(rows)]).await?;
         }
+        if !self.dangling.is_empty() {
+            // Links naming clients that no longer exist (deleted while no
+            // push closed them): taken over by the links written next.
+            let remote_ids = std::mem::take(&mut self.dangling);
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM sync_links l
+                     WHERE l.provider = $1 AND l.entity_type = 'clients' AND l.remote_id = ANY($2)
+                       AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = l.local_id)",
+                )
+                .await?;
+            tx.execute(&stmt, &[&self.provider.as_str(), &remote_ids])
+                .await?;
+        }
         if !self.link_writes.is_empty() {
             let rows: Vec<Value> = self
                 .link_writes
@@ -418,17 +444,9 @@ impl ContactBatch {
                 .prepare_cached(
                     // Existing links are updated in place (no speculative
                     // insertion, no extra row lock); the rest inserted.
-                    // A link naming a client that no longer exists
-                    // (deleted while no push closed it) is taken over.
                     "WITH x AS (
                          SELECT * FROM jsonb_to_recordset($1) AS x(local_id uuid, slot text,
                              remote_id text, snapshot jsonb, remote_version timestamptz)
-                     ), gone AS (
-                         DELETE FROM sync_links l USING x
-                         WHERE l.provider = $2 AND l.entity_type = 'clients'
-                           AND l.remote_id = x.remote_id AND l.local_id <> x.local_id
-                           AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.id = l.local_id)
-                         RETURNING 1
                      ), updated AS (
                          UPDATE sync_links l SET
                              remote_id = x.remote_id, snapshot = x.snapshot,
@@ -437,7 +455,6 @@ impl ContactBatch {
                          FROM x
                          WHERE l.entity_type = 'clients' AND l.local_id = x.local_id
                            AND l.provider = $2 AND l.slot = x.slot
-                           AND (SELECT count(*) FROM gone) >= 0
                          RETURNING l.local_id, l.slot
                      )
                      INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
