@@ -498,6 +498,41 @@ async fn rules_are_listed_and_validated_through_the_api() {
     s.app.stop().await;
 }
 
+/// Stores an OpenPhone `contact.updated` delivery in the inbox as the front
+/// would (`key` is its event id and dedup key).
+async fn store_contact_event(
+    c: &tokio_postgres::Client,
+    key: &str,
+    contact_id: &str,
+    at: &str,
+    fields: Value,
+) {
+    let body = json!({
+        "id": key, "object": "event", "apiVersion": "v3",
+        "createdAt": at, "type": "contact.updated",
+        "data": {"object": {"object": "contact", "id": contact_id,
+            "defaultFields": fields, "updatedAt": at}}
+    });
+    c.execute(
+        "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+         VALUES ('openphone', $1, 'contact.updated', $1, $2)",
+        &[&key, &serde_json::to_vec(&body).unwrap()],
+    )
+    .await
+    .unwrap();
+}
+
+/// A router on `db` with one worker, so events stored together are one
+/// batch (two or more contacts: the set-based path).
+fn one_worker_router(db: &TestDb) -> syncbridge::router::Router {
+    let mut settings = test_settings(&db.url);
+    settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
+    let config = syncbridge::config::Config::from_settings(&settings).unwrap();
+    let pool = syncbridge::db::pool(&db.url, 4).unwrap();
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    syncbridge::router::Router::new(pool, &registry, config.router.clone())
+}
+
 /// Routers decide from the link as the record's lock holder left it. A
 /// dispatcher (here: a transaction playing one) holds a client's lock while
 /// it records a newer synced state — the client's value and the link's
@@ -579,29 +614,11 @@ async fn a_contact_event_waiting_on_a_locked_client_decides_from_the_link_commit
         let at = (chrono::Utc::now() - chrono::Duration::days(1))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (n, (_, cid)) in ids.iter().enumerate() {
-            let body = json!({
-                "id": format!("EVlock{n}"), "object": "event", "apiVersion": "v3",
-                "createdAt": at, "type": "contact.updated",
-                "data": {"object": {"object": "contact", "id": cid,
-                    "defaultFields": {"firstName": "Ann", "lastName": "B",
-                        "phoneNumbers": [{"name": "phone", "value": format!("+1415555010{n}")}]},
-                    "updatedAt": at}}
-            });
-            c.execute(
-                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
-                 VALUES ('openphone', $1, 'contact.updated', $1, $2)",
-                &[&format!("EVlock{n}"), &serde_json::to_vec(&body).unwrap()],
-            )
-            .await
-            .unwrap();
+            let fields = json!({"firstName": "Ann", "lastName": "B",
+                "phoneNumbers": [{"name": "phone", "value": format!("+1415555010{n}")}]});
+            store_contact_event(&c, &format!("EVlock{n}"), cid, &at, fields).await;
         }
-        // One worker: a two-event run is one batch (the set-based path).
-        let mut settings = test_settings(&db.url);
-        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
-        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
-        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
-        let registry = syncbridge::providers::Registry::from_config(&config);
-        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
+        let router = one_worker_router(&db);
         let drain = tokio::spawn(async move {
             router
                 .drain_all(&tokio_util::sync::CancellationToken::new())
@@ -709,29 +726,10 @@ async fn a_link_left_by_a_deleted_client_is_taken_over() {
         }
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (n, cid) in cids.iter().enumerate() {
-            let body = json!({
-                "id": format!("EVgone{n}"), "object": "event", "apiVersion": "v3",
-                "createdAt": at, "type": "contact.updated",
-                "data": {"object": {"object": "contact", "id": cid,
-                    "defaultFields": {"firstName": "Back", "lastName": format!("Again{n}")},
-                    "updatedAt": at}}
-            });
-            c.execute(
-                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
-                 VALUES ('openphone', $1, 'contact.updated', $1, $2)",
-                &[&format!("EVgone{n}"), &serde_json::to_vec(&body).unwrap()],
-            )
-            .await
-            .unwrap();
+            let fields = json!({"firstName": "Back", "lastName": format!("Again{n}")});
+            store_contact_event(&c, &format!("EVgone{n}"), cid, &at, fields).await;
         }
-        // One worker: a two-event run is one batch (the set-based path).
-        let mut settings = test_settings(&db.url);
-        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
-        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
-        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
-        let registry = syncbridge::providers::Registry::from_config(&config);
-        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
-        router
+        one_worker_router(&db)
             .drain_all(&tokio_util::sync::CancellationToken::new())
             .await
             .unwrap();
