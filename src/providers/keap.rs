@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::outbound::{send_json, Pacer, PushError};
+use super::outbound::{JsonApi, Pacer, PushError};
 use super::{
     header, keep_headers, Change, Delivery, FetchFuture, Fetched, MaintainFuture, NormaliseError,
     Provider, PushFuture, Pushed, Reject, RemoteObject, StoredEvent, Verified, WebhookRequest,
@@ -59,15 +59,14 @@ pub struct Keap {
 
 impl Keap {
     pub fn from_config(c: &Config) -> Result<Keap, &'static str> {
-        let api = c.keap.api_key.clone().map(|key| Api {
-            http: reqwest::Client::builder()
-                .timeout(c.push_timeout)
-                .connect_timeout(c.push_timeout)
-                .build()
-                .unwrap_or_default(),
-            base: c.keap.api_url.trim_end_matches('/').to_owned(),
-            key,
-            pacer: Pacer::per_minute(c.keap.api_rate_per_min),
+        let api = c.keap.api_key.clone().map(|key| {
+            Api(JsonApi::new(
+                c.push_timeout,
+                c.keap.api_url.trim_end_matches('/').to_owned(),
+                "X-Keap-API-Key",
+                key,
+                Pacer::per_minute(c.keap.api_rate_per_min),
+            ))
         });
         if c.keap.webhook_token.is_none() && api.is_none() {
             return Err(WEBHOOKS_DISABLED);
@@ -572,39 +571,16 @@ fn changed_elsewhere(
 
 /// The v1 API (PROVIDERS.md §2.2–2.3): `X-Keap-API-Key`, paced under the
 /// per-key limits, `Retry-After` honoured.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: Secret,
-    pacer: Pacer,
-}
+struct Api(JsonApi);
 
 impl Api {
-    /// Sends one request; `Ok(None)` for a 404.
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Option<Value>, PushError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("X-Keap-API-Key", self.key.expose())
-            .query(query);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        send_json(&self.pacer, req).await
-    }
-
     /// Subscribes `url` to every event key syncbridge applies that this
     /// Keap account offers, and asks Keap to verify again any of those
     /// subscriptions that is not `Verified` (Keap makes a hook `Inactive`
     /// after four failed deliveries or a 410; PROVIDERS.md §2.6).
     async fn ensure_hooks(&self, url: &str) -> Result<String, PushError> {
         let offered = self
+            .0
             .call(reqwest::Method::GET, "/hooks/event_keys", &[], None)
             .await?
             .unwrap_or(Value::Null);
@@ -613,6 +589,7 @@ impl Api {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let hooks = self
+            .0
             .call(reqwest::Method::GET, "/hooks", &[], None)
             .await?
             .unwrap_or(Value::Null);
@@ -625,25 +602,27 @@ impl Api {
             });
             match ours {
                 None => {
-                    self.call(
-                        reqwest::Method::POST,
-                        "/hooks",
-                        &[],
-                        Some(&json!({"eventKey": key, "hookUrl": url})),
-                    )
-                    .await?;
+                    self.0
+                        .call(
+                            reqwest::Method::POST,
+                            "/hooks",
+                            &[],
+                            Some(&json!({"eventKey": key, "hookUrl": url})),
+                        )
+                        .await?;
                     created += 1;
                 }
                 Some(h) if h.get("status").and_then(Value::as_str) != Some("Verified") => {
                     let id = text(h, "key")
                         .ok_or_else(|| PushError::Transient("a Keap hook without a key".into()))?;
-                    self.call(
-                        reqwest::Method::POST,
-                        &format!("/hooks/{id}/verify"),
-                        &[],
-                        None,
-                    )
-                    .await?;
+                    self.0
+                        .call(
+                            reqwest::Method::POST,
+                            &format!("/hooks/{id}/verify"),
+                            &[],
+                            None,
+                        )
+                        .await?;
                     reverified += 1;
                 }
                 Some(_) => ok += 1,
@@ -667,7 +646,11 @@ impl Api {
             &[]
         };
         let path = format!("{path}{id}");
-        match self.call(reqwest::Method::GET, &path, query, None).await? {
+        match self
+            .0
+            .call(reqwest::Method::GET, &path, query, None)
+            .await?
+        {
             None => Ok(Fetched::Gone { table }),
             Some(v) => remote_object(object_type, table, &v)
                 .map(Fetched::Found)
@@ -685,13 +668,14 @@ impl Api {
             // Deleted locally (or soft-deleted): delete it in Keap too.
             let row = change.row.as_ref().or(change.deleted_row.as_ref());
             if let Some(id) = row.and_then(|r| text(r, "keap_id")) {
-                self.call(
-                    reqwest::Method::DELETE,
-                    &format!("/contacts/{id}"),
-                    &[],
-                    None,
-                )
-                .await?;
+                self.0
+                    .call(
+                        reqwest::Method::DELETE,
+                        &format!("/contacts/{id}"),
+                        &[],
+                        None,
+                    )
+                    .await?;
             }
             pushed.links.push(("primary", None));
             return Ok(pushed);
@@ -706,6 +690,7 @@ impl Api {
                 .filter(|e| !e.is_empty())
             {
                 let found = self
+                    .0
                     .call(
                         reqwest::Method::GET,
                         "/contacts",
@@ -728,6 +713,7 @@ impl Api {
                 // reconciled under the rules instead of being overwritten.
                 let path = format!("/contacts/{id}");
                 let current = self
+                    .0
                     .call(
                         reqwest::Method::GET,
                         &path,
@@ -757,6 +743,7 @@ impl Api {
                     current
                 } else {
                     let answer = self
+                        .0
                         .call(
                             reqwest::Method::PATCH,
                             &path,
@@ -785,6 +772,7 @@ impl Api {
                 }
             }
             None => self
+                .0
                 .call(
                     reqwest::Method::POST,
                     "/contacts",

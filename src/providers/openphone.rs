@@ -9,14 +9,13 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::outbound::{send_json, Pacer, PushError};
+use super::outbound::{JsonApi, Pacer, PushError};
 use super::signature::{self, HmacKey, SignatureError, StandardHeaders};
 use super::{
     header, keep_headers, Change, Delivery, NormaliseError, Provider, PushFuture, Pushed, Reject,
     StoredEvent, Verified, WebhookRequest,
 };
 use crate::config::Config;
-use crate::config::Secret;
 use crate::domain::{parse_provider_time, DedupKey, E164Phone, ProviderName};
 use crate::events::{CallEvent, CallFacet, Direction, DomainEvent, MessageEvent, RemoteContact};
 
@@ -45,15 +44,14 @@ pub struct OpenPhone {
 
 impl OpenPhone {
     pub fn from_config(c: &Config) -> Result<OpenPhone, &'static str> {
-        let api = c.openphone.api_key.clone().map(|key| Api {
-            http: reqwest::Client::builder()
-                .timeout(c.push_timeout)
-                .connect_timeout(c.push_timeout)
-                .build()
-                .unwrap_or_default(),
-            base: c.openphone.api_url.clone(),
-            key,
-            pacer: Pacer::per_second(c.openphone.api_rate),
+        let api = c.openphone.api_key.clone().map(|key| {
+            Api(JsonApi::new(
+                c.push_timeout,
+                c.openphone.api_url.clone(),
+                "Authorization",
+                key,
+                Pacer::per_second(c.openphone.api_rate),
+            ))
         });
         if c.openphone.webhook_key.is_none()
             && c.openphone.webhook_secret.is_none()
@@ -480,35 +478,12 @@ fn contact(obj: &Value, event_at: DateTime<Utc>) -> Option<RemoteContact> {
 
 /// The v1 contacts API (PROVIDERS.md §1.6): `Authorization: <key>` (no
 /// `Bearer`), paced under the rate limit, `Retry-After` honoured.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: Secret,
-    pacer: Pacer,
-}
+struct Api(JsonApi);
 
 impl Api {
-    /// Sends one request; `Ok(None)` for a 404.
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Option<Value>, PushError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", self.key.expose())
-            .query(query);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        send_json(&self.pacer, req).await
-    }
-
     async fn find(&self, external_id: &str) -> Result<Option<Value>, PushError> {
         let found = self
+            .0
             .call(
                 reqwest::Method::GET,
                 "/v1/contacts",
@@ -534,7 +509,8 @@ impl Api {
     ) -> Result<String, PushError> {
         let patch = |id: String| async move {
             let path = format!("/v1/contacts/{id}");
-            self.call(reqwest::Method::PATCH, &path, &[], Some(body))
+            self.0
+                .call(reqwest::Method::PATCH, &path, &[], Some(body))
                 .await
         };
         if let Some(id) = stored {
@@ -555,6 +531,7 @@ impl Api {
             }
         }
         let created = self
+            .0
             .call(reqwest::Method::POST, "/v1/contacts", &[], Some(body))
             .await?
             .ok_or_else(|| PushError::Permanent("POST /v1/contacts answered 404".into()))?;
@@ -564,14 +541,15 @@ impl Api {
 
     /// Deletes a contact; one that is already gone counts as deleted.
     async fn delete(&self, id: &str) -> Result<(), PushError> {
-        self.call(
-            reqwest::Method::DELETE,
-            &format!("/v1/contacts/{id}"),
-            &[],
-            None,
-        )
-        .await
-        .map(|_| ())
+        self.0
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/v1/contacts/{id}"),
+                &[],
+                None,
+            )
+            .await
+            .map(|_| ())
     }
 }
 

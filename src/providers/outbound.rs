@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::config::Secret;
+
 /// Why a push failed, and whether trying again can help.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PushError {
@@ -99,6 +101,58 @@ pub async fn send_json(
     }
     let text = resp.text().await.unwrap_or_default();
     Err(PushError::from_status(status, wait, &text))
+}
+
+/// A provider's JSON API: its base URL, the credential in the header the
+/// provider reads it from, and the pacer every request to it waits on.
+pub struct JsonApi {
+    http: reqwest::Client,
+    base: String,
+    auth_header: &'static str,
+    key: Secret,
+    pacer: Pacer,
+}
+
+impl JsonApi {
+    /// `timeout` bounds each request and its connection.
+    pub fn new(
+        timeout: Duration,
+        base: String,
+        auth_header: &'static str,
+        key: Secret,
+        pacer: Pacer,
+    ) -> JsonApi {
+        JsonApi {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+            base,
+            auth_header,
+            key,
+            pacer,
+        }
+    }
+
+    /// Sends one request ([`send_json`]): `Ok(None)` for a 404.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>, PushError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(self.auth_header, self.key.expose())
+            .query(query);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        send_json(&self.pacer, req).await
+    }
 }
 
 /// Spaces requests at least `1/rate` apart, across every task that shares
