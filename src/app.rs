@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::db::Pool;
 use crate::dispatcher::Dispatcher;
 use crate::fetcher::Fetcher;
-use crate::inbox::Inbox;
+use crate::inbox::{ByteBudget, Inbox};
 use crate::providers::Registry;
 use crate::router::Router;
 use crate::{listener, scheduler, telemetry};
@@ -30,6 +30,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub pool: Pool,
     pub inbox: Inbox,
+    /// Request bodies' bytes in memory (`SYNCBRIDGE_MAX_INFLIGHT_BYTES`).
+    pub body_budget: ByteBudget,
     pub providers: Registry,
     pub metrics: PrometheusHandle,
     pub health: Arc<Health>,
@@ -201,10 +203,12 @@ impl App {
             )));
         }
 
+        let body_budget = ByteBudget::new(config.http.max_inflight_bytes);
         let state = AppState {
             config,
             pool,
             inbox,
+            body_budget,
             providers,
             metrics: telemetry::metrics(),
             health,
@@ -212,12 +216,9 @@ impl App {
         };
         let addr = listener.local_addr()?;
         let app = crate::http::router(state.clone());
+        let limits = state.config.http.clone();
         let shutdown = http_cancel.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        });
+        let server = tokio::spawn(crate::http::server::serve(listener, app, limits, shutdown));
         Ok(App {
             state,
             addr,

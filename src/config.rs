@@ -108,6 +108,10 @@ pub struct RouterConfig {
     pub retry_base: Duration,
     /// Events claimed per transaction (`SYNCBRIDGE_ROUTER_BATCH`, 256).
     pub batch_size: i64,
+    /// Body bytes claimed per transaction at most
+    /// (`SYNCBRIDGE_ROUTER_BATCH_BYTES`, 8 MiB): a batch of large events
+    /// stops short of `batch_size` (it always takes at least one event).
+    pub batch_bytes: usize,
     /// Batches applied side by side, each in its own transaction
     /// (`SYNCBRIDGE_ROUTER_WORKERS`, 3; the dispatcher runs one). A worker
     /// spends about a quarter of a batch in the service itself (normalise,
@@ -118,6 +122,29 @@ pub struct RouterConfig {
     pub poll_interval: Duration,
     /// Debounce window of fetch hints (`SYNCBRIDGE_FETCH_DEBOUNCE_MS`).
     pub fetch_debounce: Duration,
+}
+
+/// What the HTTP front lets one client hold: a request that takes longer,
+/// a connection over the cap, bodies past the byte budget wait or are
+/// dropped, so no client can hold the service's workers or memory.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Time a connection may take to send a request's headers, counted
+    /// from when it opened or its previous answer was sent — so also how
+    /// long an idle keep-alive connection stays open
+    /// (`SYNCBRIDGE_HEADER_TIMEOUT_S`, 10).
+    pub header_timeout: Duration,
+    /// Time from a request's headers to its answer, body included
+    /// (`SYNCBRIDGE_REQUEST_TIMEOUT_S`, 30): a slower one gets 408 and its
+    /// connection is closed.
+    pub request_timeout: Duration,
+    /// Connections served at once (`SYNCBRIDGE_MAX_CONNECTIONS`, 1024);
+    /// past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Bytes of request bodies held in memory at once, from before a body
+    /// is read until its answer (`SYNCBRIDGE_MAX_INFLIGHT_BYTES`, 64 MiB);
+    /// past it, requests wait for room.
+    pub max_inflight_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +164,8 @@ pub struct Config {
     /// `None` when `SYNCBRIDGE_SIGNATURE_TOLERANCE_S=0` (check disabled).
     pub signature_tolerance: Option<Duration>,
     pub max_body_bytes: usize,
+    /// The HTTP server's limits (see [`HttpLimits`]).
+    pub http: HttpLimits,
     pub log_format: LogFormat,
     /// Data directory of the embedded cluster (`SYNCBRIDGE_DATA_DIR`).
     pub data_dir: Option<PathBuf>,
@@ -309,6 +338,35 @@ impl Config {
                 "must be at least 1024; providers batch up to 1000 objects per delivery",
             ));
         }
+        let max_inflight_bytes: usize = s.number("SYNCBRIDGE_MAX_INFLIGHT_BYTES", 64 << 20)?;
+        if max_inflight_bytes < max_body_bytes {
+            return Err(invalid(
+                "SYNCBRIDGE_MAX_INFLIGHT_BYTES",
+                "must be at least SYNCBRIDGE_MAX_BODY_BYTES, or no body of the largest size fits",
+            ));
+        }
+        let seconds = |key: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match s.number(key, default)? {
+                0 => Err(invalid(key, "must be at least 1 second")),
+                n => Ok(Duration::from_secs(n)),
+            }
+        };
+        let http = HttpLimits {
+            header_timeout: seconds("SYNCBRIDGE_HEADER_TIMEOUT_S", 10)?,
+            request_timeout: seconds("SYNCBRIDGE_REQUEST_TIMEOUT_S", 30)?,
+            max_connections: match s.number("SYNCBRIDGE_MAX_CONNECTIONS", 1024usize)? {
+                0 => return Err(invalid("SYNCBRIDGE_MAX_CONNECTIONS", "must be at least 1")),
+                n => n,
+            },
+            max_inflight_bytes,
+        };
+        let batch_bytes: usize = s.number("SYNCBRIDGE_ROUTER_BATCH_BYTES", 8 << 20)?;
+        if batch_bytes < 1024 {
+            return Err(invalid(
+                "SYNCBRIDGE_ROUTER_BATCH_BYTES",
+                "must be at least 1024",
+            ));
+        }
         let log_format = match s.get("SYNCBRIDGE_LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -378,6 +436,7 @@ impl Config {
             },
             signature_tolerance: (tolerance_s > 0).then(|| Duration::from_secs(tolerance_s)),
             max_body_bytes,
+            http,
             log_format,
             data_dir: s.get("SYNCBRIDGE_DATA_DIR").map(PathBuf::from),
             inbox_writers: match s.number("SYNCBRIDGE_INBOX_WRITERS", 1usize)? {
@@ -389,6 +448,7 @@ impl Config {
                 max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
                 batch_size: 64,
+                batch_bytes,
                 workers: 1,
                 // The sweep that covers a doorbell rung between a re-arm and
                 // a drain (see migrations/0005_capture.up.sql).
@@ -399,6 +459,7 @@ impl Config {
                 max_attempts,
                 retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
                 batch_size: s.number("SYNCBRIDGE_ROUTER_BATCH", 256)?,
+                batch_bytes,
                 workers: match s.number("SYNCBRIDGE_ROUTER_WORKERS", 3usize)? {
                     0 => return Err(invalid("SYNCBRIDGE_ROUTER_WORKERS", "must be at least 1")),
                     n => n,

@@ -9,13 +9,21 @@
 //! Architecture invariant: `submit` returns `Accepted`/`Duplicate` only
 //! after the transaction holding the row has committed; on any error the
 //! caller answers 503 and the provider retries.
-//! The queue is bounded: when it is full, `submit` waits (backpressure
-//! reaches the HTTP clients instead of memory).
+//! The queue is bounded in count (`QUEUE_DEPTH`) and in bytes: every
+//! delivery in it belongs to a request holding a [`Reservation`] of the
+//! [`ByteBudget`] for its body, taken before the body was read. When either
+//! is exhausted, senders wait (backpressure reaches the HTTP clients
+//! instead of memory).
+//!
+//! A bad row fails alone: if the group's INSERT is refused for its data,
+//! the writer stores the group again one delivery per savepoint, so only
+//! the offending delivery is refused (`InboxError::Refused`, a 400) and
+//! every other one is committed and acknowledged as usual.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, DbError, Pool};
@@ -38,8 +46,56 @@ pub enum Stored {
 pub enum InboxError {
     #[error("the inbox could not store the delivery: {0}")]
     Storage(String),
+    /// The database refused this delivery's own data; retrying it will not
+    /// help, and no other delivery was affected.
+    #[error("the database refused this delivery: {0}")]
+    Refused(String),
     #[error("syncbridge is shutting down")]
     ShuttingDown,
+}
+
+/// Bytes that request bodies may hold in memory at once, from before they
+/// are read until their answer (the inbox's queue included). Counted in
+/// KiB so the budget can exceed 4 GiB's worth of permits.
+#[derive(Clone)]
+pub struct ByteBudget {
+    permits: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+/// Bytes held under a [`ByteBudget`]; released on drop.
+pub struct Reservation {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ByteBudget {
+    pub fn new(bytes: usize) -> ByteBudget {
+        let total_kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        ByteBudget {
+            permits: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Waits until `bytes` fit (a request larger than the whole budget
+    /// takes all of it).
+    pub async fn reserve(&self, bytes: usize) -> Reservation {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        let permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("the budget's semaphore is never closed");
+        Reservation { _permit: permit }
+    }
+
+    /// Bytes not reserved right now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits() * 1024
+    }
 }
 
 struct Pending {
@@ -136,16 +192,28 @@ async fn writer(
         let result = commit_batch(&pool, &batch).await;
         metrics::histogram!("syncbridge_inbox_commit_seconds").record(started.elapsed());
         metrics::histogram!("syncbridge_inbox_batch_size").record(n as f64);
+        let result = match result {
+            Err(e) if !e.is_transient() => {
+                // Refused for its data (or otherwise by the server, with the
+                // connection intact): find the delivery that caused it.
+                tracing::warn!(error = %e, deliveries = n, "inbox group refused; storing its deliveries one by one");
+                metrics::counter!("syncbridge_inbox_group_retries_total").increment(1);
+                commit_each(&pool, &batch).await
+            }
+            Ok(ids) => Ok(ids.into_iter().map(Ok).collect()),
+            Err(e) => Err(e),
+        };
         match result {
-            Ok(ids) => {
-                let any_new = ids.iter().any(Option::is_some);
-                for (p, id) in batch.drain(..).zip(ids) {
+            Ok(results) => {
+                let any_new = results.iter().any(|r| matches!(r, Ok(Some(_))));
+                for (p, r) in batch.drain(..).zip(results) {
                     metrics::histogram!("syncbridge_inbox_wait_seconds")
                         .record(p.queued_at.elapsed());
-                    let _ = p.reply.send(Ok(match id {
-                        Some(id) => Stored::Accepted(id),
-                        None => Stored::Duplicate,
-                    }));
+                    let _ = p.reply.send(match r {
+                        Ok(Some(id)) => Ok(Stored::Accepted(id)),
+                        Ok(None) => Ok(Stored::Duplicate),
+                        Err(e) => Err(e),
+                    });
                 }
                 if any_new {
                     stored.notify_waiters();
@@ -162,6 +230,37 @@ async fn writer(
             }
         }
     }
+}
+
+/// The group again, one savepoint per delivery, one commit: a delivery the
+/// database refuses gets its own error and the rest are stored.
+async fn commit_each(
+    pool: &Pool,
+    batch: &[Pending],
+) -> Result<Vec<Result<Option<i64>, InboxError>>, DbError> {
+    let mut client = pool.get().await?;
+    let mut tx = client.transaction().await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for p in batch {
+        let sp = tx.savepoint("delivery").await?;
+        match db::inbox::insert_batch(&sp, &[&p.delivery]).await {
+            Ok(ids) => {
+                sp.commit().await?;
+                out.push(Ok(ids.into_iter().next().flatten()));
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                sp.rollback().await?;
+                tracing::warn!(error = %e, provider = %p.delivery.provider, "delivery refused by the database");
+                metrics::counter!("syncbridge_inbox_refused_total",
+                    "provider" => p.delivery.provider.as_str())
+                .increment(1);
+                out.push(Err(InboxError::Refused(e.to_string())));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
 }
 
 async fn commit_batch(pool: &Pool, batch: &[Pending]) -> Result<Vec<Option<i64>>, DbError> {

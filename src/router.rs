@@ -17,6 +17,7 @@
 //!   once the record is locked, so it decides from the state the other left.
 //!   A deadlock victim's batch rolls back whole and is applied again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,10 @@ pub struct Router {
     pool: Pool,
     providers: Vec<Arc<dyn Provider>>,
     config: RouterConfig,
+    /// Per provider (same order), the mean body size of its last claimed
+    /// batch: the next claim locks only as many events as the byte budget
+    /// is likely to take.
+    body_sizes: Arc<Vec<AtomicUsize>>,
 }
 
 /// What one pass over the inbox did.
@@ -71,9 +76,11 @@ impl PassStats {
 
 impl Router {
     pub fn new(pool: Pool, registry: &Registry, config: RouterConfig) -> Router {
+        let providers = registry.routed();
         Router {
+            body_sizes: Arc::new(providers.iter().map(|_| AtomicUsize::new(0)).collect()),
             pool,
-            providers: registry.routed(),
+            providers,
             config,
         }
     }
@@ -128,9 +135,24 @@ impl Router {
     pub async fn apply_batch(&self, provider: &dyn Provider) -> Result<PassStats, DbError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let claimed = inbox::claim(&tx, provider.name(), self.config.batch_size).await?;
+        let size = self
+            .providers
+            .iter()
+            .position(|p| p.name() == provider.name())
+            .and_then(|i| self.body_sizes.get(i));
+        let mean = size.map_or(0, |s| s.load(Ordering::Relaxed));
+        let budget = self.config.batch_bytes;
+        let limit = match mean {
+            0 => self.config.batch_size,
+            m => ((budget / m) as i64 + 1).clamp(1, self.config.batch_size.max(1)),
+        };
+        let claimed = inbox::claim(&tx, provider.name(), limit, budget as i64).await?;
         if claimed.is_empty() {
             return Ok(PassStats::default());
+        }
+        if let Some(size) = size {
+            let bytes: usize = claimed.iter().map(|c| c.body.len()).sum();
+            size.store((bytes / claimed.len()).max(1), Ordering::Relaxed);
         }
         tx.execute(
             "SELECT set_config('syncbridge.origin', $1, true)",
@@ -329,13 +351,13 @@ struct Ctx<'a, 't> {
     fetch_debounce: std::time::Duration,
 }
 
-fn stored(ev: &Claimed) -> StoredEvent {
+fn stored(ev: &Claimed) -> StoredEvent<'_> {
     StoredEvent {
         id: ev.id,
         provider: ev.provider,
-        event_type: ev.event_type.clone(),
+        event_type: ev.event_type.as_deref(),
         occurred_at: ev.occurred_at,
-        body: ev.body.clone(),
+        body: &ev.body,
     }
 }
 

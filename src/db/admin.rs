@@ -2,8 +2,11 @@
 //! inbox inspection and replay.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use crate::domain::ProviderName;
 
 use super::{Client, DbError};
 
@@ -146,7 +149,7 @@ pub async fn status(c: &Client) -> Result<Value, DbError> {
 /// What `POST /api/sync/retry` re-queues.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct RetryFilter {
-    pub provider: Option<String>,
+    pub provider: Option<ProviderName>,
     /// A table (`clients`) for outbound changes.
     pub entity: Option<String>,
     /// Local record ids (outbound).
@@ -156,16 +159,25 @@ pub struct RetryFilter {
     #[serde(default)]
     pub event_ids: Vec<i64>,
     /// `inbound`, `outbound`, or both when absent.
-    pub direction: Option<String>,
+    pub direction: Option<Direction>,
+}
+
+/// Which way a retry goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
 }
 
 /// Failed → pending; returns (outbound changes, inbound events) re-queued.
 pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbError> {
     let tx = c.transaction().await?;
     let both = f.direction.is_none();
+    let provider = f.provider.map(ProviderName::as_str);
     let mut outbound = 0;
     let mut inbound = 0;
-    if both || f.direction.as_deref() == Some("outbound") {
+    if both || f.direction == Some(Direction::Outbound) {
         let rows = tx
             .query(
                 "UPDATE sync_outbox SET status = 'pending', attempts = 0, error = NULL,
@@ -175,7 +187,7 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
                    AND ($2::text IS NULL OR table_name = $2)
                    AND (cardinality($3::uuid[]) = 0 OR record_id = ANY($3))
                  RETURNING table_name, record_id",
-                &[&f.provider, &f.entity, &f.ids],
+                &[&provider, &f.entity, &f.ids],
             )
             .await?;
         outbound = rows.len() as u64;
@@ -195,7 +207,7 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
         )
         .await?;
     }
-    if both || f.direction.as_deref() == Some("inbound") {
+    if both || f.direction == Some(Direction::Inbound) {
         inbound = tx
             .execute(
                 "UPDATE webhook_events SET status = 'pending', attempts = 0, error = NULL,
@@ -203,7 +215,7 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
                  WHERE status = 'failed'
                    AND ($1::text IS NULL OR provider = $1)
                    AND (cardinality($2::bigint[]) = 0 OR id = ANY($2))",
-                &[&f.provider, &f.event_ids],
+                &[&provider, &f.event_ids],
             )
             .await?;
     }

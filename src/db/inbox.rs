@@ -99,23 +99,39 @@ pub struct Claimed {
 }
 
 /// Locks up to `limit` due, pending events of `provider`, oldest first,
-/// skipping rows another router holds.
+/// skipping rows another router holds, and returns the longest prefix of
+/// them whose bodies add up to at most `max_bytes` (always the first one,
+/// however large): the router's memory is bounded by bytes, not only by
+/// count. Rows locked past the budget are not returned; they stay pending
+/// and are free again when the claiming transaction ends. The router sizes
+/// `limit` from the bodies it saw last, so that few are.
 pub async fn claim(
     tx: &Transaction<'_>,
     provider: ProviderName,
     limit: i64,
+    max_bytes: i64,
 ) -> Result<Vec<Claimed>, DbError> {
     let stmt = tx
         .prepare_cached(
-            "SELECT id, event_type, occurred_at, attempts, body
-             FROM webhook_events
-             WHERE status = 'pending' AND provider = $1 AND next_attempt_at <= now()
-             ORDER BY next_attempt_at, id
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED",
+            "WITH locked AS (
+                 SELECT id, next_attempt_at, octet_length(body) AS len
+                 FROM webhook_events
+                 WHERE status = 'pending' AND provider = $1 AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at, id
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED),
+             sized AS (
+                 SELECT id, sum(len) OVER (ORDER BY next_attempt_at, id) - len AS before
+                 FROM locked)
+             SELECT e.id, e.event_type, e.occurred_at, e.attempts, e.body
+             FROM sized s JOIN webhook_events e ON e.id = s.id
+             WHERE s.before = 0 OR s.before + octet_length(e.body) <= $3
+             ORDER BY s.before, e.id",
         )
         .await?;
-    let rows = tx.query(&stmt, &[&provider.as_str(), &limit]).await?;
+    let rows = tx
+        .query(&stmt, &[&provider.as_str(), &limit, &max_bytes])
+        .await?;
     Ok(rows
         .iter()
         .map(|r| Claimed {

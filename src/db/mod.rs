@@ -65,6 +65,18 @@ impl DbError {
             DbError::Migration(_) => false,
         }
     }
+
+    /// True when the server refused the data itself (a data exception,
+    /// an integrity violation, a value over a limit): the same statement
+    /// with the same values fails again, and other values may pass.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            DbError::Postgres(e) => e
+                .code()
+                .is_some_and(|c| matches!(&c.code()[..2], "22" | "23" | "54")),
+            _ => false,
+        }
+    }
 }
 
 /// A pool of at most `max_size` connections to `url`.

@@ -1,8 +1,13 @@
 //! `/api/*`: the operator API behind `SYNCBRIDGE_ADMIN_TOKEN` (bearer,
 //! compared in constant time). Unset token: every route answers 503 and
 //! says why.
+//!
+//! Every input is parsed into a typed value with its range before any
+//! query runs (providers and statuses are enums, names are bounded, times
+//! lie between 1970 and 9999, limits between 1 and 500): a bad value is a
+//! 4xx JSON answer naming it, never a database error.
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -10,11 +15,15 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::ApiError;
 use crate::app::AppState;
 use crate::conflict::Strategy;
 use crate::db::engine::{self, Choice, ResolveError};
 use crate::db::{self, admin};
+use crate::domain::ProviderName;
+use crate::providers::edge::check_text;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// Rejects requests without the admin bearer token.
@@ -31,7 +40,7 @@ pub async fn require_token(State(app): State<AppState>, req: Request, next: Next
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .unwrap_or_default();
     if !token.matches(presented) {
         return ApiError::new(
@@ -44,13 +53,50 @@ pub async fn require_token(State(app): State<AppState>, req: Request, next: Next
     next.run(req).await
 }
 
+/// The credentials of an `Authorization: Bearer …` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
 fn db_error(e: db::DbError) -> ApiError {
-    tracing::warn!(error = %e, "admin query failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "database error",
-        e.to_string(),
-    )
+    e.into()
+}
+
+fn bad(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad request", detail)
+}
+
+/// A table or field name as the API takes it: 1 to 63 bytes (Postgres'
+/// identifier length), no control characters.
+fn check_name(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(bad(format!("{what} is empty")));
+    }
+    check_text(what, value, 63).map_err(bad)
+}
+
+/// A page size: 1 to 500, 50 when absent.
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n @ 1..=500) => Ok(n),
+        Some(n) => Err(bad(format!("limit is 1 to 500, not {n}"))),
+    }
+}
+
+/// A time filter Postgres can compare with: between 1970 and 9999.
+fn check_time(what: &str, t: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    use chrono::Datelike;
+    match t {
+        Some(t) if !(1970..=9999).contains(&t.year()) => Err(bad(format!(
+            "{what} must lie between 1970 and 9999, not {t}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 async fn client(app: &AppState) -> Result<db::Client, ApiError> {
@@ -78,19 +124,22 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(v))
 }
 
+/// Ids one retry may name at most.
+const MAX_RETRY_IDS: usize = 10_000;
+
 pub async fn retry(
     State(app): State<AppState>,
-    body: Option<Json<admin::RetryFilter>>,
+    body: Option<ApiJson<admin::RetryFilter>>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = body.map(|Json(f)| f).unwrap_or_default();
-    if let Some(d) = &filter.direction {
-        if d != "inbound" && d != "outbound" {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad request",
-                "direction is inbound or outbound",
-            ));
-        }
+    let filter = body.map(|ApiJson(f)| f).unwrap_or_default();
+    if let Some(e) = &filter.entity {
+        check_name("entity", e)?;
+    }
+    if filter.ids.len() + filter.event_ids.len() > MAX_RETRY_IDS {
+        return Err(bad(format!("at most {MAX_RETRY_IDS} ids per retry")));
+    }
+    if filter.event_ids.iter().any(|&id| id < 1) {
+        return Err(bad("event_ids are inbox ids, 1 or more"));
     }
     let mut c = client(&app).await?;
     let (outbound, inbound) = admin::retry(&mut c, &filter).await.map_err(db_error)?;
@@ -104,15 +153,15 @@ pub async fn retry(
 #[derive(Debug, Deserialize)]
 pub struct FullSync {
     pub entity: String,
-    pub provider: String,
+    pub provider: ProviderName,
 }
 
 pub async fn full(
     State(app): State<AppState>,
-    Json(req): Json<FullSync>,
+    ApiJson(req): ApiJson<FullSync>,
 ) -> Result<Json<Value>, ApiError> {
-    let provider = crate::domain::ProviderName::parse(&req.provider)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad request", "unknown provider"))?;
+    check_name("entity", &req.entity)?;
+    let provider = req.provider;
     let pusher = app
         .providers
         .get(provider)
@@ -124,7 +173,7 @@ pub async fn full(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad request",
-            format!("{} syncs {}", req.provider, tables.join(", ")),
+            format!("{provider} syncs {}", tables.join(", ")),
         ));
     }
     let c = client(&app).await?;
@@ -137,22 +186,48 @@ pub async fn full(
 
 #[derive(Debug, Deserialize)]
 pub struct EventQuery {
-    pub provider: Option<String>,
-    pub status: Option<String>,
+    pub provider: Option<ProviderName>,
+    pub status: Option<InboxStatus>,
     pub before_id: Option<i64>,
     pub limit: Option<i64>,
 }
 
+/// An inbox row's status, as the events filter takes it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxStatus {
+    Pending,
+    Processed,
+    Ignored,
+    SkippedStale,
+    Failed,
+}
+
+impl InboxStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Pending => "pending",
+            InboxStatus::Processed => "processed",
+            InboxStatus::Ignored => "ignored",
+            InboxStatus::SkippedStale => "skipped_stale",
+            InboxStatus::Failed => "failed",
+        }
+    }
+}
+
 pub async fn events(
     State(app): State<AppState>,
-    Query(q): Query<EventQuery>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let limit = page_limit(q.limit)?;
+    if q.before_id.is_some_and(|id| id < 1) {
+        return Err(bad("before_id is an inbox id, 1 or more"));
+    }
     let c = client(&app).await?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let rows = admin::events(
         &c,
-        q.provider.as_deref(),
-        q.status.as_deref(),
+        q.provider.map(ProviderName::as_str),
+        q.status.map(InboxStatus::as_str),
         q.before_id,
         limit,
     )
@@ -168,7 +243,7 @@ pub async fn events(
 
 pub async fn event(
     State(app): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
     admin::event(&c, id)
@@ -186,7 +261,7 @@ pub async fn event(
 
 pub async fn replay(
     State(app): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
     if !admin::replay_event(&c, id).await.map_err(db_error)? {
@@ -205,16 +280,20 @@ pub struct ConflictQuery {
     /// `open` (default), `resolved`, `superseded` or `all`.
     pub status: Option<String>,
     pub entity: Option<String>,
-    pub provider: Option<String>,
+    pub provider: Option<ProviderName>,
     /// Page: conflicts detected before this time.
-    pub before: Option<chrono::DateTime<chrono::Utc>>,
+    pub before: Option<DateTime<Utc>>,
     pub limit: Option<i64>,
 }
 
 pub async fn conflicts(
     State(app): State<AppState>,
-    Query(q): Query<ConflictQuery>,
+    ApiQuery(q): ApiQuery<ConflictQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(e) = &q.entity {
+        check_name("entity", e)?;
+    }
+    check_time("before", q.before)?;
     let status = match q.status.as_deref().unwrap_or("open") {
         "all" => None,
         s @ ("open" | "resolved" | "superseded") => Some(s),
@@ -226,13 +305,13 @@ pub async fn conflicts(
             ))
         }
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = page_limit(q.limit)?;
     let c = client(&app).await?;
     let rows = engine::list_conflicts(
         &c,
         status,
         q.entity.as_deref(),
-        q.provider.as_deref(),
+        q.provider.map(ProviderName::as_str),
         q.before,
         limit,
     )
@@ -248,7 +327,7 @@ pub async fn conflicts(
 
 pub async fn conflict(
     State(app): State<AppState>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
     engine::get_conflict(&c, id)
@@ -276,12 +355,21 @@ pub struct ResolveBody {
     pub notes: Option<String>,
 }
 
+/// Longest resolution note kept.
+const MAX_NOTES_BYTES: usize = 10_000;
+
 pub async fn resolve_conflict(
     State(app): State<AppState>,
-    Path(id): Path<Uuid>,
-    Json(body): Json<ResolveBody>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let bad = |d: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad request", d);
+    if body
+        .notes
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_NOTES_BYTES)
+    {
+        return Err(bad(format!("notes are at most {MAX_NOTES_BYTES} bytes")));
+    }
     let choice = match (body.resolution.as_str(), body.data) {
         ("local", None) => Choice::Local,
         ("remote", None) => Choice::Remote,
@@ -324,13 +412,14 @@ pub struct RuleBody {
 
 pub async fn set_conflict_rule(
     State(app): State<AppState>,
-    Json(body): Json<RuleBody>,
+    ApiJson(body): ApiJson<RuleBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let bad = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "bad request", d);
     if body.entity_type.trim().is_empty() {
-        return Err(bad("entity_type is a table name or *".into()));
+        return Err(bad("entity_type is a table name or *"));
     }
+    check_name("entity_type", &body.entity_type)?;
     let field = body.field.as_deref().unwrap_or("*");
+    check_name("field", field)?;
     let strategy = match body.strategy.as_deref() {
         None => None,
         Some(s) => Some(Strategy::parse(s).ok_or_else(|| {

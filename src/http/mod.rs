@@ -1,18 +1,28 @@
 //! The HTTP front: one axum router. Handlers return `Result<_, ApiError>`;
-//! the error type is the only place error bodies are built.
+//! the error type is the only place error bodies are built, and every
+//! answer that is an error is JSON `{"error", "detail"}` — the extractors
+//! in `extract` answer their rejections so, the fallbacks (404, 405) and
+//! the request deadline (408) too, and a last layer turns any other error
+//! body into that shape.
 
 pub mod admin;
+pub mod extract;
 pub mod health;
+pub mod server;
 pub mod webhooks;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::db::DbError;
 
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> axum::Router {
@@ -47,12 +57,80 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.http.request_timeout,
+            deadline,
+        ))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        "this route does not take that method (see the Allow header)",
+    )
+}
+
+/// Answers 408 and closes the connection when a request (its body read,
+/// its inbox commit, its handler) takes longer than
+/// `SYNCBRIDGE_REQUEST_TIMEOUT_S`: a client that sends slowly holds
+/// nothing past it.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics::counter!("syncbridge_http_timeouts_total").increment(1);
+            let mut r = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request timeout",
+                format!(
+                    "the request was not complete within {}s (SYNCBRIDGE_REQUEST_TIMEOUT_S)",
+                    limit.as_secs()
+                ),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+/// The last word on error bodies: an error answer that is not JSON (from
+/// a layer or an extractor this crate did not wrap) is rewritten as
+/// `{"error", "detail"}` with its status and headers kept.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let detail = match String::from_utf8_lossy(&text).trim() {
+        "" => reason.clone(),
+        t => t.to_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let body = Json(json!({"error": reason, "detail": detail}));
+    (parts, body).into_response()
 }
 
 /// `{"error": "...", "detail": "..."}` with a fitting status.
@@ -70,6 +148,17 @@ impl ApiError {
             error,
             detail: detail.into(),
         }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        tracing::warn!(error = %e, "query failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database error",
+            e.to_string(),
+        )
     }
 }
 

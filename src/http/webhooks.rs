@@ -1,14 +1,18 @@
-//! `POST /webhooks/*`: raw body → provider verify → inbox → answer.
-//! The body is read as bytes (bounded by `SYNCBRIDGE_MAX_BODY_BYTES`) and
-//! verified before any parsing; the answer is sent only after the inbox
-//! has committed the delivery.
+//! `POST /webhooks/*`: raw body → provider verify → edge checks → inbox →
+//! answer. The work a request can cause before it is authenticated is
+//! bounded: a `Content-Length` over `SYNCBRIDGE_MAX_BODY_BYTES` is refused
+//! unread, the body's bytes are reserved from the in-flight budget before
+//! it is read (backpressure, not memory), and a body large enough to take
+//! the HMAC more than a moment is verified on the blocking pool, off the
+//! async workers. The answer is sent only after the inbox has committed
+//! the delivery.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -18,31 +22,26 @@ use super::ApiError;
 use crate::app::AppState;
 use crate::domain::ProviderName;
 use crate::inbox::{InboxError, Stored};
-use crate::providers::{Reject, Verified, WebhookRequest};
+use crate::providers::{Provider, Reject, Verified, WebhookRequest};
 
-pub async fn openphone(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    ingest(&app, ProviderName::OpenPhone, None, &headers, body).await
+/// Bodies at least this large are verified on the blocking pool.
+const OFFLOAD_VERIFY_BYTES: usize = 64 * 1024;
+
+pub async fn openphone(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    ingest(&app, ProviderName::OpenPhone, None, headers, body).await
 }
 
 pub async fn keap(
     State(app): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    ingest(&app, ProviderName::Keap, Some(&token), &headers, body).await
+    ingest(&app, ProviderName::Keap, Some(token), headers, body).await
 }
 
-pub async fn resman(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    ingest(&app, ProviderName::ResMan, None, &headers, body).await
+pub async fn resman(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    ingest(&app, ProviderName::ResMan, None, headers, body).await
 }
 
 fn count(provider: ProviderName, result: &'static str, reason: &'static str) {
@@ -54,9 +53,9 @@ fn count(provider: ProviderName, result: &'static str, reason: &'static str) {
 async fn ingest(
     app: &AppState,
     name: ProviderName,
-    token: Option<&str>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    token: Option<String>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let response = match handle(app, name, token, headers, body).await {
@@ -68,53 +67,79 @@ async fn ingest(
     response
 }
 
+fn too_large(app: &AppState, name: ProviderName) -> ApiError {
+    count(name, "rejected", "too_large");
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload too large",
+        format!(
+            "bodies over {} bytes are refused (SYNCBRIDGE_MAX_BODY_BYTES)",
+            app.config.max_body_bytes
+        ),
+    )
+}
+
 async fn handle(
     app: &AppState,
     name: ProviderName,
-    token: Option<&str>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    token: Option<String>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     count(name, "received", "");
     let provider = app.providers.webhooks(name).map_err(|why| {
         count(name, "rejected", "disabled");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "provider disabled", why)
     })?;
-    let body = body.map_err(|e| {
-        let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            count(name, "rejected", "too_large");
-            ApiError::new(
-                status,
-                "payload too large",
-                format!(
-                    "bodies over {} bytes are refused (SYNCBRIDGE_MAX_BODY_BYTES)",
-                    app.config.max_body_bytes
-                ),
-            )
+    let limit = app.config.max_body_bytes;
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    count(name, "rejected", "malformed");
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad request",
+                        "Content-Length is not a number",
+                    )
+                })?,
+        ),
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(app, name));
+    }
+    // Held until the answer: the body, the verified delivery and its place
+    // in the inbox's queue all count against the budget.
+    let _reservation = app
+        .body_budget
+        .reserve(declared.map_or(limit, |n| n as usize))
+        .await;
+    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large(app, name)
         } else {
             count(name, "rejected", "unreadable");
-            ApiError::new(status, "unreadable body", e.body_text())
+            ApiError::new(StatusCode::BAD_REQUEST, "unreadable body", e.to_string())
         }
     })?;
 
-    let req = WebhookRequest {
-        token,
-        headers,
-        body: &body,
-        now: Utc::now(),
-    };
-    let verified = provider.verify(&req).map_err(|r| match r {
-        Reject::Unauthorized(why) => {
-            count(name, "rejected", "signature");
-            tracing::info!(provider = %name, reason = %why, "webhook refused");
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
-        }
-        Reject::BadRequest(why) => {
-            count(name, "rejected", "malformed");
-            ApiError::new(StatusCode::BAD_REQUEST, "bad request", why)
-        }
-    })?;
+    let verified = verify(provider, token, headers, body)
+        .await
+        .map_err(|r| match r {
+            Reject::Unauthorized(why) => {
+                count(name, "rejected", "signature");
+                tracing::info!(provider = %name, reason = %why, "webhook refused");
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why)
+            }
+            Reject::BadRequest(why) => {
+                count(name, "rejected", "malformed");
+                ApiError::new(StatusCode::BAD_REQUEST, "bad request", why)
+            }
+        })?;
 
     let delivery = match verified {
         Verified::Handshake { header, value } => {
@@ -137,18 +162,52 @@ async fn handle(
             count(name, "duplicate", "");
             Ok(Json(json!({"status": "duplicate"})).into_response())
         }
-        Err(e) => {
-            count(name, "rejected", "storage");
-            let status = match e {
-                InboxError::ShuttingDown | InboxError::Storage(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            };
+        Err(InboxError::Refused(why)) => {
+            count(name, "rejected", "refused");
             Err(ApiError::new(
-                status,
+                StatusCode::BAD_REQUEST,
+                "bad request",
+                format!("{why}; nothing was stored"),
+            ))
+        }
+        Err(e @ (InboxError::ShuttingDown | InboxError::Storage(_))) => {
+            count(name, "rejected", "storage");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
                 "not stored",
                 format!("{e}; nothing was accepted, retry later"),
             ))
         }
     }
+}
+
+/// The provider's verification, then the edge checks every delivery
+/// passes; on the blocking pool when the body is large.
+async fn verify(
+    provider: &Arc<dyn Provider>,
+    token: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Verified, Reject> {
+    let large = body.len() >= OFFLOAD_VERIFY_BYTES;
+    let run = move |provider: &dyn Provider| {
+        let req = WebhookRequest {
+            token: token.as_deref(),
+            headers: &headers,
+            body: &body,
+            now: Utc::now(),
+        };
+        let verified = provider.verify(&req)?;
+        if let Verified::Delivery(d) = &verified {
+            d.validate()?;
+        }
+        Ok(verified)
+    };
+    if !large {
+        return run(provider.as_ref());
+    }
+    let provider = provider.clone();
+    tokio::task::spawn_blocking(move || run(provider.as_ref()))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }

@@ -135,8 +135,8 @@ impl Provider for Keap {
         self.api.is_some()
     }
 
-    fn normalise(&self, event: &StoredEvent) -> Result<Vec<DomainEvent>, NormaliseError> {
-        normalise(&event.body)
+    fn normalise(&self, event: &StoredEvent<'_>) -> Result<Vec<DomainEvent>, NormaliseError> {
+        normalise(event.body)
     }
 
     fn fetches(&self) -> bool {

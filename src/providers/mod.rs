@@ -7,6 +7,7 @@
 //! and rejects anything it cannot authenticate; nothing unverified reaches
 //! the inbox.
 
+pub mod edge;
 pub mod keap;
 pub mod openphone;
 pub mod outbound;
@@ -73,12 +74,12 @@ pub enum Reject {
 
 /// A stored inbox row, as the router hands it to `normalise`.
 #[derive(Debug, Clone)]
-pub struct StoredEvent {
+pub struct StoredEvent<'a> {
     pub id: i64,
     pub provider: ProviderName,
-    pub event_type: Option<String>,
+    pub event_type: Option<&'a str>,
     pub occurred_at: Option<DateTime<Utc>>,
-    pub body: Vec<u8>,
+    pub body: &'a [u8],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +195,7 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Turns a stored delivery into domain events. An event type the
     /// provider does not handle is `DomainEvent::Ignored`, not an error.
-    fn normalise(&self, _event: &StoredEvent) -> Result<Vec<DomainEvent>, NormaliseError> {
+    fn normalise(&self, _event: &StoredEvent<'_>) -> Result<Vec<DomainEvent>, NormaliseError> {
         Ok(Vec::new())
     }
 
@@ -203,16 +204,32 @@ pub trait Provider: Send + Sync + 'static {
     fn resign(&self, _headers: &mut HeaderMap, _body: &[u8], _now: DateTime<Utc>) {}
 }
 
-/// Headers worth storing with a delivery, lower-cased.
+/// Headers worth storing with a delivery, lower-cased. A header sent on
+/// several lines is kept as one list (signature lists joined the way their
+/// scheme separates entries), so the stored delivery re-verifies.
 pub(crate) fn keep_headers(
     headers: &HeaderMap,
     names: &[&str],
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     for name in names {
-        if let Some(v) = headers.get(*name).and_then(|v| v.to_str().ok()) {
-            out.insert((*name).to_owned(), serde_json::Value::String(v.to_owned()));
+        let values: Vec<&str> = headers
+            .get_all(*name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() {
+            continue;
         }
+        let sep = if *name == "webhook-signature" {
+            " "
+        } else {
+            ", "
+        };
+        out.insert(
+            (*name).to_owned(),
+            serde_json::Value::String(values.join(sep)),
+        );
     }
     out
 }

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::edge::AnyObject;
 use super::outbound::{JsonApi, Pacer, PushError};
-use super::signature::{self, HmacKey, SignatureError, StandardHeaders};
+use super::signature::{self, HmacKey};
 use super::{
     header, keep_headers, Change, Delivery, NormaliseError, Provider, PushFuture, Pushed, Reject,
     StoredEvent, Verified, WebhookRequest,
@@ -67,39 +68,55 @@ impl OpenPhone {
         })
     }
 
+    /// Accepts a delivery when either scheme it carries verifies: a
+    /// sender mid-migration may sign with both, and one bad or unconfigured
+    /// scheme must not refuse a delivery the other authenticates. At most
+    /// two schemes' worth of HMACs (see `signature`) before the answer.
     fn check_signature(&self, req: &WebhookRequest<'_>) -> Result<(), Reject> {
-        let unauthorized = |e: SignatureError| Reject::Unauthorized(e.to_string());
-        if let Some(sig) = header(req.headers, "webhook-signature") {
-            let key = self.standard_key.as_ref().ok_or_else(|| {
-                Reject::Unauthorized(
+        let standard = req.headers.contains_key("webhook-signature");
+        let legacy = req.headers.contains_key(LEGACY_HEADER);
+        if !standard && !legacy {
+            return Err(Reject::Unauthorized(
+                "missing signature: expected openphone-signature or webhook-signature".into(),
+            ));
+        }
+        let mut refused = Vec::new();
+        if standard {
+            match &self.standard_key {
+                None => refused.push(
                     "Standard Webhooks signature received but OPENPHONE_WEBHOOK_SECRET is not set"
-                        .into(),
-                )
-            })?;
-            let h = StandardHeaders {
-                id: header(req.headers, "webhook-id")
-                    .ok_or(SignatureError::Missing("webhook-id"))
-                    .map_err(unauthorized)?,
-                timestamp: header(req.headers, "webhook-timestamp")
-                    .ok_or(SignatureError::Missing("webhook-timestamp"))
-                    .map_err(unauthorized)?,
-                signature: sig,
-            };
-            return signature::verify_standard(key, h, req.body, req.now, self.tolerance)
-                .map_err(unauthorized);
+                        .to_owned(),
+                ),
+                Some(key) => match signature::verify_standard_headers(
+                    key,
+                    req.headers,
+                    req.body,
+                    req.now,
+                    self.tolerance,
+                ) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => refused.push(e.to_string()),
+                },
+            }
         }
-        if let Some(sig) = header(req.headers, LEGACY_HEADER) {
-            let key = self.legacy_key.as_ref().ok_or_else(|| {
-                Reject::Unauthorized(
-                    "openphone-signature received but OPENPHONE_WEBHOOK_KEY is not set".into(),
-                )
-            })?;
-            return signature::verify_openphone_legacy(key, sig, req.body, req.now, self.tolerance)
-                .map_err(unauthorized);
+        if legacy {
+            match &self.legacy_key {
+                None => refused.push(
+                    "openphone-signature received but OPENPHONE_WEBHOOK_KEY is not set".to_owned(),
+                ),
+                Some(key) => match signature::verify_openphone_headers(
+                    key,
+                    req.headers,
+                    req.body,
+                    req.now,
+                    self.tolerance,
+                ) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => refused.push(e.to_string()),
+                },
+            }
         }
-        Err(Reject::Unauthorized(
-            "missing signature: expected openphone-signature or webhook-signature".into(),
-        ))
+        Err(Reject::Unauthorized(refused.join("; ")))
     }
 }
 
@@ -127,8 +144,8 @@ impl Envelope {
     }
 }
 
-/// Only what `verify` needs from the envelope: the data is skipped, not
-/// parsed, on the ingest path.
+/// Only what `verify` needs from the envelope: the data is checked to be
+/// an object holding `object` (legacy) or `resource` (beta), not parsed.
 #[derive(Debug, Deserialize)]
 struct EnvelopeHead {
     id: Option<String>,
@@ -136,8 +153,13 @@ struct EnvelopeHead {
     kind: Option<String>,
     #[serde(rename = "createdAt")]
     created_at: Option<String>,
-    #[allow(dead_code)]
-    data: Option<serde::de::IgnoredAny>,
+    data: Option<DataHead>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DataHead {
+    object: Option<AnyObject>,
+    resource: Option<AnyObject>,
 }
 
 impl Provider for OpenPhone {
@@ -185,13 +207,29 @@ impl Provider for OpenPhone {
             .kind
             .clone()
             .ok_or_else(|| Reject::BadRequest("event envelope has no type".into()))?;
+        let occurred_at = env
+            .created_at
+            .as_deref()
+            .and_then(parse_provider_time)
+            .ok_or_else(|| {
+                Reject::BadRequest("event envelope has no createdAt timestamp (RFC 3339)".into())
+            })?;
+        if !env
+            .data
+            .as_ref()
+            .is_some_and(|d| d.object.is_some() || d.resource.is_some())
+        {
+            return Err(Reject::BadRequest(
+                "event envelope has no data.object (or data.resource) object".into(),
+            ));
+        }
         Ok(Verified::Delivery(Delivery {
             provider: ProviderName::OpenPhone,
             dedup_key,
             object_keys: Vec::new(),
             event_type: Some(kind),
             event_id: Some(id.to_owned()),
-            occurred_at: env.created_at.as_deref().and_then(parse_provider_time),
+            occurred_at: Some(occurred_at),
             headers: keep_headers(req.headers, KEPT_HEADERS),
             body: bytes::Bytes::copy_from_slice(req.body),
         }))
@@ -201,8 +239,8 @@ impl Provider for OpenPhone {
         true
     }
 
-    fn normalise(&self, event: &StoredEvent) -> Result<Vec<DomainEvent>, NormaliseError> {
-        normalise(&event.body)
+    fn normalise(&self, event: &StoredEvent<'_>) -> Result<Vec<DomainEvent>, NormaliseError> {
+        normalise(event.body)
     }
 
     fn resign(&self, headers: &mut HeaderMap, body: &[u8], now: DateTime<Utc>) {

@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::signature::{self, HmacKey, SignatureError, StandardHeaders};
+use super::signature::{self, HmacKey};
 use super::{header, keep_headers, Delivery, Provider, Reject, Verified, WebhookRequest};
 use crate::config::Config;
 use crate::domain::{parse_provider_time, DedupKey, ProviderName};
@@ -58,21 +58,15 @@ impl Provider for ResMan {
     }
 
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
-        let unauthorized = |e: SignatureError| Reject::Unauthorized(e.to_string());
-        let id = header(req.headers, "webhook-id")
-            .ok_or(SignatureError::Missing("webhook-id"))
-            .map_err(unauthorized)?;
-        let h = StandardHeaders {
-            id,
-            timestamp: header(req.headers, "webhook-timestamp")
-                .ok_or(SignatureError::Missing("webhook-timestamp"))
-                .map_err(unauthorized)?,
-            signature: header(req.headers, "webhook-signature")
-                .ok_or(SignatureError::Missing("webhook-signature"))
-                .map_err(unauthorized)?,
-        };
-        signature::verify_standard(&self.key, h, req.body, req.now, self.tolerance)
-            .map_err(unauthorized)?;
+        signature::verify_standard_headers(
+            &self.key,
+            req.headers,
+            req.body,
+            req.now,
+            self.tolerance,
+        )
+        .map_err(|e| Reject::Unauthorized(e.to_string()))?;
+        let id = header(req.headers, "webhook-id").unwrap_or_default();
         let n: Notification = serde_json::from_slice(req.body).map_err(|e| {
             Reject::BadRequest(format!("body is not a ResMan change notification: {e}"))
         })?;

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -76,6 +77,57 @@ fn within_tolerance(
     Ok(())
 }
 
+/// Signatures considered per delivery at most. Key rotation needs two or
+/// three; more is refused before any HMAC is computed.
+pub const MAX_SIGNATURES: usize = 8;
+/// Bytes of one signature header (all its lines together) at most.
+pub const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
+
+/// Every line of a signature header joined by `sep`, refused past
+/// [`MAX_SIGNATURE_HEADER_BYTES`] before anything is copied. A header sent
+/// twice is one list, as RFC 9110 §5.3 reads repeated field lines.
+pub fn joined_header(
+    values: &[&str],
+    sep: &str,
+    name: &'static str,
+) -> Result<String, SignatureError> {
+    let len: usize =
+        values.iter().map(|v| v.len()).sum::<usize>() + sep.len() * values.len().saturating_sub(1);
+    if len > MAX_SIGNATURE_HEADER_BYTES {
+        return Err(SignatureError::Malformed(oversized(name)));
+    }
+    Ok(values.join(sep))
+}
+
+fn oversized(name: &'static str) -> &'static str {
+    if name == "openphone-signature" {
+        "openphone-signature is longer than 1024 bytes"
+    } else {
+        "webhook-signature is longer than 1024 bytes"
+    }
+}
+
+/// The HMAC of one signed message, computed once and compared against as
+/// many candidate signatures as the header carries (each comparison is a
+/// clone of the finished state plus `verify_slice`, constant time: the
+/// body is hashed once, not once per candidate).
+struct SignedMessage(HmacSha256);
+
+impl SignedMessage {
+    fn new(key: &HmacKey, parts: &[&[u8]]) -> SignedMessage {
+        metrics::counter!("syncbridge_signature_hmacs_total").increment(1);
+        let mut mac = key.mac();
+        for p in parts {
+            mac.update(p);
+        }
+        SignedMessage(mac)
+    }
+
+    fn matches(&self, sig: &[u8]) -> bool {
+        self.0.clone().verify_slice(sig).is_ok()
+    }
+}
+
 /// An OpenPhone legacy timestamp: 13 or more digits are milliseconds,
 /// fewer are seconds (PROVIDERS.md Part A).
 fn parse_openphone_ts(ts: &str) -> Option<DateTime<Utc>> {
@@ -90,9 +142,14 @@ fn parse_openphone_ts(ts: &str) -> Option<DateTime<Utc>> {
     }
 }
 
-/// Verifies an `openphone-signature` header. Accepts when any of its
-/// comma-separated signatures matches and is within the tolerance
-/// (`None` disables the time check).
+/// Verifies an `openphone-signature` header (its lines joined by `,`).
+/// Accepts when any of its comma-separated signatures matches and is
+/// within the tolerance (`None` disables the time check).
+///
+/// Bounded work: at most [`MAX_SIGNATURES`] entries of a header of at most
+/// [`MAX_SIGNATURE_HEADER_BYTES`]; every entry is parsed and its timestamp
+/// checked before any HMAC, and the body is hashed once per distinct
+/// timestamp (the signed message is `<ts>.<body>`), never per entry.
 pub fn verify_openphone_legacy(
     key: &HmacKey,
     header: &str,
@@ -100,10 +157,25 @@ pub fn verify_openphone_legacy(
     now: DateTime<Utc>,
     tolerance: Option<Duration>,
 ) -> Result<(), SignatureError> {
+    if header.len() > MAX_SIGNATURE_HEADER_BYTES {
+        return Err(SignatureError::Malformed(oversized("openphone-signature")));
+    }
     let mut last = SignatureError::Malformed("expected hmac;1;<timestamp>;<signature>");
-    for part in header.split(',') {
-        let fields: Vec<&str> = part.trim().split(';').collect();
-        let [scheme, version, ts, sig] = fields[..] else {
+    let mut candidates: Vec<(&str, Vec<u8>)> = Vec::new();
+    for (n, part) in header.split(',').enumerate() {
+        if n >= MAX_SIGNATURES {
+            return Err(SignatureError::Malformed(
+                "more than 8 signatures in openphone-signature",
+            ));
+        }
+        let mut fields = part.trim().split(';');
+        let (Some(scheme), Some(version), Some(ts), Some(sig), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             continue;
         };
         if scheme != "hmac" || version != "1" {
@@ -113,21 +185,41 @@ pub fn verify_openphone_legacy(
             last = SignatureError::Malformed("timestamp is not a number");
             continue;
         };
-        let Ok(sig) = STANDARD.decode(sig) else {
-            last = SignatureError::Malformed("signature is not base64");
+        let Some(sig) = decode_digest(sig) else {
+            last = SignatureError::Malformed("signature is not a base64 SHA-256 digest");
             continue;
         };
-        let mut mac = key.mac();
-        mac.update(ts.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        if mac.verify_slice(&sig).is_err() {
-            last = SignatureError::Mismatch;
+        if let Err(e) = within_tolerance(signed_at, now, tolerance) {
+            last = e;
             continue;
         }
-        return within_tolerance(signed_at, now, tolerance);
+        candidates.push((ts, sig));
+    }
+    // One HMAC per distinct timestamp, in the order they came.
+    let mut macs: Vec<(&str, SignedMessage)> = Vec::new();
+    for (ts, sig) in &candidates {
+        let i = match macs.iter().position(|(t, _)| t == ts) {
+            Some(i) => i,
+            None => {
+                macs.push((ts, SignedMessage::new(key, &[ts.as_bytes(), b".", body])));
+                macs.len() - 1
+            }
+        };
+        if macs[i].1.matches(sig) {
+            return Ok(());
+        }
+        last = SignatureError::Mismatch;
     }
     Err(last)
+}
+
+/// A base64 HMAC-SHA256 digest: 44 characters decoding to 32 bytes.
+fn decode_digest(b64: &str) -> Option<Vec<u8>> {
+    if b64.len() > 88 {
+        return None;
+    }
+    let bytes = STANDARD.decode(b64).ok()?;
+    (bytes.len() == 32).then_some(bytes)
 }
 
 /// The `openphone-signature` value for `body` signed at `ts_millis`.
@@ -146,12 +238,18 @@ pub fn sign_openphone_legacy(key: &HmacKey, ts_millis: i64, body: &[u8]) -> Stri
 pub struct StandardHeaders<'a> {
     pub id: &'a str,
     pub timestamp: &'a str,
+    /// The signature list (several header lines joined by a space).
     pub signature: &'a str,
 }
 
 /// Verifies a Standard Webhooks delivery: any `v1,` entry of the
 /// space-separated signature list may match; other versions (`v1a,`) are
 /// skipped. The id and timestamp must not contain `.`.
+///
+/// Bounded work: the timestamp is checked before anything is hashed, the
+/// list holds at most [`MAX_SIGNATURES`] entries in at most
+/// [`MAX_SIGNATURE_HEADER_BYTES`], and the signed message
+/// (`<id>.<ts>.<body>`) is hashed once whatever the number of entries.
 pub fn verify_standard(
     key: &HmacKey,
     h: StandardHeaders<'_>,
@@ -162,39 +260,117 @@ pub fn verify_standard(
     if h.id.is_empty() || h.id.contains('.') || h.id.len() > 256 {
         return Err(SignatureError::Malformed("webhook-id"));
     }
-    let signed_at = (!h.timestamp.is_empty() && h.timestamp.len() <= 12)
-        .then(|| h.timestamp.parse::<i64>().ok())
-        .flatten()
-        .and_then(|s| DateTime::from_timestamp(s, 0))
-        .ok_or(SignatureError::Malformed("webhook-timestamp"))?;
+    let signed_at = (!h.timestamp.is_empty()
+        && h.timestamp.len() <= 12
+        && h.timestamp.bytes().all(|b| b.is_ascii_digit()))
+    .then(|| h.timestamp.parse::<i64>().ok())
+    .flatten()
+    .and_then(|s| DateTime::from_timestamp(s, 0))
+    .ok_or(SignatureError::Malformed("webhook-timestamp"))?;
     within_tolerance(signed_at, now, tolerance)?;
+    if h.signature.len() > MAX_SIGNATURE_HEADER_BYTES {
+        return Err(SignatureError::Malformed(oversized("webhook-signature")));
+    }
 
+    let mut candidates = Vec::new();
     let mut found_v1 = false;
-    for entry in h.signature.split(' ').filter(|s| !s.is_empty()) {
+    for (n, entry) in h.signature.split(' ').filter(|s| !s.is_empty()).enumerate() {
+        if n >= MAX_SIGNATURES {
+            return Err(SignatureError::Malformed(
+                "more than 8 signatures in webhook-signature",
+            ));
+        }
         let Some(("v1", sig)) = entry.split_once(',') else {
             continue;
         };
         found_v1 = true;
-        let Ok(sig) = STANDARD.decode(sig) else {
-            continue;
-        };
-        let mut mac = key.mac();
-        mac.update(h.id.as_bytes());
-        mac.update(b".");
-        mac.update(h.timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        if mac.verify_slice(&sig).is_ok() {
-            return Ok(());
+        if let Some(sig) = decode_digest(sig) {
+            candidates.push(sig);
         }
     }
-    if found_v1 {
-        Err(SignatureError::Mismatch)
-    } else {
-        Err(SignatureError::Malformed(
+    if !found_v1 {
+        return Err(SignatureError::Malformed(
             "no v1 signature in webhook-signature",
-        ))
+        ));
     }
+    if candidates.is_empty() {
+        return Err(SignatureError::Mismatch);
+    }
+    let signed = SignedMessage::new(
+        key,
+        &[h.id.as_bytes(), b".", h.timestamp.as_bytes(), b".", body],
+    );
+    if candidates.iter().any(|sig| signed.matches(sig)) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// A header that must appear once (or repeat one value), or why not.
+fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, SignatureError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next().ok_or(SignatureError::Missing(name))?;
+    let first = first
+        .to_str()
+        .map_err(|_| SignatureError::Malformed(name))?;
+    if values.any(|v| v.as_bytes() != first.as_bytes()) {
+        return Err(SignatureError::Malformed(name));
+    }
+    Ok(first)
+}
+
+/// Every line of a header that may repeat, as text.
+fn all<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Vec<&'h str>, SignatureError> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| SignatureError::Malformed(name)))
+        .collect::<Result<_, _>>()?;
+    if values.is_empty() {
+        return Err(SignatureError::Missing(name));
+    }
+    Ok(values)
+}
+
+/// [`verify_openphone_legacy`] on a request's headers: every
+/// `openphone-signature` line is considered.
+pub fn verify_openphone_headers(
+    key: &HmacKey,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+    tolerance: Option<Duration>,
+) -> Result<(), SignatureError> {
+    let lines = all(headers, "openphone-signature")?;
+    let header = joined_header(&lines, ",", "openphone-signature")?;
+    verify_openphone_legacy(key, &header, body, now, tolerance)
+}
+
+/// [`verify_standard`] on a request's headers: `webhook-id` and
+/// `webhook-timestamp` once, every `webhook-signature` line considered.
+pub fn verify_standard_headers(
+    key: &HmacKey,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+    tolerance: Option<Duration>,
+) -> Result<(), SignatureError> {
+    let id = single(headers, "webhook-id")?;
+    let timestamp = single(headers, "webhook-timestamp")?;
+    let lines = all(headers, "webhook-signature")?;
+    let signature = joined_header(&lines, " ", "webhook-signature")?;
+    verify_standard(
+        key,
+        StandardHeaders {
+            id,
+            timestamp,
+            signature: &signature,
+        },
+        body,
+        now,
+        tolerance,
+    )
 }
 
 /// The `webhook-signature` value (`v1,<b64>`) for one delivery.
