@@ -130,6 +130,18 @@ impl Dispatcher {
             tx.commit().await?;
             return Ok(Done::Skipped);
         };
+        if let Some(bytes) = claimed.oversized {
+            let error = format!(
+                "the record is {bytes} bytes as JSON, over the {} the dispatcher reads for a push",
+                outbox::MAX_RECORD_BYTES
+            );
+            tracing::warn!(provider = %provider.name(), table = %rec.table, record = %rec.record_id, %error, "push refused");
+            outbox::record_failure(&tx, provider.name(), &rec, &claimed, &error, None).await?;
+            tx.commit().await?;
+            metrics::counter!("syncbridge_pushes_total", "provider" => provider.name().as_str(), "result" => "failed")
+                .increment(1);
+            return Ok(Done::Failed);
+        }
         let exists = claimed.row.is_some();
         let change = Change {
             table: rec.table.clone(),

@@ -65,7 +65,13 @@ pub struct ClaimedRecord {
     /// The remote version last applied or pushed for the record's primary
     /// remote object, if it has one.
     pub remote_version: Option<DateTime<Utc>>,
+    /// The record's size as JSON when it is over [`MAX_RECORD_BYTES`]:
+    /// then neither `row` nor `deleted_row` was read.
+    pub oversized: Option<i32>,
 }
+
+/// A record is read for a push only up to this size as JSON.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// Claims every pending change of one record for `provider` and reads the
 /// record, or `None` if another dispatcher holds the record.
@@ -97,26 +103,45 @@ pub async fn claim_record(
     // The table name comes from the outbox (written by the capture trigger)
     // and is quoted as an identifier; a table no longer registered for
     // capture is refused (its record must not read as deleted).
+    // A record larger than MAX_RECORD_BYTES as JSON is not read: its
+    // size is, and the push fails with it (the dispatcher's memory is
+    // bounded by its concurrency times this).
     let sql = format!(
         "WITH claimed AS (
              SELECT id, attempts, created_at, old_row FROM sync_outbox
              WHERE provider = $1 AND table_name = $2 AND record_id = $3 AND status = 'pending'
              ORDER BY id
-             FOR UPDATE SKIP LOCKED)
+             FOR UPDATE SKIP LOCKED),
+         record AS (SELECT to_jsonb(t) AS j FROM {} t WHERE t.id = $3),
+         sized AS (
+             SELECT octet_length(j::text) AS len, j FROM record
+             UNION ALL
+             SELECT octet_length(old_row::text), NULL FROM claimed WHERE old_row IS NOT NULL)
          SELECT array_agg(id ORDER BY id), max(attempts), min(created_at),
-                (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1],
-                (SELECT to_jsonb(t) FROM {} t WHERE t.id = $3),
+                CASE WHEN (SELECT max(len) FROM sized) <= $4::int THEN
+                    (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1]
+                END,
+                (SELECT j FROM sized WHERE j IS NOT NULL AND len <= $4::int),
                 EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2),
                 EXISTS (SELECT 1 FROM sync_conflicts
                         WHERE entity_type = $2 AND entity_id = $3 AND provider = $1
                           AND status = 'open'),
                 (SELECT remote_version FROM sync_links
-                 WHERE entity_type = $2 AND local_id = $3 AND provider = $1 AND slot = 'primary')
+                 WHERE entity_type = $2 AND local_id = $3 AND provider = $1 AND slot = 'primary'),
+                (SELECT max(len) FROM sized)
          FROM claimed",
         postgres_protocol::escape::escape_identifier(&rec.table)
     );
     let row = tx
-        .query_one(&sql, &[&provider.as_str(), &rec.table, &rec.record_id])
+        .query_one(
+            &sql,
+            &[
+                &provider.as_str(),
+                &rec.table,
+                &rec.record_id,
+                &(MAX_RECORD_BYTES as i32),
+            ],
+        )
         .await?;
     let ids: Option<Vec<i64>> = row.get(0);
     let Some(ids) = ids.filter(|ids| !ids.is_empty()) else {
@@ -145,6 +170,9 @@ pub async fn claim_record(
         deleted_row: row.get(3),
         row: row.get(4),
         remote_version: row.get(7),
+        oversized: row
+            .get::<_, Option<i32>>(8)
+            .filter(|&n| n as usize > MAX_RECORD_BYTES),
     }))
 }
 

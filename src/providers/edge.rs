@@ -118,6 +118,11 @@ pub fn check_text(what: &str, value: &str, max: usize) -> Result<(), String> {
             value.len()
         ));
     }
+    if value.contains('\0') {
+        return Err(format!(
+            "{what} holds U+0000, which Postgres text cannot store"
+        ));
+    }
     if value.chars().any(char::is_control) {
         return Err(format!("{what} holds a control character"));
     }

@@ -11,6 +11,8 @@ pub mod edge;
 pub mod keap;
 pub mod openphone;
 pub mod outbound;
+#[cfg(test)]
+mod proptests;
 pub mod resman;
 pub mod signature;
 

@@ -92,15 +92,54 @@ pub async fn send_json(
         if status == reqwest::StatusCode::NO_CONTENT {
             return Ok(Some(serde_json::Value::Null));
         }
-        let v = resp.json().await.map_err(|e| PushError::from_reqwest(&e))?;
+        let body = read_capped(resp, MAX_RESPONSE_BYTES).await?;
+        let v = serde_json::from_slice(&body)
+            .map_err(|e| PushError::Transient(format!("the provider's answer is not JSON: {e}")))?;
         return Ok(Some(v));
     }
     let wait = retry_after(resp.headers());
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         pacer.hold_off(wait.unwrap_or(Duration::from_secs(1))).await;
     }
-    let text = resp.text().await.unwrap_or_default();
-    Err(PushError::from_status(status, wait, &text))
+    let text = read_capped(resp, 4096).await.unwrap_or_default();
+    Err(PushError::from_status(
+        status,
+        wait,
+        &String::from_utf8_lossy(&text),
+    ))
+}
+
+/// A provider's answer is read into memory up to this many bytes; a larger
+/// one is an error, not an allocation (no API syncbridge calls answers one
+/// object in more).
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// The body of `resp`, refused past `max` bytes (an error answer's text is
+/// cut there instead).
+pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, PushError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) && resp.status().is_success() {
+        return Err(PushError::Transient(format!(
+            "the provider's answer is over {max} bytes"
+        )));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| PushError::from_reqwest(&e))?
+    {
+        if out.len() + chunk.len() > max {
+            if !resp.status().is_success() {
+                out.extend_from_slice(&chunk[..max - out.len()]);
+                return Ok(out);
+            }
+            return Err(PushError::Transient(format!(
+                "the provider's answer is over {max} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// A provider's JSON API: its base URL, the credential in the header the

@@ -550,6 +550,91 @@ mod tests {
     }
 
     #[test]
+    fn signature_lists_are_bounded_before_any_hmac() {
+        let key = HmacKey::from_base64(OP_KEY).unwrap();
+        let now = at_millis(1_717_000_000_000);
+        let tol = Some(Duration::from_secs(300));
+        let body = OP_BODY.as_bytes();
+        let entry = "hmac;1;1717000000000;AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let flood = vec![entry; 10_000].join(",");
+        assert!(matches!(
+            verify_openphone_legacy(&key, &flood, body, now, tol),
+            Err(SignatureError::Malformed(m)) if m.contains("1024")
+        ));
+        let nine = ["hmac;1;1;A"; 9].join(",");
+        assert!(matches!(
+            verify_openphone_legacy(&key, &nine, body, now, tol),
+            Err(SignatureError::Malformed(m)) if m.contains("more than 8")
+        ));
+        // Eight entries, the real one last: still found.
+        let eight = format!("{},{OP_HEADER}", [entry; 7].join(","));
+        assert_eq!(
+            verify_openphone_legacy(&key, &eight, body, now, tol),
+            Ok(())
+        );
+
+        let skey = HmacKey::from_whsec("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let good = sign_standard(&skey, "msg_1", 1_700_000_000, b"{}");
+        let snow = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let h = |sig: &str| StandardHeaders {
+            id: "msg_1",
+            timestamp: "1700000000",
+            signature: unsafe_static(sig),
+        };
+        let flood = vec![good.as_str(); 10_000].join(" ");
+        assert!(matches!(
+            verify_standard(&skey, h(&flood), b"{}", snow, tol),
+            Err(SignatureError::Malformed(_))
+        ));
+        let nine = ["v1,AA"; 9].join(" ");
+        assert!(matches!(
+            verify_standard(&skey, h(&nine), b"{}", snow, tol),
+            Err(SignatureError::Malformed(m)) if m.contains("more than 8")
+        ));
+        // An expired timestamp is refused whatever the list holds.
+        let later = DateTime::from_timestamp(1_700_000_000 + 301, 0).unwrap();
+        assert_eq!(
+            verify_standard(&skey, h(&good), b"{}", later, tol),
+            Err(SignatureError::Expired(300))
+        );
+    }
+
+    #[test]
+    fn repeated_header_lines_are_one_list() {
+        let key = HmacKey::from_base64(OP_KEY).unwrap();
+        let now = at_millis(1_717_000_000_000);
+        let tol = Some(Duration::from_secs(300));
+        let mut h = HeaderMap::new();
+        h.append(
+            "openphone-signature",
+            "hmac;1;1717000000000;AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+                .parse()
+                .unwrap(),
+        );
+        h.append("openphone-signature", OP_HEADER.parse().unwrap());
+        assert_eq!(
+            verify_openphone_headers(&key, &h, OP_BODY.as_bytes(), now, tol),
+            Ok(())
+        );
+
+        let skey = HmacKey::from_whsec("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let good = sign_standard(&skey, "msg_1", 1_700_000_000, b"{}");
+        let snow = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", "msg_1".parse().unwrap());
+        h.insert("webhook-timestamp", "1700000000".parse().unwrap());
+        h.append("webhook-signature", "v1,AAAA".parse().unwrap());
+        h.append("webhook-signature", good.parse().unwrap());
+        assert_eq!(verify_standard_headers(&skey, &h, b"{}", snow, tol), Ok(()));
+        // Two different ids: which message was signed is ambiguous.
+        h.append("webhook-id", "msg_2".parse().unwrap());
+        assert_eq!(
+            verify_standard_headers(&skey, &h, b"{}", snow, tol),
+            Err(SignatureError::Malformed("webhook-id"))
+        );
+    }
+
+    #[test]
     fn keys_parse_and_redact() {
         assert!(HmacKey::from_whsec("C2FVsBQIhrscChlQIMV").is_none());
         assert!(HmacKey::from_base64("not base64!").is_none());
