@@ -69,6 +69,24 @@ impl Health {
     }
 }
 
+/// Makes the allocator give large buffers back to the system when they
+/// are freed. A webhook body, a claimed batch or a statement's parameters
+/// can be megabytes; glibc's malloc raises its mmap threshold after the
+/// first such buffer is freed and from then on keeps them in its heaps,
+/// so a burst of large events left the process hundreds of MB larger for
+/// good. A fixed threshold keeps every buffer over 256 KiB mmapped (and
+/// unmapped on free); small allocations are untouched. Call once, before
+/// the runtime starts threads.
+pub fn release_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+    }
+}
+
 /// Where the inbox puts verified deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboxMode {

@@ -109,7 +109,7 @@ pub struct RouterConfig {
     /// Events claimed per transaction (`SYNCBRIDGE_ROUTER_BATCH`, 256).
     pub batch_size: i64,
     /// Body bytes claimed per transaction at most
-    /// (`SYNCBRIDGE_ROUTER_BATCH_BYTES`, 8 MiB): a batch of large events
+    /// (`SYNCBRIDGE_ROUTER_BATCH_BYTES`, 4 MiB): a batch of large events
     /// stops short of `batch_size` (it always takes at least one event).
     pub batch_bytes: usize,
     /// Batches applied side by side, each in its own transaction
@@ -142,7 +142,7 @@ pub struct HttpLimits {
     /// past it, new ones wait in the listen backlog.
     pub max_connections: usize,
     /// Bytes of request bodies held in memory at once, from before a body
-    /// is read until its answer (`SYNCBRIDGE_MAX_INFLIGHT_BYTES`, 64 MiB);
+    /// is read until its answer (`SYNCBRIDGE_MAX_INFLIGHT_BYTES`, 32 MiB);
     /// past it, requests wait for room.
     pub max_inflight_bytes: usize,
 }
@@ -338,7 +338,7 @@ impl Config {
                 "must be at least 1024; providers batch up to 1000 objects per delivery",
             ));
         }
-        let max_inflight_bytes: usize = s.number("SYNCBRIDGE_MAX_INFLIGHT_BYTES", 64 << 20)?;
+        let max_inflight_bytes: usize = s.number("SYNCBRIDGE_MAX_INFLIGHT_BYTES", 32 << 20)?;
         if max_inflight_bytes < max_body_bytes {
             return Err(invalid(
                 "SYNCBRIDGE_MAX_INFLIGHT_BYTES",
@@ -360,7 +360,7 @@ impl Config {
             },
             max_inflight_bytes,
         };
-        let batch_bytes: usize = s.number("SYNCBRIDGE_ROUTER_BATCH_BYTES", 8 << 20)?;
+        let batch_bytes: usize = s.number("SYNCBRIDGE_ROUTER_BATCH_BYTES", 4 << 20)?;
         if batch_bytes < 1024 {
             return Err(invalid(
                 "SYNCBRIDGE_ROUTER_BATCH_BYTES",

@@ -4,6 +4,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = syncbridge::cli::Cli::parse();
+    syncbridge::app::release_large_buffers();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -94,6 +94,20 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000)]
         records: usize,
     },
+    /// Memory under large events: a backlog of N pending ~1 MB events
+    /// drained by a fresh `serve`, then N more posted by 64 concurrent
+    /// senders; the server's resident memory sampled throughout (baseline:
+    /// the same server idle after start).
+    Backlog {
+        /// Events per phase.
+        #[arg(long, default_value_t = 400)]
+        events: usize,
+        /// Bytes of each event's body.
+        #[arg(long, default_value_t = 1_000_000)]
+        bytes: usize,
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Internal: the server process the benchmarks drive.
     #[command(hide = true)]
     Server {
@@ -108,6 +122,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    syncbridge::app::release_large_buffers();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -131,6 +146,11 @@ fn main() -> anyhow::Result<()> {
                 server,
             } => apply(events, batch, workers, server).await,
             Cmd::Conflict { records } => conflict_bench(records),
+            Cmd::Backlog {
+                events,
+                bytes,
+                server,
+            } => backlog(events, bytes, server).await,
             Cmd::Server {
                 database,
                 discard,
@@ -428,6 +448,169 @@ async fn ingest(senders: usize, seconds: u64, server: Option<String>) -> anyhow:
     .await;
     bench.drop_db().await?;
     result
+}
+
+/// A `message.received` event whose text makes the body about `bytes` long.
+fn large_event(id: &str, bytes: usize) -> Vec<u8> {
+    let text = "x".repeat(bytes.saturating_sub(400));
+    format!(
+        r#"{{"id":"EV{id}","object":"event","apiVersion":"v4","createdAt":"2025-03-14T16:05:00.731Z","type":"message.received","data":{{"object":{{"object":"message","id":"AC{id}","direction":"incoming","from":"+14155550142","to":"+14155550199","text":"{text}","status":"received","createdAt":"2025-03-14T16:04:59.980Z","userId":"USa1B2c3D4","phoneNumberId":"PNq8Zt3kLm"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// Samples `pid`'s RSS every 20 ms until `done` resolves; the highest.
+async fn peak_rss_while<T>(pid: u32, done: impl std::future::Future<Output = T>) -> (T, u64) {
+    let mut peak = rss_kib(pid).0;
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            out = &mut done => return (out, peak.max(rss_kib(pid).0)),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => peak = peak.max(rss_kib(pid).0),
+        }
+    }
+}
+
+async fn backlog(events: usize, bytes: usize, server: Option<String>) -> anyhow::Result<()> {
+    let bench = BenchDb::create(server).await?;
+    let db_url = bench.url.clone();
+    let result = async {
+        println!(
+            "backlog benchmark: {events} events of {bytes} bytes per phase, {} cores",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+        let c = db::connect(&db_url).await?;
+        for i in 0..events {
+            let id = format!("b{i}");
+            c.execute(
+                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, headers, body)
+                 VALUES ('openphone', $1, 'message.received', $1, '{}', $2)",
+                &[&format!("EV{id}"), &large_event(&id, bytes)],
+            )
+            .await?;
+        }
+        let pending = || async {
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM webhook_events WHERE status = 'pending'", &[])
+                .await?
+                .get(0);
+            anyhow::Ok(n)
+        };
+        // Baseline: the same server idle, on an empty database of its own
+        // (the one under test finds its backlog as it starts).
+        let empty = BenchDb::create(Some(bench_admin_url(&db_url)?)).await?;
+        let idle = spawn_server(&empty.url, false).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_kib = rss_kib(idle.proc.id().unwrap_or(0)).0;
+        drop(idle);
+        empty.drop_db().await?;
+
+        let started = Instant::now();
+        let real = spawn_server(&db_url, false).await?;
+        let pid = real.proc.id().unwrap_or(0);
+        let (drained, drain_peak) = peak_rss_while(pid, async {
+            while pending().await? > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(started.elapsed())
+        })
+        .await;
+        let drained = drained?;
+        let after_drain = rss_kib(pid).0;
+
+        // Phase 2: the same volume posted by 64 senders while the router
+        // applies it.
+        let key = HmacKey::from_base64(KEY).context("bench key")?;
+        let client = reqwest::Client::builder().http1_only().build()?;
+        let url = format!("http://{}/webhooks/openphone", real.addr);
+        let next = Arc::new(AtomicU64::new(0));
+        let acked = Arc::new(AtomicU64::new(0));
+        let t0 = Instant::now();
+        let posting = async {
+            let mut tasks = Vec::new();
+            for _ in 0..64 {
+                let (client, url, key, next, acked) =
+                    (client.clone(), url.clone(), key.clone(), next.clone(), acked.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if i >= events {
+                            return;
+                        }
+                        let body = large_event(&format!("p{i}"), bytes);
+                        let sig = sign_openphone_legacy(&key, chrono::Utc::now().timestamp_millis(), &body);
+                        let ok = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("openphone-signature", sig)
+                            .body(body)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success());
+                        if ok {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            while pending().await? > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(t0.elapsed())
+        };
+        let (ingested, ingest_peak) = peak_rss_while(pid, posting).await;
+        let ingested = ingested?;
+        let (rss, hwm) = rss_kib(pid);
+        drop(real);
+        let processed: i64 = c
+            .query_one("SELECT count(*) FROM webhook_events WHERE status = 'processed'", &[])
+            .await?
+            .get(0);
+
+        let mib = |k: u64| k as f64 / 1024.0;
+        println!("{:<44} {:>10} {:>10} {:>12}", "phase", "seconds", "events/s", "peak RSS MiB");
+        println!("{:<44} {:>10} {:>10} {:>12.1}", "baseline: serve idle, empty database", "-", "-", mib(idle_kib));
+        println!(
+            "{:<44} {:>10.1} {:>10.1} {:>12.1}",
+            format!("drain a backlog of {events} pending events"),
+            drained.as_secs_f64(),
+            events as f64 / drained.as_secs_f64(),
+            mib(drain_peak)
+        );
+        println!(
+            "{:<44} {:>10.1} {:>10.1} {:>12.1}",
+            format!("{events} posted by 64 senders, applied"),
+            ingested.as_secs_f64(),
+            events as f64 / ingested.as_secs_f64(),
+            mib(ingest_peak)
+        );
+        println!(
+            "RSS after the drain {:.1} MiB, at the end {:.1} MiB, VmHWM {:.1} MiB; {} of {} posted acknowledged; {processed} processed",
+            mib(after_drain),
+            mib(rss),
+            mib(hwm),
+            acked.load(Ordering::Relaxed),
+            events
+        );
+        if processed < (events as i64) + acked.load(Ordering::Relaxed) as i64 {
+            bail!("not every stored event was processed");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    bench.drop_db().await?;
+    result
+}
+
+/// The server URL (its `postgres` database) a benchmark database lives on.
+fn bench_admin_url(db_url: &str) -> anyhow::Result<String> {
+    match db_url.rfind('/') {
+        Some(i) => Ok(format!("{}/postgres", &db_url[..i])),
+        None => bail!("database URL has no database part"),
+    }
 }
 
 /// Percentiles of a sorted list of milliseconds.

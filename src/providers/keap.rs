@@ -227,7 +227,7 @@ impl Provider for Keap {
             event_id: None,
             occurred_at: latest,
             headers: keep_headers(req.headers, &["content-type", "user-agent"]),
-            body: bytes::Bytes::copy_from_slice(req.body),
+            body: req.body.clone(),
         }))
     }
 }

@@ -31,7 +31,8 @@ pub struct WebhookRequest<'a> {
     /// The `{token}` path segment, for providers that authenticate by URL.
     pub token: Option<&'a str>,
     pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
+    /// The raw body; a verified delivery keeps it without a copy.
+    pub body: &'a bytes::Bytes,
     pub now: DateTime<Utc>,
 }
 

@@ -231,7 +231,7 @@ impl Provider for OpenPhone {
             event_id: Some(id.to_owned()),
             occurred_at: Some(occurred_at),
             headers: keep_headers(req.headers, KEPT_HEADERS),
-            body: bytes::Bytes::copy_from_slice(req.body),
+            body: req.body.clone(),
         }))
     }
 

@@ -161,10 +161,11 @@ fn run_pipeline(
     body: &[u8],
 ) -> bool {
     let provider = registry.get(name).expect("provider enabled");
+    let body = bytes::Bytes::copy_from_slice(body);
     let req = WebhookRequest {
         token,
         headers,
-        body,
+        body: &body,
         now: now(),
     };
     let Ok(Verified::Delivery(d)) = provider.verify(&req) else {

@@ -79,7 +79,7 @@ impl Provider for ResMan {
             event_id: Some(id.to_owned()),
             occurred_at: n.occurred_at.as_deref().and_then(parse_provider_time),
             headers: keep_headers(req.headers, KEPT_HEADERS),
-            body: bytes::Bytes::copy_from_slice(req.body),
+            body: req.body.clone(),
         }))
     }
 
