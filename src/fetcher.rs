@@ -211,7 +211,7 @@ impl Fetcher {
         let applied = match fetched {
             Fetched::Found(obj) => {
                 let entity = engine::entity(obj.table).ok_or_else(|| {
-                    DbError::Migration(format!("{} is not a synced table", obj.table))
+                    DbError::NotSynced(format!("{} is not a synced table", obj.table))
                 })?;
                 let remote = RemoteRecord {
                     provider: name,
@@ -224,7 +224,7 @@ impl Fetcher {
             }
             Fetched::Gone { table } => {
                 let entity = engine::entity(table)
-                    .ok_or_else(|| DbError::Migration(format!("{table} is not a synced table")))?;
+                    .ok_or_else(|| DbError::NotSynced(format!("{table} is not a synced table")))?;
                 engine::mark_deleted(&tx, entity, name, &due.object_id, due.event_id).await?
             }
         };

@@ -238,13 +238,12 @@ impl Router {
                         sp.commit().await?;
                         o
                     }
+                    Err(ApplyError::Db(db)) if db.is_transient() => {
+                        sp.rollback().await?;
+                        return Err(db);
+                    }
                     Err(e) => {
                         sp.rollback().await?;
-                        if let ApplyError::Db(db) = &e {
-                            if db.is_transient() {
-                                return Err(e.into_db());
-                            }
-                        }
                         self.failure(ev, &e.to_string())
                     }
                 };
@@ -327,15 +326,6 @@ enum ApplyError {
     Normalise(#[from] crate::providers::NormaliseError),
     #[error("{0}")]
     Db(#[from] DbError),
-}
-
-impl ApplyError {
-    fn into_db(self) -> DbError {
-        match self {
-            ApplyError::Db(e) => e,
-            ApplyError::Normalise(e) => DbError::Migration(e.to_string()),
-        }
-    }
 }
 
 impl From<tokio_postgres::Error> for ApplyError {

@@ -438,3 +438,176 @@ async fn hook_subscriptions_are_created_verified_and_reactivated() {
     assert_eq!(stored, 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn full_resync_and_retry_work_for_keap_contacts_as_for_clients() {
+    let fake = FakeKeap::start().await;
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    // Contacts written before capture existed: no outbox rows for them.
+    c.batch_execute(
+        "ALTER TABLE sync_contacts DISABLE TRIGGER syncbridge_capture;
+         INSERT INTO sync_contacts (email, first_name, last_name)
+              VALUES ('old@one.example', 'Old', 'One'), ('old@two.example', 'Old', 'Two');
+         ALTER TABLE sync_contacts ENABLE TRIGGER syncbridge_capture;",
+    )
+    .await
+    .unwrap();
+    let url = fake.url.clone();
+    let app = TestApp::spawn_on(db, move |s| {
+        s.set("KEAP_API_KEY", API_KEY);
+        s.set("KEAP_API_URL", url);
+        s.set("SYNCBRIDGE_ADMIN_TOKEN", "t0ken");
+        s.set("SYNCBRIDGE_PUSH_TIMEOUT_MS", "1000");
+    })
+    .await;
+    let admin = |path: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(app.url(path))
+                .bearer_auth("t0ken")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, b) = admin(
+        "/api/sync/full",
+        json!({"entity": "sync_contacts", "provider": "keap"}),
+    )
+    .await;
+    assert_eq!((s, &b["queued"]), (StatusCode::OK, &json!(2)), "{b}");
+    fake.wait_for("both contacts created", |r| {
+        r.iter()
+            .filter(|r| r.method == "POST" && r.status < 300)
+            .count()
+            == 2
+    })
+    .await;
+    let synced = || async {
+        c.query_one(
+            "SELECT count(*) FROM sync_contacts WHERE sync_status = 'synced' AND keap_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    for _ in 0..400 {
+        if synced().await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(synced().await, 2);
+    let (_, b) = admin(
+        "/api/sync/full",
+        json!({"entity": "sync_contacts", "provider": "keap"}),
+    )
+    .await;
+    assert_eq!(b["queued"], 0, "everything is synced: {b}");
+    // A table the provider does not push is a 400 naming why.
+    let (s, b) = admin(
+        "/api/sync/full",
+        json!({"entity": "clients", "provider": "keap"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+
+    // A push refused for good (a 400 on the read before the write) ends
+    // failed; the retry endpoint re-queues it and it goes through.
+    fake.fail_next([Fault::Status(400)]);
+    c.execute(
+        "UPDATE sync_contacts SET last_name = 'Uno' WHERE email = 'old@one.example'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let status = || async {
+        c.query_one(
+            "SELECT sync_status FROM sync_contacts WHERE email = 'old@one.example'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+    };
+    for _ in 0..400 {
+        if status().await == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status().await, "failed");
+    let (s, b) = admin(
+        "/api/sync/retry",
+        json!({"provider": "keap", "entity": "sync_contacts"}),
+    )
+    .await;
+    assert_eq!((s, &b["outbound"]), (StatusCode::OK, &json!(1)), "{b}");
+    for _ in 0..400 {
+        if status().await == "synced" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status().await, "synced");
+    let id = c
+        .query_one(
+            "SELECT keap_id FROM sync_contacts WHERE email = 'old@one.example'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(
+        fake.contact(id.parse().unwrap()).unwrap()["family_name"],
+        "Uno"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_email_lookup_answered_with_another_contact_never_merges_two_people() {
+    let fake = FakeKeap::start().await;
+    let dana = fake.put_contact(dana());
+    fake.ignore_filters();
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let local: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO sync_contacts (email, first_name, last_name)
+             VALUES ('lee@park.example', 'Lee', 'Park') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut keap_id = None;
+    for _ in 0..400 {
+        let r: Option<String> = c
+            .query_one("SELECT keap_id FROM sync_contacts WHERE id = $1", &[&local])
+            .await
+            .unwrap()
+            .get(0);
+        if r.is_some() {
+            keap_id = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let keap_id: i64 = keap_id.expect("pushed").parse().unwrap();
+    let dana_id = dana["id"].as_i64().unwrap();
+    assert_ne!(keap_id, dana_id, "Lee was not written onto Dana");
+    assert_eq!(fake.contact(dana_id).unwrap()["given_name"], "Dana");
+    assert_eq!(fake.contact(keap_id).unwrap()["given_name"], "Lee");
+    assert!(
+        !fake.writes().iter().any(|r| r.method == "PATCH"),
+        "nothing was overwritten"
+    );
+    app.stop().await;
+}

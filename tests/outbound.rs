@@ -662,3 +662,33 @@ async fn retracking_a_table_keeps_its_bookkeeping_columns() {
         .get(0);
     assert_eq!(n, 0, "bookkeeping-only updates are still not changes");
 }
+
+#[tokio::test]
+async fn a_lookup_answered_with_another_contact_never_merges_two_clients() {
+    let fake = FakeOpenPhone::start().await;
+    let app = spawn_on(&fake, TestDb::create().await, |_| {}).await;
+    let c = app.client().await;
+    let dana = insert_client(&c, "Dana", "+14155550142").await;
+    wait_status(&c, dana, "synced").await;
+    // A proxy (or a broken API) now ignores `externalIds` and answers
+    // Dana's contact to every look-up.
+    fake.ignore_filters();
+    let lee = insert_client(&c, "Lee", "+12125550187").await;
+    wait_status(&c, lee, "synced").await;
+    let contacts = fake.contacts();
+    assert_eq!(
+        contacts.len(),
+        2,
+        "Lee got a contact of his own: {contacts:?}"
+    );
+    let dana_contact = fake.contacts_with_external_id(&dana.to_string());
+    assert_eq!(dana_contact.len(), 1);
+    assert_eq!(
+        dana_contact[0]["defaultFields"]["firstName"], "Dana",
+        "Dana's contact untouched"
+    );
+    assert_eq!(fake.contacts_with_external_id(&lee.to_string()).len(), 1);
+    let patches = fake.writes().iter().filter(|r| r.method == "PATCH").count();
+    assert_eq!(patches, 0, "nothing was overwritten");
+    app.stop().await;
+}

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::ProviderName;
 
-use super::{Client, DbError};
+use super::{engine, Client, DbError};
 
 /// Counts and times for `GET /api/sync/status`.
 pub async fn status(c: &Client) -> Result<Value, DbError> {
@@ -191,21 +191,28 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
             )
             .await?;
         outbound = rows.len() as u64;
-        let clients: Vec<Uuid> = rows
-            .iter()
-            .filter(|r| r.get::<_, &str>(0) == "clients")
-            .map(|r| r.get(1))
-            .collect();
         tx.execute(
             "SELECT set_config('syncbridge.origin', 'syncbridge', true)",
             &[],
         )
         .await?;
-        tx.execute(
-            "UPDATE clients SET sync_status = 'pending' WHERE id = ANY($1) AND sync_status = 'failed'",
-            &[&clients],
-        )
-        .await?;
+        // Each synced table's records back to `pending`; the table name is
+        // the engine's own constant, never the outbox's text.
+        for entity in engine::ENTITIES {
+            let ids: Vec<Uuid> = rows
+                .iter()
+                .filter(|r| r.get::<_, &str>(0) == entity.table)
+                .map(|r| r.get(1))
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "UPDATE {} SET sync_status = 'pending' WHERE id = ANY($1) AND sync_status = 'failed'",
+                entity.table
+            );
+            tx.execute(&sql, &[&ids]).await?;
+        }
     }
     if both || f.direction == Some(Direction::Inbound) {
         inbound = tx
@@ -223,29 +230,38 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
     Ok((outbound, inbound))
 }
 
-/// Queues a push of every record of `table` that was never synced or changed
-/// since (`last_synced_at IS NULL OR updated_at > last_synced_at`), unless
-/// one is pending already. Works on rows that predate syncbridge.
+/// Queues a push to `provider` of every record of `table` that was never
+/// synced or changed since (`last_synced_at IS NULL OR updated_at >
+/// last_synced_at`), unless one is pending already. Works on rows that
+/// predate syncbridge, for every table the engine syncs and the provider's
+/// capture subscribes to.
 pub async fn full_resync(c: &Client, table: &str, provider: &str) -> Result<u64, DbError> {
-    match table {
-        "clients" => Ok(c
-            .execute(
-                "INSERT INTO sync_outbox (provider, table_name, record_id, operation, origin)
-                 SELECT $1, 'clients', cl.id, 'SYNC', 'syncbridge'
-                 FROM clients cl
-                 WHERE (cl.last_synced_at IS NULL OR cl.updated_at > cl.last_synced_at)
-                   AND EXISTS (SELECT 1 FROM syncbridge_capture
-                               WHERE table_name = 'clients' AND provider = $1)
-                   AND NOT EXISTS (SELECT 1 FROM sync_outbox o
-                                   WHERE o.provider = $1 AND o.table_name = 'clients'
-                                     AND o.record_id = cl.id AND o.status = 'pending')",
-                &[&provider],
-            )
-            .await?),
-        other => Err(DbError::Migration(format!(
-            "no full resync for {other:?}: synced entities are clients"
-        ))),
+    let entity = engine::entity(table)
+        .ok_or_else(|| DbError::NotSynced(format!("{table:?} is not a table syncbridge syncs")))?;
+    let subscribed = c
+        .query_opt(
+            "SELECT 1 FROM syncbridge_capture WHERE table_name = $1 AND provider = $2",
+            &[&entity.table, &provider],
+        )
+        .await?
+        .is_some();
+    if !subscribed {
+        return Err(DbError::NotSynced(format!(
+            "{table} is not captured for {provider}: nothing would push it"
+        )));
     }
+    // The table name is the engine's constant (whitelisted above).
+    let sql = format!(
+        "INSERT INTO sync_outbox (provider, table_name, record_id, operation, origin)
+         SELECT $1, $2, t.id, 'SYNC', 'syncbridge'
+         FROM {} t
+         WHERE (t.last_synced_at IS NULL OR t.updated_at > t.last_synced_at)
+           AND NOT EXISTS (SELECT 1 FROM sync_outbox o
+                           WHERE o.provider = $1 AND o.table_name = $2
+                             AND o.record_id = t.id AND o.status = 'pending')",
+        entity.table
+    );
+    Ok(c.execute(&sql, &[&provider, &entity.table]).await?)
 }
 
 /// Inbox rows for `GET /api/sync/events`, newest first, without bodies.

@@ -29,6 +29,9 @@ pub enum DbError {
     Build(#[from] deadpool_postgres::CreatePoolError),
     #[error("{0}")]
     Migration(String),
+    /// A table or provider the request names is not synced that way.
+    #[error("{0}")]
+    NotSynced(String),
 }
 
 /// The server's message (and detail) for a database error, not just
@@ -62,7 +65,7 @@ impl DbError {
                         }
                     }
             }
-            DbError::Migration(_) => false,
+            DbError::Migration(_) | DbError::NotSynced(_) => false,
         }
     }
 

@@ -148,7 +148,7 @@ pub async fn claim_record(
         return Ok(None);
     };
     if !row.get::<_, bool>(5) {
-        return Err(DbError::Migration(format!(
+        return Err(DbError::NotSynced(format!(
             "table {:?} has pending changes but is not registered for capture",
             rec.table
         )));
@@ -348,7 +348,7 @@ pub async fn reconcile_before_push(
     )
     .await?;
     let entity = engine::entity(obj.table)
-        .ok_or_else(|| DbError::Migration(format!("{} is not a synced table", obj.table)))?;
+        .ok_or_else(|| DbError::NotSynced(format!("{} is not a synced table", obj.table)))?;
     let rules = engine::load_rules(tx).await?;
     let remote = engine::RemoteRecord {
         provider,

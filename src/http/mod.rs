@@ -153,6 +153,9 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
+        if let DbError::NotSynced(why) = e {
+            return ApiError::new(StatusCode::BAD_REQUEST, "not synced", why);
+        }
         tracing::warn!(error = %e, "query failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -275,6 +275,20 @@ fn time(v: &Value, key: &str) -> Option<DateTime<Utc>> {
     v.get(key)?.as_str().and_then(parse_provider_time)
 }
 
+/// Whether a v1 contact lists `email` (any field, case-insensitive).
+fn has_email(contact: &Value, email: &str) -> bool {
+    contact
+        .get("email_addresses")
+        .and_then(Value::as_array)
+        .is_some_and(|list| {
+            list.iter().any(|e| {
+                e.get("email")
+                    .and_then(Value::as_str)
+                    .is_some_and(|x| x.eq_ignore_ascii_case(email))
+            })
+        })
+}
+
 /// The entry of a v1 list (`email_addresses`, `phone_numbers`) in `field`
 /// (EMAIL1, PHONE1), else the first one.
 fn primary<'a>(v: &'a Value, list: &str, field: &str) -> Option<&'a Value> {
@@ -698,11 +712,14 @@ impl Api {
                         None,
                     )
                     .await?;
+                // Only a contact that has this e-mail is "the same" one:
+                // an API or proxy that ignored the filter must never make
+                // syncbridge overwrite somebody else.
                 target = found
                     .as_ref()
                     .and_then(|v| v.get("contacts"))
                     .and_then(Value::as_array)
-                    .and_then(|a| a.first())
+                    .and_then(|a| a.iter().find(|c| has_email(c, email)))
                     .and_then(|c| text(c, "id"));
             }
         }

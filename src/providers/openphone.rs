@@ -529,10 +529,15 @@ impl Api {
                 None,
             )
             .await?;
+        // Only a contact that carries the external id asked for is "the
+        // same" contact: an API or proxy that ignored the filter must never
+        // make syncbridge overwrite somebody else.
         Ok(found.and_then(|v| {
-            v.get("data")
-                .and_then(Value::as_array)
-                .and_then(|a| a.first().cloned())
+            v.get("data").and_then(Value::as_array).and_then(|a| {
+                a.iter()
+                    .find(|c| c.get("externalId").and_then(Value::as_str) == Some(external_id))
+                    .cloned()
+            })
         }))
     }
 

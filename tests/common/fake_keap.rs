@@ -155,6 +155,8 @@ impl Hook {
 
 #[derive(Default)]
 struct Inner {
+    /// A misbehaving API or proxy: list filters are ignored.
+    ignore_filters: bool,
     contacts: Objects,
     orders: Objects,
     tags: Objects,
@@ -469,6 +471,12 @@ impl FakeKeap {
 
     /// Replaces Keap's rate limits (for tests that drive many requests and
     /// test something else).
+    /// From now on the contact list ignores its filters (as a broken proxy
+    /// or API would) and answers every contact.
+    pub fn ignore_filters(&self) {
+        self.lock().ignore_filters = true;
+    }
+
     pub fn set_limits(&self, per_second: usize, per_minute: usize) {
         self.lock().limits = Some((per_second, per_minute));
     }
@@ -1352,7 +1360,7 @@ fn list_contacts(fake: &FakeKeap, q: &HashMap<String, String>) -> Response {
         .contacts
         .items
         .values()
-        .filter(|c| q.get("email").is_none_or(|e| has_email(c, e)))
+        .filter(|c| inner.ignore_filters || q.get("email").is_none_or(|e| has_email(c, e)))
         .filter(|c| {
             q.get("given_name")
                 .is_none_or(|n| text(c, "given_name") == n.to_lowercase())
