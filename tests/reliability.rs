@@ -1,5 +1,6 @@
 //! Process-level reliability (SPEC §9): the real binary killed mid-push and
-//! restarted; two `serve` processes on one database.
+//! restarted; two `serve` processes on one database; Postgres restarted
+//! under webhook load; the binary killed under webhook load.
 
 mod common;
 
@@ -9,15 +10,19 @@ use std::time::Duration;
 use common::fake_openphone::{FakeOpenPhone, Fault, API_KEY};
 use common::*;
 
-struct Serve(Child);
+struct Serve(Child, String);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 impl Serve {
     fn start(db_url: &str, fake: &FakeOpenPhone) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_syncbridge"))
             .arg("serve")
             .env_clear()
@@ -34,14 +39,208 @@ impl Serve {
             .stderr(Stdio::null())
             .spawn()
             .expect("syncbridge serve starts");
-        Serve(child)
+        Serve(child, format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Waits until `/readyz` answers `want`.
+    async fn ready(&self, want: reqwest::StatusCode) {
+        let url = format!("{}/readyz", self.1);
+        wait_until(&format!("/readyz {want}"), async || {
+            reqwest::get(&url).await.is_ok_and(|r| r.status() == want)
+        })
+        .await;
     }
 
     /// SIGKILL: no graceful shutdown, no chance to commit or roll back.
     fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// One delivery's event id and its answer (a status, or why none came).
+type Answer = (String, Result<u16, String>);
+
+/// Senders posting distinct signed deliveries to `base` until told to
+/// stop; what each was answered.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
+}
+
+impl Load {
+    fn start(base: &str, senders: usize, run: &str) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let tasks = (0..senders)
+            .map(|s| {
+                let (stop, client) = (stop.clone(), client.clone());
+                let url = format!("{base}/webhooks/openphone");
+                let run = run.to_owned();
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let id = format!("EV{run}s{s}n{n}");
+                        let body = message_event(
+                            &id,
+                            &format!("AC{run}s{s}n{n}"),
+                            "+14155550142",
+                            "load",
+                            "2025-03-14T16:05:00.000Z",
+                        );
+                        let mut req = client.post(&url).body(body.clone());
+                        for (k, v) in
+                            openphone_headers(&body, chrono::Utc::now().timestamp_millis())
+                        {
+                            req = req.header(k, v);
+                        }
+                        let answer = match req.send().await {
+                            Ok(r) => Ok(r.status().as_u16()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        if answer.is_err() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        answers.push((id, answer));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn finish(self) -> Vec<Answer> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    }
+}
+
+/// Every delivery answered 200 is in the inbox.
+async fn assert_acknowledged_stored(c: &tokio_postgres::Client, answers: &[Answer]) {
+    let acked: Vec<&str> = answers
+        .iter()
+        .filter(|(_, a)| *a == Ok(200))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert!(!acked.is_empty(), "no delivery was acknowledged");
+    let stored: Vec<String> = c
+        .query(
+            "SELECT event_id FROM webhook_events WHERE event_id = ANY($1)",
+            &[&acked],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stored: std::collections::HashSet<&str> = stored.iter().map(String::as_str).collect();
+    let lost: Vec<&&str> = acked.iter().filter(|id| !stored.contains(**id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged deliveries lost: {lost:?}",
+        lost.len()
+    );
+}
+
+#[tokio::test]
+async fn postgres_restarted_under_webhook_load_loses_no_acknowledged_delivery() {
+    use syncbridge::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+    let fake = FakeOpenPhone::start().await;
+    let dir = std::env::temp_dir().join(format!("sb-pg-restart-{}", uuid::Uuid::new_v4().simple()));
+    let opts = EmbeddedOptions {
+        data_dir: dir.join("data"),
+        port: Some(free_port()),
+        database: "syncbridge".into(),
+    };
+    let pg = EmbeddedPostgres::start(opts.clone())
+        .await
+        .expect("a private cluster from the installed PostgreSQL binaries (initdb, pg_ctl)");
+    let url = pg.url();
+    let serve = Serve::start(&url, &fake);
+    serve.ready(reqwest::StatusCode::OK).await;
+
+    let load = Load::start(&serve.1, 8, "pg");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.stop().await.expect("pg_ctl stop -m fast");
+    serve.ready(reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pg = EmbeddedPostgres::start(opts)
+        .await
+        .expect("the cluster starts again");
+    serve.ready(reqwest::StatusCode::OK).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answers = load.finish().await;
+
+    let c = syncbridge::db::connect(&url).await.unwrap();
+    assert_acknowledged_stored(&c, &answers).await;
+    let refused = answers.iter().filter(|(_, a)| *a == Ok(503)).count();
+    let acked = answers.iter().filter(|(_, a)| *a == Ok(200)).count();
+    eprintln!(
+        "Postgres restart under load: {acked} acknowledged (all stored), {refused} answered 503"
+    );
+    assert!(
+        refused > 0,
+        "deliveries during the outage were answered 503"
+    );
+    let other: Vec<_> = answers
+        .iter()
+        .filter(|(_, a)| !matches!(a, Ok(200) | Ok(503)))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "only 200 or 503: {:?}",
+        &other[..other.len().min(5)]
+    );
+
+    // The listener reconnected (readyz says so) and a local change made
+    // after the restart is pushed.
+    c.execute(
+        "INSERT INTO clients (first_name, phone) VALUES ('After', '+14155550777')",
+        &[],
+    )
+    .await
+    .unwrap();
+    fake.wait_for("the push after the restart", |r| {
+        r.iter().any(|r| r.method == "POST" && r.status < 300)
+    })
+    .await;
+    drop(c);
+    drop(serve);
+    pg.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn serve_killed_under_webhook_load_loses_no_acknowledged_delivery() {
+    let fake = FakeOpenPhone::start().await;
+    let db = TestDb::create().await;
+    let mut serve = Serve::start(&db.url, &fake);
+    serve.ready(reqwest::StatusCode::OK).await;
+    let load = Load::start(&serve.1, 8, "kill");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    serve.kill_now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answers = load.finish().await;
+    let c = db.client().await;
+    assert_acknowledged_stored(&c, &answers).await;
+    assert!(
+        answers.iter().any(|(_, a)| a.is_err()),
+        "the kill happened under load"
+    );
 }
 
 impl Drop for Serve {
