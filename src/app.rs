@@ -5,9 +5,8 @@
 //! inbox commits), then stop the workers, which finish their current batch
 //! and release their claims by committing or rolling back.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -19,6 +18,7 @@ use crate::config::Config;
 use crate::db::Pool;
 use crate::dispatcher::Dispatcher;
 use crate::fetcher::Fetcher;
+pub use crate::health::Health;
 use crate::inbox::{ByteBudget, Inbox};
 use crate::providers::Registry;
 use crate::router::Router;
@@ -43,30 +43,6 @@ pub struct AppState {
 pub struct Wakers {
     pub router: Arc<Notify>,
     pub dispatcher: Arc<Notify>,
-}
-
-/// Background components report problems here; `/readyz` lists them.
-#[derive(Default)]
-pub struct Health {
-    problems: Mutex<BTreeMap<&'static str, String>>,
-}
-
-impl Health {
-    pub fn problem(&self, component: &'static str, what: impl Into<String>) {
-        if let Ok(mut p) = self.problems.lock() {
-            p.insert(component, what.into());
-        }
-    }
-
-    pub fn ok(&self, component: &'static str) {
-        if let Ok(mut p) = self.problems.lock() {
-            p.remove(component);
-        }
-    }
-
-    pub fn problems(&self) -> BTreeMap<&'static str, String> {
-        self.problems.lock().map(|p| p.clone()).unwrap_or_default()
-    }
 }
 
 /// Makes the allocator give large buffers back to the system when they
@@ -94,44 +70,6 @@ pub enum InboxMode {
     Postgres,
     /// Acknowledge without storing: the ingest benchmark's baseline only.
     Discard,
-}
-
-/// The loop every draining worker runs: `drain` whenever `wake` fires and
-/// at least every `poll` (work that came due, wake-ups that were missed);
-/// a failing drain is retried with backoff (100 ms doubling to 10 s).
-/// Returns when cancelled.
-pub async fn drain_loop<T, E, F, Fut>(
-    what: &'static str,
-    wake: Arc<Notify>,
-    poll: std::time::Duration,
-    cancel: CancellationToken,
-    mut drain: F,
-) where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    use std::time::Duration;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match drain().await {
-            Ok(_) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} pass failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-            _ = cancel.cancelled() => return,
-        }
-    }
 }
 
 /// A running service.
@@ -190,7 +128,7 @@ impl App {
         workers.push(tokio::spawn(
             dispatcher.run(doorbell.clone(), work_cancel.clone()),
         ));
-        let fetcher = Fetcher::new(pool.clone(), &providers, config.router.clone());
+        let fetcher = Fetcher::new(pool.clone(), &providers, config.fetcher.clone());
         workers.push(tokio::spawn(fetcher.run(work_cancel.clone())));
         if let Some(url) = &config.database_url {
             health.problem("listener", "change listener connecting");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::providers::signature::HmacKey;
+use crate::worker::RetryPolicy;
 
 /// A secret string: compared in constant time, never printed.
 #[derive(Clone)]
@@ -98,14 +99,13 @@ pub struct D1Config {
     pub api_token: Option<Secret>,
 }
 
-/// How the router retries an event that failed to apply.
+/// The router's batches and how it retries an event that failed to apply.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Attempts before an event is `failed` (`SYNCBRIDGE_MAX_ATTEMPTS`, 8).
-    pub max_attempts: i32,
-    /// First retry delay; doubles each attempt, with jitter, capped at an
-    /// hour (`SYNCBRIDGE_RETRY_BASE_MS`, 1000).
-    pub retry_base: Duration,
+    /// Attempts before an event is `failed` (`SYNCBRIDGE_MAX_ATTEMPTS`, 8);
+    /// the first retry after `SYNCBRIDGE_RETRY_BASE_MS` (1000), doubling,
+    /// with jitter, capped at an hour.
+    pub retry: RetryPolicy,
     /// Events claimed per transaction (`SYNCBRIDGE_ROUTER_BATCH`, 256).
     pub batch_size: i64,
     /// Body bytes claimed per transaction at most
@@ -113,15 +113,40 @@ pub struct RouterConfig {
     /// stops short of `batch_size` (it always takes at least one event).
     pub batch_bytes: usize,
     /// Batches applied side by side, each in its own transaction
-    /// (`SYNCBRIDGE_ROUTER_WORKERS`, 3; the dispatcher runs one). A worker
-    /// spends about a quarter of a batch in the service itself (normalise,
-    /// decide), so one more worker than the database has cores keeps it
-    /// busy: on 2 cores, 3 workers apply ~15 % more than 2.
+    /// (`SYNCBRIDGE_ROUTER_WORKERS`, 3). A worker spends about a quarter
+    /// of a batch in the service itself (normalise, decide), so one more
+    /// worker than the database has cores keeps it busy: on 2 cores, 3
+    /// workers apply ~15 % more than 2.
     pub workers: usize,
     /// Sweep interval for anything a wake-up missed.
     pub poll_interval: Duration,
     /// Debounce window of fetch hints (`SYNCBRIDGE_FETCH_DEBOUNCE_MS`).
     pub fetch_debounce: Duration,
+}
+
+/// The dispatcher's rounds and how it retries a failed push.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Attempts before a change is `failed` (`SYNCBRIDGE_PUSH_MAX_ATTEMPTS`,
+    /// 8), backing off from `SYNCBRIDGE_RETRY_BASE_MS`; a 429's
+    /// `Retry-After` when later.
+    pub retry: RetryPolicy,
+    /// Records listed per round (8 pushed at a time).
+    pub batch_size: i64,
+    /// The sweep that covers a doorbell rung between a re-arm and a drain
+    /// (see migrations/0005_capture.up.sql).
+    pub poll_interval: Duration,
+}
+
+/// The fetcher (hint-then-fetch) and how it retries a failed fetch.
+#[derive(Debug, Clone)]
+pub struct FetcherConfig {
+    /// Backoff of a failed fetch (from `SYNCBRIDGE_RETRY_BASE_MS`).
+    pub retry: RetryPolicy,
+    /// Hints for one object within this window make one fetch
+    /// (`SYNCBRIDGE_FETCH_DEBOUNCE_MS`, 5000).
+    pub debounce: Duration,
+    pub poll_interval: Duration,
 }
 
 /// What the HTTP front lets one client hold: a request that takes longer,
@@ -177,8 +202,8 @@ pub struct Config {
     /// Timeout of every outbound API call (`SYNCBRIDGE_PUSH_TIMEOUT_MS`,
     /// 10000).
     pub push_timeout: Duration,
-    /// Dispatcher retry policy (the same knobs as the router's).
-    pub dispatcher: RouterConfig,
+    pub dispatcher: DispatcherConfig,
+    pub fetcher: FetcherConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,6 +407,7 @@ impl Config {
         if max_attempts < 1 {
             return Err(invalid("SYNCBRIDGE_MAX_ATTEMPTS", "must be at least 1"));
         }
+        let retry_base = Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?);
 
         Ok(Config {
             database_url: s.secret("DATABASE_URL"),
@@ -444,20 +470,27 @@ impl Config {
                 n => n,
             },
             push_timeout: Duration::from_millis(s.number("SYNCBRIDGE_PUSH_TIMEOUT_MS", 10_000)?),
-            dispatcher: RouterConfig {
-                max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,
-                retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
+            dispatcher: DispatcherConfig {
+                retry: RetryPolicy {
+                    max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,
+                    base: retry_base,
+                },
                 batch_size: 64,
-                batch_bytes,
-                workers: 1,
-                // The sweep that covers a doorbell rung between a re-arm and
-                // a drain (see migrations/0005_capture.up.sql).
                 poll_interval: Duration::from_millis(500),
-                fetch_debounce,
+            },
+            fetcher: FetcherConfig {
+                retry: RetryPolicy {
+                    max_attempts,
+                    base: retry_base,
+                },
+                debounce: fetch_debounce,
+                poll_interval: Duration::from_millis(500),
             },
             router: RouterConfig {
-                max_attempts,
-                retry_base: Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?),
+                retry: RetryPolicy {
+                    max_attempts,
+                    base: retry_base,
+                },
                 batch_size: s.number("SYNCBRIDGE_ROUTER_BATCH", 256)?,
                 batch_bytes,
                 workers: match s.number("SYNCBRIDGE_ROUTER_WORKERS", 3usize)? {

@@ -25,11 +25,10 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RouterConfig;
+use crate::config::DispatcherConfig;
 use crate::db::outbox::{self, DueRecord};
 use crate::db::{DbError, Pool};
 use crate::providers::{Change, Provider, PushError, Registry};
-use crate::router::retry_delay;
 
 /// Records pushed at once per provider (the provider's pacer still spaces
 /// the requests).
@@ -39,7 +38,7 @@ const CONCURRENCY: usize = 8;
 pub struct Dispatcher {
     pool: Pool,
     providers: Vec<Arc<dyn Provider>>,
-    config: RouterConfig,
+    config: DispatcherConfig,
 }
 
 /// What one drain did.
@@ -58,7 +57,7 @@ enum Done {
 }
 
 impl Dispatcher {
-    pub fn new(pool: Pool, registry: &Registry, config: RouterConfig) -> Dispatcher {
+    pub fn new(pool: Pool, registry: &Registry, config: DispatcherConfig) -> Dispatcher {
         Dispatcher {
             pool,
             providers: registry.pushers(),
@@ -74,7 +73,7 @@ impl Dispatcher {
         }
         let poll = self.config.poll_interval;
         let stop = cancel.clone();
-        crate::app::drain_loop("dispatcher", wake, poll, cancel, async || {
+        crate::worker::drain_loop("dispatcher", wake, poll, cancel, async || {
             self.drain(&stop).await
         })
         .await;
@@ -176,13 +175,15 @@ impl Dispatcher {
             Err(e) => {
                 let attempt = claimed.attempts + 1;
                 let permanent = matches!(e, PushError::Permanent(_));
-                let retry_at = (!permanent && attempt < self.config.max_attempts).then(|| {
-                    let mut delay = retry_delay(self.config.retry_base, attempt);
-                    if let PushError::RateLimited(Some(after)) = &e {
-                        delay = delay.max(*after);
-                    }
-                    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
-                });
+                let after = match &e {
+                    PushError::RateLimited(after) => *after,
+                    _ => None,
+                };
+                let retry_at = if permanent {
+                    None
+                } else {
+                    self.config.retry.retry_at(attempt, after)
+                };
                 tracing::warn!(provider = name, table = %rec.table, record = %rec.record_id,
                     attempt, error = %e, final = retry_at.is_none(), "push failed");
                 outbox::record_failure(

@@ -22,14 +22,13 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RouterConfig;
+use crate::config::FetcherConfig;
 use crate::conflict::Rules;
 use crate::db::apply::Applied;
 use crate::db::engine::{self, RemoteRecord};
 use crate::db::fetch::{self, Due};
 use crate::db::{DbError, Pool};
 use crate::providers::{Fetched, Provider, PushError, Registry};
-use crate::router::retry_delay;
 
 /// Objects claimed at once.
 const BATCH: i64 = 32;
@@ -44,7 +43,7 @@ const PERMANENT_RETRY: Duration = Duration::from_secs(3600);
 pub struct Fetcher {
     pool: Pool,
     providers: Vec<Arc<dyn Provider>>,
-    config: RouterConfig,
+    config: FetcherConfig,
 }
 
 /// What one drain did.
@@ -56,7 +55,7 @@ pub struct FetchStats {
 }
 
 impl Fetcher {
-    pub fn new(pool: Pool, registry: &Registry, config: RouterConfig) -> Fetcher {
+    pub fn new(pool: Pool, registry: &Registry, config: FetcherConfig) -> Fetcher {
         Fetcher {
             pool,
             providers: registry.fetchers(),
@@ -155,7 +154,7 @@ impl Fetcher {
                 Err(e) => (
                     "failed",
                     Some((
-                        retry_delay(self.config.retry_base, due.attempts + 1),
+                        self.config.retry.delay(due.attempts + 1),
                         true,
                         e.to_string(),
                     )),
@@ -172,7 +171,7 @@ impl Fetcher {
             Err(e @ PushError::Transient(_)) => (
                 "retried",
                 Some((
-                    retry_delay(self.config.retry_base, due.attempts + 1),
+                    self.config.retry.delay(due.attempts + 1),
                     true,
                     e.to_string(),
                 )),
@@ -228,7 +227,7 @@ impl Fetcher {
                 engine::mark_deleted(&tx, entity, name, &due.object_id, due.event_id).await?
             }
         };
-        fetch::done(&tx, name, due, self.config.fetch_debounce).await?;
+        fetch::done(&tx, name, due, self.config.debounce).await?;
         tx.commit().await?;
         Ok(applied)
     }

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Health;
+use crate::health::Health;
 
 pub const CHANNEL: &str = "syncbridge_outbox";
 /// How the listener's session shows in `pg_stat_activity`.

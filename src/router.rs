@@ -19,10 +19,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::Utc;
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -91,7 +89,7 @@ impl Router {
     pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
         let poll = self.config.poll_interval;
         let stop = cancel.clone();
-        crate::app::drain_loop("router", wake, poll, cancel, async || {
+        crate::worker::drain_loop("router", wake, poll, cancel, async || {
             self.drain(&stop).await
         })
         .await;
@@ -292,32 +290,15 @@ impl Router {
     }
 
     /// A failed attempt: retry with exponential backoff and jitter, or give
-    /// up after `max_attempts`.
+    /// up after the policy's last attempt.
     fn failure(&self, ev: &Claimed, error: &str) -> Outcome {
         let attempt = ev.attempts + 1;
         tracing::warn!(event = ev.id, provider = %ev.provider, attempt, error, "event failed to apply");
-        if attempt >= self.config.max_attempts {
-            return Outcome::Failed {
-                error: error.to_owned(),
-                retry_at: None,
-            };
-        }
-        let delay = retry_delay(self.config.retry_base, attempt);
-        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         Outcome::Failed {
             error: error.to_owned(),
-            retry_at: Some(retry_at),
+            retry_at: self.config.retry.retry_at(attempt, None),
         }
     }
-}
-
-/// The delay before retry number `attempt` (1-based): `base` doubled each
-/// attempt, capped at an hour, with "equal jitter" (50–100 % of it) so
-/// retries of many failures spread out.
-pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
-    let exp = base.as_millis() as f64 * 2f64.powi((attempt - 1).clamp(0, 30));
-    let capped = exp.min(3_600_000.0);
-    Duration::from_millis((capped * rand::rng().random_range(0.5..1.0)) as u64)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Health;
 use crate::db::{DbError, Pool};
+use crate::health::Health;
 
 const PARTITION_LOCK: i64 = 0x5359_4e43_5041_5254; // "SYNCPART"
 const PARTITION_EVERY: Duration = Duration::from_secs(3600);
