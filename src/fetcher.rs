@@ -22,10 +22,10 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::engine::{self, RemoteRecord};
+use crate::apply::Applied;
 use crate::config::FetcherConfig;
 use crate::conflict::Rules;
-use crate::db::apply::Applied;
-use crate::db::engine::{self, RemoteRecord};
 use crate::db::fetch::{self, Due};
 use crate::db::{DbError, Pool};
 use crate::providers::{Fetched, Provider, PushError, Registry};

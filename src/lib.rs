@@ -6,6 +6,7 @@
 //! with an audit trail. See ARCHITECTURE.md for the whole map.
 
 pub mod app;
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod conflict;

@@ -24,15 +24,17 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::engine;
+use crate::apply::Applied;
 use crate::config::RouterConfig;
 use crate::conflict::Rules;
-use crate::db::apply::{self, Applied};
-use crate::db::contact_batch::ContactBatch;
+use crate::db::fetch;
 use crate::db::inbox::{self, Claimed, Outcome};
-use crate::db::{engine, fetch};
 use crate::db::{DbError, Pool};
 use crate::events::DomainEvent;
 use crate::events::RemoteContact;
+use crate::providers::openphone::batch::ContactBatch;
+use crate::providers::openphone::store as apply;
 use crate::providers::{Provider, Registry, StoredEvent};
 
 #[derive(Clone)]

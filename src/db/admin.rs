@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::domain::ProviderName;
 
-use super::{engine, Client, DbError};
+use super::{Client, DbError};
+use crate::apply::engine;
 
 /// Counts and times for `GET /api/sync/status`.
 pub async fn status(c: &Client) -> Result<Value, DbError> {
@@ -84,7 +85,7 @@ pub async fn status(c: &Client) -> Result<Value, DbError> {
     // Every synced table, by sync status (table names are the engine's
     // constants).
     let mut records = serde_json::Map::new();
-    for entity in super::engine::ENTITIES {
+    for entity in crate::apply::engine::ENTITIES {
         let sql = format!(
             "SELECT coalesce(sync_status, 'pending'), count(*), max(last_synced_at) FROM {} GROUP BY 1",
             entity.table

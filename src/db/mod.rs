@@ -4,10 +4,7 @@
 //! with parameters.
 
 pub mod admin;
-pub mod apply;
-pub mod contact_batch;
 pub mod embedded;
-pub mod engine;
 pub mod fetch;
 pub mod inbox;
 pub mod migrate;

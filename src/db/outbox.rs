@@ -6,7 +6,8 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{engine, DbError};
+use super::DbError;
+use crate::apply::engine;
 use crate::domain::ProviderName;
 use crate::providers::Pushed;
 

@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+pub mod batch;
 mod push;
+pub mod store;
 mod wire;
 
 pub use wire::normalise;

@@ -14,9 +14,9 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::apply::Applied;
-use super::DbError;
+use super::Applied;
 use crate::conflict::{self, Outcome, Rules, Side, Strategy};
+use crate::db::DbError;
 use crate::domain::{E164Phone, ProviderName};
 
 /// A local table the engine syncs, and the columns providers may write.

@@ -1,34 +1,21 @@
-//! The writes the router makes when it applies a domain event: each upsert
-//! writes its audit row in the same statement or transaction. Every
-//! function here runs inside the router's transaction, after it has set
-//! `syncbridge.origin` to the event's provider.
+//! OpenPhone's writes when the router applies its domain events: calls and
+//! messages upserted into `communications` (linked to clients by E.164
+//! phone), contact changes applied to `clients` through the conflict
+//! engine, each with its audit row in the same statement or transaction.
+//! Every function here runs inside the router's transaction, after it has
+//! set `syncbridge.origin` to the event's provider.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::engine::{self, LinkState, LocalRow, RemoteRecord, CLIENTS};
-use super::DbError;
+use crate::apply::engine::{self, LinkState, LocalRow, RemoteRecord, CLIENTS};
+use crate::apply::Applied;
 use crate::conflict::Rules;
+use crate::db::DbError;
 use crate::domain::ProviderName;
 use crate::events::{CallEvent, CallFacet, MessageEvent, RemoteContact};
-
-/// What applying one event did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Applied {
-    Inserted(Uuid),
-    Updated(Uuid),
-    /// Nothing written: an equal or newer state was already applied.
-    Stale(String),
-    /// Nothing to apply it to.
-    Ignored(String),
-    /// Both sides changed it and a `manual` rule holds: recorded in
-    /// `sync_conflicts`, nothing applied.
-    Conflict(String),
-    /// Turned into work for later (fetch hints queued).
-    Queued,
-}
 
 /// The client whose phone (or alternate phone) is `$1`, primary phone
 /// first. Shared by calls and messages.

@@ -6,7 +6,7 @@
 //! link and candidate client it needs in two statements (locking the
 //! clients), decides each event in memory with the same
 //! [`engine::decide`] and the same matching rules as
-//! [`super::apply::apply_contact`], keeps the state each decision leaves for
+//! [`super::store::apply_contact`], keeps the state each decision leaves for
 //! the next event of the same record, and writes the results in four
 //! statements: the client updates, the links, the queued pushes, the audit
 //! rows. Rare cases — a new contact, a `manual` conflict — are written at
@@ -23,10 +23,11 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::apply::{insert_client, Applied, Slot};
-use super::engine::{self, Action, Conflict, LinkState, LocalRow, RemoteRecord, CLIENTS};
-use super::DbError;
+use super::store::{insert_client, Slot};
+use crate::apply::engine::{self, Action, Conflict, LinkState, LocalRow, RemoteRecord, CLIENTS};
+use crate::apply::Applied;
 use crate::conflict::Rules;
+use crate::db::DbError;
 use crate::domain::{E164Phone, ProviderName};
 use crate::events::RemoteContact;
 
