@@ -209,7 +209,7 @@ impl Fetcher {
         .await?;
         let applied = match fetched {
             Fetched::Found(obj) => {
-                let entity = engine::entity(obj.table).ok_or_else(|| {
+                let entity = crate::providers::entity(obj.table).ok_or_else(|| {
                     DbError::NotSynced(format!("{} is not a synced table", obj.table))
                 })?;
                 let remote = RemoteRecord {
@@ -222,7 +222,7 @@ impl Fetcher {
                 engine::apply_keyed(&tx, rules, entity, &remote, due.event_id).await?
             }
             Fetched::Gone { table } => {
-                let entity = engine::entity(table)
+                let entity = crate::providers::entity(table)
                     .ok_or_else(|| DbError::NotSynced(format!("{table} is not a synced table")))?;
                 engine::mark_deleted(&tx, entity, name, &due.object_id, due.event_id).await?
             }

@@ -36,108 +36,17 @@ pub struct Entity {
     pub natural_key: Option<&'static str>,
     /// Extra values for rows created from a remote object.
     pub insert_extra: &'static [(&'static str, &'static str)],
+    /// Columns of the table a successful push writes remote ids into, per
+    /// provider and link slot (besides `sync_links`, which always has them).
+    pub link_columns: &'static [LinkColumn],
 }
 
-pub const CLIENTS: Entity = Entity {
-    table: "clients",
-    columns: &[
-        "first_name",
-        "last_name",
-        "company",
-        "email",
-        "phone",
-        "alt_phone_1",
-        "alt_phone_2",
-    ],
-    phone_columns: &["phone", "alt_phone_1", "alt_phone_2"],
-    time_columns: &[],
-    key_column: None,
-    natural_key: None,
-    insert_extra: &[],
-};
-
-/// The Keap mirror tables (migrations/0007_keap_schema.up.sql).
-pub const SYNC_CONTACTS: Entity = Entity {
-    table: "sync_contacts",
-    columns: &[
-        "email",
-        "first_name",
-        "last_name",
-        "phone",
-        "company",
-        "tags",
-        "custom_fields",
-    ],
-    phone_columns: &["phone"],
-    time_columns: &[],
-    key_column: Some("keap_id"),
-    natural_key: Some("email"),
-    insert_extra: &[("source_system", "'keap'")],
-};
-
-pub const SYNC_ORDERS: Entity = Entity {
-    table: "sync_orders",
-    columns: &[
-        "keap_contact_id",
-        "order_number",
-        "order_date",
-        "total_amount",
-        "currency",
-        "status",
-        "line_items",
-        "shipping_address",
-        "billing_address",
-    ],
-    phone_columns: &[],
-    time_columns: &["order_date"],
-    key_column: Some("keap_id"),
-    natural_key: None,
-    insert_extra: &[],
-};
-
-pub const SYNC_TAGS: Entity = Entity {
-    table: "sync_tags",
-    columns: &["name", "category", "description"],
-    phone_columns: &[],
-    time_columns: &[],
-    key_column: Some("keap_id"),
-    natural_key: None,
-    insert_extra: &[],
-};
-
-pub const SYNC_SUBSCRIPTIONS: Entity = Entity {
-    table: "sync_subscriptions",
-    columns: &[
-        "keap_contact_id",
-        "keap_product_id",
-        "keap_plan_id",
-        "status",
-        "start_date",
-        "end_date",
-        "billing_cycle",
-        "billing_frequency",
-        "amount",
-        "next_bill_date",
-    ],
-    phone_columns: &[],
-    time_columns: &["start_date", "end_date", "next_bill_date"],
-    key_column: Some("keap_id"),
-    natural_key: None,
-    insert_extra: &[],
-};
-
-/// Every synced entity.
-pub const ENTITIES: &[&Entity] = &[
-    &CLIENTS,
-    &SYNC_CONTACTS,
-    &SYNC_ORDERS,
-    &SYNC_TAGS,
-    &SYNC_SUBSCRIPTIONS,
-];
-
-/// The entity for a table name, if the engine syncs it.
-pub fn entity(table: &str) -> Option<&'static Entity> {
-    ENTITIES.iter().copied().find(|e| e.table == table)
+/// A column holding the remote id of one of a record's links.
+#[derive(Debug)]
+pub struct LinkColumn {
+    pub provider: ProviderName,
+    pub slot: &'static str,
+    pub column: &'static str,
 }
 
 impl Entity {
@@ -179,7 +88,7 @@ impl Entity {
 
     /// `UPDATE` of the columns named in `$2` (a JSON object) to its values,
     /// the others left as they are; `$3` is the new `sync_status`.
-    fn update_sql(&self) -> String {
+    pub(crate) fn update_sql(&self) -> String {
         let sets: Vec<String> = self
             .columns
             .iter()
@@ -974,6 +883,7 @@ impl From<tokio_postgres::Error> for ResolveError {
 /// pushes, and audits the decision. Returns the resolved conflict.
 pub async fn resolve_conflict(
     client: &mut deadpool_postgres::Client,
+    entities: fn(&str) -> Option<&'static Entity>,
     id: Uuid,
     choice: Choice,
     resolved_by: Option<Uuid>,
@@ -1000,7 +910,7 @@ pub async fn resolve_conflict(
     let remote_version: Value = row.get(4);
     let local_version: Value = row.get(5);
     let base: Option<Value> = row.get(6);
-    let entity = entity(&table)
+    let entity = entities(&table)
         .ok_or_else(|| ResolveError::Invalid(format!("{table} is not a synced entity")))?;
     let provider = ProviderName::parse(&provider_name)
         .ok_or_else(|| ResolveError::Invalid(format!("unknown provider {provider_name}")))?;
@@ -1200,37 +1110,4 @@ pub async fn set_rule(
             .await?
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_fields_project_the_whitelist_and_normalise_phones() {
-        let row = json!({"id": "x", "first_name": "Dana", "phone": "(415) 555-0142",
-                         "alt_phone_1": "not a phone", "updated_at": "t"});
-        let f = CLIENTS.local_fields(&row);
-        assert_eq!(f["phone"], "+14155550142");
-        assert_eq!(f["alt_phone_1"], "not a phone");
-        assert_eq!(f["email"], Value::Null);
-        assert!(!f.contains_key("updated_at") && !f.contains_key("id"));
-    }
-
-    #[test]
-    fn restrict_drops_columns_outside_the_whitelist() {
-        let m = json!({"first_name": "A", "sync_status": "synced", "id": "x"});
-        let r = CLIENTS.restrict(m.as_object().unwrap());
-        assert_eq!(r.len(), 1);
-        assert!(r.contains_key("first_name"));
-    }
-
-    #[test]
-    fn update_statement_names_only_whitelisted_columns() {
-        let sql = CLIENTS.update_sql();
-        for c in CLIENTS.columns {
-            assert!(sql.contains(&format!("{c} = CASE WHEN $2::jsonb ? '{c}'")));
-        }
-        assert!(entity("clients").is_some() && entity("nope").is_none());
-    }
 }

@@ -9,7 +9,6 @@ use uuid::Uuid;
 use crate::domain::ProviderName;
 
 use super::{Client, DbError};
-use crate::apply::engine;
 
 /// Counts and times for `GET /api/sync/status`.
 pub async fn status(c: &Client) -> Result<Value, DbError> {
@@ -85,7 +84,7 @@ pub async fn status(c: &Client) -> Result<Value, DbError> {
     // Every synced table, by sync status (table names are the engine's
     // constants).
     let mut records = serde_json::Map::new();
-    for entity in crate::apply::engine::ENTITIES {
+    for entity in crate::providers::entities() {
         let sql = format!(
             "SELECT coalesce(sync_status, 'pending'), count(*), max(last_synced_at) FROM {} GROUP BY 1",
             entity.table
@@ -199,7 +198,7 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
         .await?;
         // Each synced table's records back to `pending`; the table name is
         // the engine's own constant, never the outbox's text.
-        for entity in engine::ENTITIES {
+        for entity in crate::providers::entities() {
             let ids: Vec<Uuid> = rows
                 .iter()
                 .filter(|r| r.get::<_, &str>(0) == entity.table)
@@ -237,7 +236,7 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
 /// predate syncbridge, for every table the engine syncs and the provider's
 /// capture subscribes to.
 pub async fn full_resync(c: &Client, table: &str, provider: &str) -> Result<u64, DbError> {
-    let entity = engine::entity(table)
+    let entity = crate::providers::entity(table)
         .ok_or_else(|| DbError::NotSynced(format!("{table:?} is not a table syncbridge syncs")))?;
     let subscribed = c
         .query_opt(

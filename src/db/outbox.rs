@@ -203,52 +203,39 @@ pub async fn record_success(
     // The record's row before its links: the engine locks rows in that
     // order too (a fetch or webhook applying to the same record), so the
     // two never wait on each other in a cycle.
-    if record_exists && rec.table == "clients" && provider == ProviderName::OpenPhone {
-        let id_of = |slot: &str| {
-            pushed
-                .links
-                .iter()
-                .find(|(s, _)| *s == slot)
-                .map(|(_, r)| r.clone())
-        };
-        let (p, a1, a2) = (id_of("primary"), id_of("alt_1"), id_of("alt_2"));
-        tx.execute(
-            "UPDATE clients SET
-                 openphone_contact_id = CASE WHEN $2 THEN $3 ELSE openphone_contact_id END,
-                 openphone_alt_contact_1_id = CASE WHEN $4 THEN $5 ELSE openphone_alt_contact_1_id END,
-                 openphone_alt_contact_2_id = CASE WHEN $6 THEN $7 ELSE openphone_alt_contact_2_id END,
-                 last_synced_at = now(), sync_status = 'synced', sync_error = NULL
-             WHERE id = $1",
-            &[
-                &rec.record_id,
-                &p.is_some(),
-                &p.flatten(),
-                &a1.is_some(),
-                &a1.flatten(),
-                &a2.is_some(),
-                &a2.flatten(),
-            ],
-        )
-        .await?;
-    }
-    if record_exists {
-        if let Some((entity, key)) =
-            engine::entity(&rec.table).and_then(|e| Some((e, e.key_column?)))
+    if let (true, Some(entity)) = (record_exists, crate::providers::entity(&rec.table)) {
+        // The record's own link columns (its remote ids), synced now. The
+        // columns come from the entity's constants, never from data.
+        let columns: Vec<&str> = entity
+            .link_columns
+            .iter()
+            .filter(|l| l.provider == provider)
+            .map(|l| l.column)
+            .collect();
+        let mut ids = serde_json::Map::new();
+        for l in entity
+            .link_columns
+            .iter()
+            .filter(|l| l.provider == provider)
         {
-            // A mirror table: remember the remote id the push created.
-            let remote = pushed
-                .links
-                .iter()
-                .find(|(s, _)| *s == "primary")
-                .and_then(|(_, r)| r.clone());
-            let sql = format!(
-                "UPDATE {t} SET {key} = coalesce($2, {key}), last_synced_at = now(),
-                        sync_status = 'synced', sync_error = NULL
-                 WHERE id = $1",
-                t = entity.table
-            );
-            tx.execute(&sql, &[&rec.record_id, &remote]).await?;
+            if let Some((_, id)) = pushed.links.iter().find(|(s, _)| *s == l.slot) {
+                ids.insert(
+                    l.column.to_owned(),
+                    id.clone().map_or(Value::Null, Value::String),
+                );
+            }
         }
+        let sets: String = columns
+            .iter()
+            .map(|c| format!("{c} = CASE WHEN $2::jsonb ? '{c}' THEN $2->>'{c}' ELSE {c} END, "))
+            .collect();
+        let sql = format!(
+            "UPDATE {t} SET {sets}last_synced_at = now(), sync_status = 'synced', sync_error = NULL
+             WHERE id = $1",
+            t = entity.table
+        );
+        tx.execute(&sql, &[&rec.record_id, &Value::Object(ids)])
+            .await?;
     }
     for (slot, remote) in &pushed.links {
         match remote {
@@ -320,7 +307,7 @@ pub async fn record_failure(
         &[&claimed.ids, &error, &retry_at],
     )
     .await?;
-    if let Some(entity) = engine::entity(&rec.table) {
+    if let Some(entity) = crate::providers::entity(&rec.table) {
         let sql = format!(
             "UPDATE {} SET sync_error = $2,
                  sync_status = CASE WHEN $3 THEN 'failed' ELSE sync_status END
@@ -348,7 +335,7 @@ pub async fn reconcile_before_push(
         &[&provider.as_str()],
     )
     .await?;
-    let entity = engine::entity(obj.table)
+    let entity = crate::providers::entity(obj.table)
         .ok_or_else(|| DbError::NotSynced(format!("{} is not a synced table", obj.table)))?;
     let rules = engine::load_rules(tx).await?;
     let remote = engine::RemoteRecord {

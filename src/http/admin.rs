@@ -379,19 +379,23 @@ pub async fn resolve_conflict(
         _ => return Err(bad("resolution is local, remote or merged")),
     };
     let mut c = client(&app).await?;
-    let resolved =
-        engine::resolve_conflict(&mut c, id, choice, body.resolved_by, body.notes.as_deref())
-            .await
-            .map_err(|e| match e {
-                ResolveError::NotFound(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "not found", e.to_string())
-                }
-                ResolveError::NotOpen(..) => {
-                    ApiError::new(StatusCode::CONFLICT, "not open", e.to_string())
-                }
-                ResolveError::Invalid(why) => bad(&why),
-                ResolveError::Db(db) => db_error(db),
-            })?;
+    let resolved = engine::resolve_conflict(
+        &mut c,
+        crate::providers::entity,
+        id,
+        choice,
+        body.resolved_by,
+        body.notes.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        ResolveError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not found", e.to_string())
+        }
+        ResolveError::NotOpen(..) => ApiError::new(StatusCode::CONFLICT, "not open", e.to_string()),
+        ResolveError::Invalid(why) => bad(&why),
+        ResolveError::Db(db) => db_error(db),
+    })?;
     app.wake.dispatcher.notify_one();
     Ok(Json(resolved))
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 
+use crate::apply::engine::Entity;
 use crate::config::Config;
 use crate::domain::{DedupKey, ProviderName};
 use crate::events::DomainEvent;
@@ -248,21 +249,58 @@ pub struct Registry {
     providers: HashMap<ProviderName, Result<Arc<dyn Provider>, &'static str>>,
 }
 
+/// What generic code knows about a provider: its name, the local tables
+/// it syncs (enabled or not: migrations, integrity and admin queries cover
+/// them all), and how it is built from the configuration. One line per
+/// provider in [`PROVIDERS`].
+pub struct Plugin {
+    pub name: ProviderName,
+    pub entities: &'static [&'static Entity],
+    pub build: fn(&Config) -> Result<Arc<dyn Provider>, &'static str>,
+}
+
+fn built<P: Provider>(p: Result<P, &'static str>) -> Result<Arc<dyn Provider>, &'static str> {
+    p.map(|p| Arc::new(p) as Arc<dyn Provider>)
+}
+
+/// Every provider syncbridge has. Adding one is one line here.
+pub const PROVIDERS: &[Plugin] = &[
+    Plugin {
+        name: ProviderName::OpenPhone,
+        entities: openphone::entities::ENTITIES,
+        build: |c| built(openphone::OpenPhone::from_config(c)),
+    },
+    Plugin {
+        name: ProviderName::Keap,
+        entities: keap::entities::ENTITIES,
+        build: |c| built(keap::Keap::from_config(c)),
+    },
+    Plugin {
+        name: ProviderName::ResMan,
+        entities: &[],
+        build: |c| built(resman::ResMan::from_config(c)),
+    },
+];
+
+/// Every table any provider syncs.
+pub fn entities() -> impl Iterator<Item = &'static Entity> {
+    PROVIDERS.iter().flat_map(|p| p.entities.iter().copied())
+}
+
+/// The synced table named `table`, if one is: the whitelist every query
+/// that names a table from data goes through.
+pub fn entity(table: &str) -> Option<&'static Entity> {
+    entities().find(|e| e.table == table)
+}
+
 impl Registry {
     pub fn from_config(config: &Config) -> Registry {
-        let mut r = Registry::default();
-        r.insert(
-            ProviderName::OpenPhone,
-            openphone::OpenPhone::from_config(config),
-        );
-        r.insert(ProviderName::Keap, keap::Keap::from_config(config));
-        r.insert(ProviderName::ResMan, resman::ResMan::from_config(config));
-        r
-    }
-
-    fn insert<P: Provider>(&mut self, name: ProviderName, p: Result<P, &'static str>) {
-        self.providers
-            .insert(name, p.map(|p| Arc::new(p) as Arc<dyn Provider>));
+        Registry {
+            providers: PROVIDERS
+                .iter()
+                .map(|p| (p.name, (p.build)(config)))
+                .collect(),
+        }
     }
 
     /// The provider, or why it is disabled.

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod api;
+pub mod entities;
 mod wire;
 
 use api::Api;

@@ -23,8 +23,9 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::entities::CLIENTS;
 use super::store::{insert_client, Slot};
-use crate::apply::engine::{self, Action, Conflict, LinkState, LocalRow, RemoteRecord, CLIENTS};
+use crate::apply::engine::{self, Action, Conflict, LinkState, LocalRow, RemoteRecord};
 use crate::apply::Applied;
 use crate::conflict::Rules;
 use crate::db::DbError;

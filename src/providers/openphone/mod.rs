@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub mod batch;
+pub mod entities;
 mod push;
 pub mod store;
 mod wire;

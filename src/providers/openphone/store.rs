@@ -10,7 +10,8 @@ use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::apply::engine::{self, LinkState, LocalRow, RemoteRecord, CLIENTS};
+use super::entities::CLIENTS;
+use crate::apply::engine::{self, LinkState, LocalRow, RemoteRecord};
 use crate::apply::Applied;
 use crate::conflict::Rules;
 use crate::db::DbError;
