@@ -164,10 +164,10 @@ async fn prepare(config: &mut Config) -> anyhow::Result<(Database, db::Pool)> {
 }
 
 async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
-    for (provider, state) in config.provider_summary() {
+    for (provider, state) in Registry::from_config(&config).webhook_routes() {
         match state {
-            Ok(()) => tracing::info!(provider, "webhooks enabled"),
-            Err(why) => tracing::warn!(provider, "webhooks disabled: {why}"),
+            Ok(()) => tracing::info!(%provider, "webhooks enabled"),
+            Err(why) => tracing::warn!(%provider, "webhooks disabled: {why}"),
         }
     }
     if config.admin_token.is_none() {
@@ -286,7 +286,6 @@ async fn replay(
     let replayer = Replayer {
         target,
         providers: &registry,
-        keap_token: config.keap.webhook_token.as_ref(),
         resign,
     };
     let results = replayer.replay(&fixtures).await?;
@@ -327,19 +326,27 @@ async fn replay(
     })
 }
 
+/// The names of the providers that take webhooks.
+fn webhook_providers() -> impl Iterator<Item = &'static str> {
+    crate::providers::PROVIDERS
+        .iter()
+        .filter(|p| p.webhook != crate::providers::Webhook::None)
+        .map(|p| p.name.as_str())
+}
+
 async fn export(
     config: Config,
     provider: Option<String>,
     since: Option<String>,
     dir: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    let provider =
-        match provider {
-            Some(p) => Some(ProviderName::parse(&p).with_context(|| {
-                format!("unknown provider {p:?}: use openphone, keap or resman")
-            })?),
-            None => None,
-        };
+    let provider = match provider {
+        Some(p) => Some(ProviderName::parse(&p).with_context(|| {
+            let names: Vec<&str> = webhook_providers().collect();
+            format!("unknown provider {p:?}: use {}", names.join(", "))
+        })?),
+        None => None,
+    };
     let since: Option<DateTime<Utc>> = match since {
         Some(s) => Some(
             parse_provider_time(&s)

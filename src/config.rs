@@ -502,27 +502,6 @@ impl Config {
             },
         })
     }
-
-    /// One line per provider saying whether its webhook route is enabled.
-    pub fn provider_summary(&self) -> Vec<(&'static str, Result<(), &'static str>)> {
-        let op = if self.openphone.webhook_key.is_some() || self.openphone.webhook_secret.is_some()
-        {
-            Ok(())
-        } else {
-            Err("neither OPENPHONE_WEBHOOK_KEY nor OPENPHONE_WEBHOOK_SECRET is set")
-        };
-        let keap = if self.keap.webhook_token.is_some() {
-            Ok(())
-        } else {
-            Err("KEAP_WEBHOOK_TOKEN is not set")
-        };
-        let resman = if self.resman.webhook_secret.is_some() {
-            Ok(())
-        } else {
-            Err("RESMAN_WEBHOOK_SECRET is not set")
-        };
-        vec![("openphone", op), ("keap", keap), ("resman", resman)]
-    }
 }
 
 fn whsec(s: &Settings, key: &'static str) -> Result<Option<HmacKey>, ConfigError> {
@@ -550,7 +529,6 @@ mod tests {
         assert_eq!(c.signature_tolerance, Some(Duration::from_secs(300)));
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert!(c.database_url.is_none());
-        assert!(c.provider_summary().iter().all(|(_, r)| r.is_err()));
         assert_eq!(c.openphone.api_url, "https://api.openphone.com");
     }
 

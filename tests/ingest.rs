@@ -551,7 +551,6 @@ async fn every_fixture_replays_to_the_expected_state_and_replaying_again_changes
     let replayer = syncbridge::ops::replay::Replayer {
         target: app.url(""),
         providers: &registry,
-        keap_token: app.config.keap.webhook_token.as_ref(),
         resign: false,
     };
     let results = replayer.replay(&all).await.unwrap();

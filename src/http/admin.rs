@@ -113,11 +113,11 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         "problems": problems,
     });
     v["providers"] = json!(app
-        .config
-        .provider_summary()
+        .providers
+        .webhook_routes()
         .into_iter()
         .map(|(p, s)| (
-            p.to_owned(),
+            p.as_str().to_owned(),
             json!({"webhooks": s.err().unwrap_or("enabled")})
         ))
         .collect::<serde_json::Map<String, Value>>());

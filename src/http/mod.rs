@@ -50,9 +50,8 @@ pub fn router(state: AppState) -> axum::Router {
         ));
     axum::Router::new()
         .merge(api)
-        .route("/webhooks/openphone", post(webhooks::openphone))
-        .route("/webhooks/keap/{token}", post(webhooks::keap))
-        .route("/webhooks/resman", post(webhooks::resman))
+        .route("/webhooks/{provider}", post(webhooks::signed))
+        .route("/webhooks/{provider}/{token}", post(webhooks::with_token))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -22,26 +22,45 @@ use super::ApiError;
 use crate::app::AppState;
 use crate::domain::ProviderName;
 use crate::inbox::{InboxError, Stored};
-use crate::providers::{Provider, Reject, Verified, WebhookRequest};
+use crate::providers::{self, Provider, Reject, Verified, Webhook, WebhookRequest};
 
 /// Bodies at least this large are verified on the blocking pool.
 const OFFLOAD_VERIFY_BYTES: usize = 64 * 1024;
 
-pub async fn openphone(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    ingest(&app, ProviderName::OpenPhone, None, headers, body).await
-}
-
-pub async fn keap(
+/// `POST /webhooks/{provider}`: a provider whose deliveries are signed.
+pub async fn signed(
     State(app): State<AppState>,
-    Path(token): Path<String>,
+    Path(provider): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    ingest(&app, ProviderName::Keap, Some(token), headers, body).await
+    match route(&provider, Webhook::Signed) {
+        Ok(name) => ingest(&app, name, None, headers, body).await,
+        Err(e) => e.into_response(),
+    }
 }
 
-pub async fn resman(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    ingest(&app, ProviderName::ResMan, None, headers, body).await
+/// `POST /webhooks/{provider}/{token}`: a provider authenticated by the
+/// token in its URL.
+pub async fn with_token(
+    State(app): State<AppState>,
+    Path((provider, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match route(&provider, Webhook::PathToken) {
+        Ok(name) => ingest(&app, name, Some(token), headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The provider a webhook path names, if its webhooks take that shape.
+fn route(provider: &str, shape: Webhook) -> Result<ProviderName, ApiError> {
+    ProviderName::parse(provider)
+        .and_then(providers::plugin)
+        .filter(|p| p.webhook == shape)
+        .map(|p| p.name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found", "no such webhook route"))
 }
 
 fn count(provider: ProviderName, result: &'static str, reason: &'static str) {

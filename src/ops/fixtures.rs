@@ -16,7 +16,7 @@ use crate::domain::{parse_provider_time, ProviderName};
 
 /// The literal placeholder Keap fixture paths carry instead of the secret
 /// token; replay substitutes the configured `KEAP_WEBHOOK_TOKEN`.
-pub const TOKEN_PLACEHOLDER: &str = "{token}";
+pub use crate::providers::TOKEN_PLACEHOLDER;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Fixture {
@@ -89,7 +89,7 @@ impl Fixture {
         Fixture {
             provider: provider.as_str().to_owned(),
             method: "POST".into(),
-            path: webhook_path(provider).to_owned(),
+            path: webhook_path(provider),
             headers,
             body,
             body_base64,
@@ -107,15 +107,11 @@ impl Fixture {
     }
 }
 
-/// The route a provider's webhooks arrive on.
-pub fn webhook_path(provider: ProviderName) -> &'static str {
-    match provider {
-        ProviderName::OpenPhone => "/webhooks/openphone",
-        ProviderName::Keap => "/webhooks/keap/{token}",
-        ProviderName::ResMan => "/webhooks/resman",
-        ProviderName::Teli => "/webhooks/teli",
-        ProviderName::D1 => "/webhooks/d1",
-    }
+/// The route a provider's webhooks arrive on (its registry line).
+pub fn webhook_path(provider: ProviderName) -> String {
+    crate::providers::plugin(provider)
+        .and_then(|p| p.webhook_path())
+        .unwrap_or_else(|| format!("/webhooks/{provider}"))
 }
 
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), FixtureError> {

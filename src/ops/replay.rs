@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::Utc;
 
 use super::fixtures::{Fixture, TOKEN_PLACEHOLDER};
-use crate::config::Secret;
 use crate::providers::Registry;
 
 #[derive(Debug)]
@@ -26,7 +25,7 @@ pub struct ReplayResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("{0}: the path has {{token}} but KEAP_WEBHOOK_TOKEN is not set")]
+    #[error("{0}: the path has {{token}} but its provider's webhook token is not set")]
     NoToken(PathBuf),
     #[error("{path}: {message}")]
     Fixture { path: PathBuf, message: String },
@@ -41,7 +40,6 @@ pub enum ReplayError {
 pub struct Replayer<'a> {
     pub target: String,
     pub providers: &'a Registry,
-    pub keap_token: Option<&'a Secret>,
     pub resign: bool,
 }
 
@@ -77,8 +75,10 @@ impl Replayer<'_> {
         };
         let body = f.body_bytes().map_err(bad)?;
         let route = if f.path.contains(TOKEN_PLACEHOLDER) {
-            let token = self
-                .keap_token
+            let token = f
+                .provider()
+                .and_then(|p| self.providers.get(p).ok())
+                .and_then(|p| p.path_token())
                 .ok_or_else(|| ReplayError::NoToken(path.to_owned()))?;
             f.path.replace(TOKEN_PLACEHOLDER, token.expose())
         } else {

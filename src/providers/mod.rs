@@ -188,6 +188,12 @@ pub trait Provider: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// The token in this provider's webhook URL, for providers whose
+    /// webhooks are [`Webhook::PathToken`] (replay fills it in).
+    fn path_token(&self) -> Option<&crate::config::Secret> {
+        None
+    }
+
     /// Authenticates the raw request and extracts the dedup key.
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject>;
 
@@ -255,8 +261,42 @@ pub struct Registry {
 /// provider in [`PROVIDERS`].
 pub struct Plugin {
     pub name: ProviderName,
+    /// How its webhooks arrive, if it sends any.
+    pub webhook: Webhook,
     pub entities: &'static [&'static Entity],
     pub build: fn(&Config) -> Result<Arc<dyn Provider>, &'static str>,
+}
+
+/// The route a provider's webhooks take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Webhook {
+    /// No webhooks (pulled providers).
+    None,
+    /// `POST /webhooks/{name}`, authenticated by a signature.
+    Signed,
+    /// `POST /webhooks/{name}/{token}`, authenticated by the unguessable
+    /// token in the URL ([`Provider::path_token`]).
+    PathToken,
+}
+
+/// The placeholder a fixture's path holds for the URL token.
+pub const TOKEN_PLACEHOLDER: &str = "{token}";
+
+impl Plugin {
+    /// The path a provider's webhooks arrive on (with the token
+    /// placeholder for [`Webhook::PathToken`]).
+    pub fn webhook_path(&self) -> Option<String> {
+        match self.webhook {
+            Webhook::None => None,
+            Webhook::Signed => Some(format!("/webhooks/{}", self.name)),
+            Webhook::PathToken => Some(format!("/webhooks/{}/{TOKEN_PLACEHOLDER}", self.name)),
+        }
+    }
+}
+
+/// The registry line of `name`.
+pub fn plugin(name: ProviderName) -> Option<&'static Plugin> {
+    PROVIDERS.iter().find(|p| p.name == name)
 }
 
 fn built<P: Provider>(p: Result<P, &'static str>) -> Result<Arc<dyn Provider>, &'static str> {
@@ -267,16 +307,19 @@ fn built<P: Provider>(p: Result<P, &'static str>) -> Result<Arc<dyn Provider>, &
 pub const PROVIDERS: &[Plugin] = &[
     Plugin {
         name: ProviderName::OpenPhone,
+        webhook: Webhook::Signed,
         entities: openphone::entities::ENTITIES,
         build: |c| built(openphone::OpenPhone::from_config(c)),
     },
     Plugin {
         name: ProviderName::Keap,
+        webhook: Webhook::PathToken,
         entities: keap::entities::ENTITIES,
         build: |c| built(keap::Keap::from_config(c)),
     },
     Plugin {
         name: ProviderName::ResMan,
+        webhook: Webhook::Signed,
         entities: &[],
         build: |c| built(resman::ResMan::from_config(c)),
     },
@@ -319,6 +362,16 @@ impl Registry {
             Some(why) => Err(why),
             None => Ok(p),
         }
+    }
+
+    /// Each provider that takes webhooks, and whether its route is enabled
+    /// (or why not), in registry order.
+    pub fn webhook_routes(&self) -> Vec<(ProviderName, Result<(), &'static str>)> {
+        PROVIDERS
+            .iter()
+            .filter(|p| p.webhook != Webhook::None)
+            .map(|p| (p.name, self.webhooks(p.name).map(|_| ())))
+            .collect()
     }
 
     /// Enabled providers with outbound sync.

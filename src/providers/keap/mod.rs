@@ -185,6 +185,10 @@ impl Provider for Keap {
         })
     }
 
+    fn path_token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
         let token = req.token.unwrap_or_default();
         if !self.token.as_ref().is_some_and(|t| t.matches(token)) {
