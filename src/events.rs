@@ -27,6 +27,20 @@ pub enum DomainEvent {
     Ignored(String),
 }
 
+impl DomainEvent {
+    /// The event's kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DomainEvent::Call(_) => "call",
+            DomainEvent::Message(_) => "message",
+            DomainEvent::ContactUpserted(_) => "contact",
+            DomainEvent::ContactDeleted { .. } => "contact deletion",
+            DomainEvent::FetchHint { .. } => "fetch hint",
+            DomainEvent::Ignored(_) => "ignored",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {

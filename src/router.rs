@@ -27,15 +27,11 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::engine;
 use crate::apply::Applied;
 use crate::config::RouterConfig;
-use crate::conflict::Rules;
 use crate::db::fetch;
 use crate::db::inbox::{self, Claimed, Outcome};
 use crate::db::{DbError, Pool};
 use crate::events::DomainEvent;
-use crate::events::RemoteContact;
-use crate::providers::openphone::batch::ContactBatch;
-use crate::providers::openphone::store as apply;
-use crate::providers::{Provider, Registry, StoredEvent};
+use crate::providers::{ApplyCtx, BatchWrites, Provider, Registry, StoredEvent};
 
 #[derive(Clone)]
 pub struct Router {
@@ -167,40 +163,36 @@ impl Router {
         // again with a savepoint per event, so the failure stays its own.
         let mut outcomes = Vec::with_capacity(claimed.len());
         let mut failed = false;
-        // Normalised up front, so the batch's contact events can be read
-        // and written set-based (db::contact_batch).
+        // Normalised up front, so the provider can prepare set-based writes
+        // for the whole batch (OpenPhone's contact events).
         let normalised: Vec<_> = claimed
             .iter()
             .map(|ev| provider.normalise(&stored(ev)))
             .collect();
-        let contacts: Vec<&RemoteContact> = normalised
+        let all: Vec<&DomainEvent> = normalised
             .iter()
             .filter_map(|r| r.as_ref().ok())
             .flatten()
-            .filter_map(|d| match d {
-                DomainEvent::ContactUpserted(c) => Some(c),
-                _ => None,
-            })
             .collect();
-        let mut batch = None;
-        if contacts.len() > 1 {
-            match ContactBatch::prefetch(&tx, provider.name(), &contacts).await {
-                Ok(b) => batch = Some(b),
-                Err(e) if e.is_transient() => return Err(e),
-                Err(_) => failed = true,
+        let mut batch = match provider.prepare_batch(&tx, &all).await {
+            Ok(b) => b,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => {
+                failed = true;
+                None
             }
-        }
-        for (ev, events) in claimed.iter().zip(normalised) {
+        };
+        for (ev, events) in claimed.iter().zip(&normalised) {
             if failed {
                 break;
             }
             let started = Instant::now();
-            let ctx = Ctx {
+            let ctx = ApplyCtx {
                 tx: &tx,
                 rules: &rules,
-                fetch_debounce: self.config.fetch_debounce,
+                inbox_id: ev.id,
             };
-            match apply_event(&ctx, ev, events, &mut batch).await {
+            match self.apply_event(provider, &ctx, events, &mut batch).await {
                 Ok(o) => outcomes.push((ev.id, o, started.elapsed())),
                 Err(ApplyError::Db(db)) if db.is_transient() => return Err(db),
                 Err(_) => failed = true,
@@ -213,6 +205,8 @@ impl Router {
                 Err(_) => failed = true,
             }
         }
+        drop(batch);
+        drop(all);
         if failed {
             tx.rollback().await?;
             tx = client.transaction().await?;
@@ -227,13 +221,13 @@ impl Router {
             for ev in claimed.iter().filter(|c| reclaimed.contains(&c.id)) {
                 let started = Instant::now();
                 let sp = tx.savepoint("event").await?;
-                let ctx = Ctx {
+                let ctx = ApplyCtx {
                     tx: &sp,
                     rules: &rules,
-                    fetch_debounce: self.config.fetch_debounce,
+                    inbox_id: ev.id,
                 };
                 let events = provider.normalise(&stored(ev));
-                let outcome = match apply_event(&ctx, ev, events, &mut None).await {
+                let outcome = match self.apply_event(provider, &ctx, &events, &mut None).await {
                     Ok(o) => {
                         sp.commit().await?;
                         o
@@ -291,6 +285,73 @@ impl Router {
         Ok(stats)
     }
 
+    /// Applies one event's domain events: fetch hints and ignored events
+    /// here, everything else by its provider — offered to the batch's
+    /// set-based writes first, when the provider prepared some.
+    async fn apply_event(
+        &self,
+        provider: &dyn Provider,
+        ctx: &ApplyCtx<'_, '_>,
+        events: &Result<Vec<DomainEvent>, crate::providers::NormaliseError>,
+        batch: &mut Option<Box<dyn BatchWrites>>,
+    ) -> Result<Outcome, ApplyError> {
+        let events = match events {
+            Ok(e) => e,
+            Err(e) => return Err(ApplyError::Normalise(e.to_string())),
+        };
+        let mut applied_any = false;
+        let mut skipped = Vec::new();
+        for de in events {
+            let result = match de {
+                DomainEvent::FetchHint { object_type, ids } => {
+                    fetch::enqueue(
+                        ctx.tx,
+                        provider.name(),
+                        object_type,
+                        ids,
+                        self.config.fetch_debounce,
+                        ctx.inbox_id,
+                    )
+                    .await?;
+                    Applied::Queued
+                }
+                DomainEvent::Ignored(why) => Applied::Ignored(why.clone()),
+                other => {
+                    let batched = match batch.as_mut() {
+                        Some(b) => b.apply(ctx, other).await?,
+                        None => None,
+                    };
+                    match batched {
+                        Some(a) => a,
+                        None => provider.apply_event(ctx, other).await?,
+                    }
+                }
+            };
+            match result {
+                Applied::Inserted(_)
+                | Applied::Updated(_)
+                | Applied::Conflict(_)
+                | Applied::Queued => applied_any = true,
+                Applied::Stale(why) => skipped.push((true, why)),
+                Applied::Ignored(why) => skipped.push((false, why)),
+            }
+        }
+        if applied_any || events.is_empty() && skipped.is_empty() {
+            return Ok(Outcome::Processed);
+        }
+        let stale = skipped.iter().any(|(s, _)| *s);
+        let why = skipped
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok(if stale {
+            Outcome::SkippedStale(why)
+        } else {
+            Outcome::Ignored(why)
+        })
+    }
+
     /// A failed attempt: retry with exponential backoff and jitter, or give
     /// up after the policy's last attempt.
     fn failure(&self, ev: &Claimed, error: &str) -> Outcome {
@@ -306,7 +367,7 @@ impl Router {
 #[derive(Debug, thiserror::Error)]
 enum ApplyError {
     #[error("{0}")]
-    Normalise(#[from] crate::providers::NormaliseError),
+    Normalise(String),
     #[error("{0}")]
     Db(#[from] DbError),
 }
@@ -317,13 +378,6 @@ impl From<tokio_postgres::Error> for ApplyError {
     }
 }
 
-/// What applying an event needs besides the event.
-struct Ctx<'a, 't> {
-    tx: &'a deadpool_postgres::Transaction<'t>,
-    rules: &'a Rules,
-    fetch_debounce: std::time::Duration,
-}
-
 fn stored(ev: &Claimed) -> StoredEvent<'_> {
     StoredEvent {
         id: ev.id,
@@ -332,70 +386,4 @@ fn stored(ev: &Claimed) -> StoredEvent<'_> {
         occurred_at: ev.occurred_at,
         body: &ev.body,
     }
-}
-
-/// Applies one event's domain events. With `batch`, contact events are
-/// decided in memory and written when the batch flushes; anything else that
-/// could read what they change flushes first.
-async fn apply_event(
-    ctx: &Ctx<'_, '_>,
-    ev: &Claimed,
-    events: Result<Vec<DomainEvent>, crate::providers::NormaliseError>,
-    batch: &mut Option<ContactBatch>,
-) -> Result<Outcome, ApplyError> {
-    let tx = ctx.tx;
-    let events = events?;
-    let mut applied_any = false;
-    let mut skipped = Vec::new();
-    for de in &events {
-        if let (DomainEvent::Call(_) | DomainEvent::Message(_), Some(b)) = (de, batch.as_mut()) {
-            // They link to clients by phone: let them see pending updates.
-            if b.is_dirty() {
-                b.flush(tx).await?;
-            }
-        }
-        let result = match de {
-            DomainEvent::Call(c) => apply::upsert_call(tx, c, ev.id).await?,
-            DomainEvent::Message(m) => apply::upsert_message(tx, m, ev.id).await?,
-            DomainEvent::ContactUpserted(c) => match batch.as_mut() {
-                Some(b) => b.apply(tx, ctx.rules, c, ev.id).await?,
-                None => apply::apply_contact(tx, ctx.rules, ev.provider, c, ev.id).await?,
-            },
-            DomainEvent::ContactDeleted { remote_id } => {
-                // Unlinking changes clients and links the batch holds: write
-                // what is pending and apply the rest one at a time.
-                if let Some(mut b) = batch.take() {
-                    b.flush(tx).await?;
-                }
-                apply::unlink_contact(tx, ev.provider, remote_id, ev.id).await?
-            }
-            DomainEvent::FetchHint { object_type, ids } => {
-                fetch::enqueue(tx, ev.provider, object_type, ids, ctx.fetch_debounce, ev.id)
-                    .await?;
-                Applied::Queued
-            }
-            DomainEvent::Ignored(why) => Applied::Ignored(why.clone()),
-        };
-        match result {
-            Applied::Inserted(_) | Applied::Updated(_) | Applied::Conflict(_) | Applied::Queued => {
-                applied_any = true
-            }
-            Applied::Stale(why) => skipped.push((true, why)),
-            Applied::Ignored(why) => skipped.push((false, why)),
-        }
-    }
-    if applied_any || events.is_empty() && skipped.is_empty() {
-        return Ok(Outcome::Processed);
-    }
-    let stale = skipped.iter().any(|(s, _)| *s);
-    let why = skipped
-        .into_iter()
-        .map(|(_, w)| w)
-        .collect::<Vec<_>>()
-        .join("; ");
-    Ok(if stale {
-        Outcome::SkippedStale(why)
-    } else {
-        Outcome::Ignored(why)
-    })
 }

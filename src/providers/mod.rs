@@ -23,7 +23,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 
 use crate::apply::engine::Entity;
+use crate::apply::Applied;
 use crate::config::Config;
+use crate::conflict::Rules;
+use crate::db::DbError;
 use crate::domain::{DedupKey, ProviderName};
 use crate::events::DomainEvent;
 
@@ -150,6 +153,53 @@ pub type FetchFuture<'a> =
 
 pub use outbound::PushError;
 
+pub type ApplyFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, DbError>> + Send + 'a>>;
+
+pub type PrepareFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Option<Box<dyn BatchWrites>>, DbError>> + Send + 'a,
+    >,
+>;
+
+pub type BatchApplyFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<Applied>, DbError>> + Send + 'a>,
+>;
+
+pub type FlushFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DbError>> + Send + 'a>>;
+
+/// What a provider's domain events are applied with inside the router's
+/// transaction (which has `syncbridge.origin` set to the provider).
+pub struct ApplyCtx<'a, 't> {
+    pub tx: &'a deadpool_postgres::Transaction<'t>,
+    /// The conflict rules as of this batch.
+    pub rules: &'a Rules,
+    /// The inbox event being applied (audit rows name it).
+    pub inbox_id: i64,
+}
+
+/// A provider's set-based writes for one batch (e.g. OpenPhone's contact
+/// events: read and locked together, decided in memory, written in a few
+/// statements). The router offers every event to it first.
+pub trait BatchWrites: Send {
+    /// Applies `event` in memory, or `None` when it is not one this batch
+    /// takes: then the batch has written what a one-at-a-time write of the
+    /// event could read, and the router applies it through
+    /// [`Provider::apply_event`].
+    fn apply<'a, 't: 'a>(
+        &'a mut self,
+        ctx: &'a ApplyCtx<'a, 't>,
+        event: &'a DomainEvent,
+    ) -> BatchApplyFuture<'a>;
+
+    /// Writes what is pending.
+    fn flush<'a, 't: 'a>(
+        &'a mut self,
+        tx: &'a deadpool_postgres::Transaction<'t>,
+    ) -> FlushFuture<'a>;
+}
+
 pub type PushFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Pushed, PushError>> + Send + 'a>>;
 
@@ -207,6 +257,33 @@ pub trait Provider: Send + Sync + 'static {
     /// provider does not handle is `DomainEvent::Ignored`, not an error.
     fn normalise(&self, _event: &StoredEvent<'_>) -> Result<Vec<DomainEvent>, NormaliseError> {
         Ok(Vec::new())
+    }
+
+    /// Prepares set-based writes for a batch's domain events, or `None`
+    /// to apply each one at a time.
+    fn prepare_batch<'a, 't: 'a>(
+        &'a self,
+        _tx: &'a deadpool_postgres::Transaction<'t>,
+        _events: &'a [&'a DomainEvent],
+    ) -> PrepareFuture<'a> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Applies one of its domain events (fetch hints and ignored events
+    /// are the router's own): upserts and audit rows, in the router's
+    /// transaction.
+    fn apply_event<'a, 't: 'a>(
+        &'a self,
+        _ctx: &'a ApplyCtx<'a, 't>,
+        event: &'a DomainEvent,
+    ) -> ApplyFuture<'a> {
+        let name = self.name();
+        Box::pin(async move {
+            Ok(Applied::Ignored(format!(
+                "{name} applies no {} events",
+                event.kind()
+            )))
+        })
     }
 
     /// Re-signs a recorded delivery for replay (`replay --resign`):

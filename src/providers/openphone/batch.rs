@@ -30,7 +30,9 @@ use crate::apply::Applied;
 use crate::conflict::Rules;
 use crate::db::DbError;
 use crate::domain::{E164Phone, ProviderName};
+use crate::events::DomainEvent;
 use crate::events::RemoteContact;
+use crate::providers::{ApplyCtx, BatchApplyFuture, BatchWrites, FlushFuture};
 
 struct Cached {
     row: Value,
@@ -578,4 +580,58 @@ fn update_sql() -> String {
          WHERE c.id = u.id",
         sets.join(", ")
     )
+}
+
+/// The router's view of a [`ContactBatch`]: contact updates are decided in
+/// memory; a call or message first writes what is pending (it links to
+/// clients by phone and must see them); a contact deletion writes what is
+/// pending and ends the set-based path for the rest of the batch.
+pub struct Batched {
+    batch: ContactBatch,
+    closed: bool,
+}
+
+impl Batched {
+    pub fn new(batch: ContactBatch) -> Batched {
+        Batched {
+            batch,
+            closed: false,
+        }
+    }
+}
+
+impl BatchWrites for Batched {
+    fn apply<'a, 't: 'a>(
+        &'a mut self,
+        ctx: &'a ApplyCtx<'a, 't>,
+        event: &'a DomainEvent,
+    ) -> BatchApplyFuture<'a> {
+        Box::pin(async move {
+            match event {
+                DomainEvent::ContactUpserted(c) if !self.closed => self
+                    .batch
+                    .apply(ctx.tx, ctx.rules, c, ctx.inbox_id)
+                    .await
+                    .map(Some),
+                DomainEvent::ContactDeleted { .. } => {
+                    self.batch.flush(ctx.tx).await?;
+                    self.closed = true;
+                    Ok(None)
+                }
+                _ => {
+                    if self.batch.is_dirty() {
+                        self.batch.flush(ctx.tx).await?;
+                    }
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn flush<'a, 't: 'a>(
+        &'a mut self,
+        tx: &'a deadpool_postgres::Transaction<'t>,
+    ) -> FlushFuture<'a> {
+        Box::pin(async move { self.batch.flush(tx).await })
+    }
 }

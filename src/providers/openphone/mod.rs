@@ -25,9 +25,11 @@ use super::{
     header, keep_headers, Change, Delivery, NormaliseError, Provider, PushFuture, Reject,
     StoredEvent, Verified, WebhookRequest,
 };
+use super::{ApplyCtx, ApplyFuture, BatchWrites, PrepareFuture};
+use crate::apply::Applied;
 use crate::config::Config;
 use crate::domain::{parse_provider_time, DedupKey, ProviderName};
-use crate::events::DomainEvent;
+use crate::events::{DomainEvent, RemoteContact};
 
 const LEGACY_HEADER: &str = "openphone-signature";
 const KEPT_HEADERS: &[&str] = &[
@@ -226,6 +228,54 @@ impl Provider for OpenPhone {
 
     fn normalise(&self, event: &StoredEvent<'_>) -> Result<Vec<DomainEvent>, NormaliseError> {
         normalise(event.body)
+    }
+
+    fn prepare_batch<'a, 't: 'a>(
+        &'a self,
+        tx: &'a deadpool_postgres::Transaction<'t>,
+        events: &'a [&'a DomainEvent],
+    ) -> PrepareFuture<'a> {
+        Box::pin(async move {
+            let contacts: Vec<&RemoteContact> = events
+                .iter()
+                .filter_map(|d| match d {
+                    DomainEvent::ContactUpserted(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if contacts.len() < 2 {
+                return Ok(None);
+            }
+            let batch =
+                batch::ContactBatch::prefetch(tx, ProviderName::OpenPhone, &contacts).await?;
+            Ok(Some(
+                Box::new(batch::Batched::new(batch)) as Box<dyn BatchWrites>
+            ))
+        })
+    }
+
+    fn apply_event<'a, 't: 'a>(
+        &'a self,
+        ctx: &'a ApplyCtx<'a, 't>,
+        event: &'a DomainEvent,
+    ) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let (tx, id) = (ctx.tx, ctx.inbox_id);
+            match event {
+                DomainEvent::Call(c) => store::upsert_call(tx, c, id).await,
+                DomainEvent::Message(m) => store::upsert_message(tx, m, id).await,
+                DomainEvent::ContactUpserted(c) => {
+                    store::apply_contact(tx, ctx.rules, ProviderName::OpenPhone, c, id).await
+                }
+                DomainEvent::ContactDeleted { remote_id } => {
+                    store::unlink_contact(tx, ProviderName::OpenPhone, remote_id, id).await
+                }
+                other => Ok(Applied::Ignored(format!(
+                    "OpenPhone applies no {} events",
+                    other.kind()
+                ))),
+            }
+        })
     }
 
     fn resign(&self, headers: &mut HeaderMap, body: &[u8], now: DateTime<Utc>) {
