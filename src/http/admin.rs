@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::ApiError;
 use crate::app::AppState;
-use crate::apply::engine::{self, Choice, ResolveError};
+use crate::apply::engine::{self, Choice};
 use crate::conflict::Strategy;
 use crate::db::{self, admin};
 use crate::domain::ProviderName;
@@ -62,10 +62,6 @@ fn bearer(value: &str) -> Option<&str> {
         .then(|| token.trim_start())
 }
 
-fn db_error(e: db::DbError) -> ApiError {
-    e.into()
-}
-
 fn bad(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad request", detail)
 }
@@ -100,12 +96,12 @@ fn check_time(what: &str, t: Option<DateTime<Utc>>) -> Result<(), ApiError> {
 }
 
 async fn client(app: &AppState) -> Result<db::Client, ApiError> {
-    app.pool.get().await.map_err(|e| db_error(e.into()))
+    Ok(app.pool.get().await.map_err(db::DbError::from)?)
 }
 
 pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
-    let mut v = admin::status(&c).await.map_err(db_error)?;
+    let mut v = admin::status(&c).await?;
     let problems = app.health.problems();
     v["health"] = json!({
         "ok": problems.is_empty(),
@@ -142,7 +138,7 @@ pub async fn retry(
         return Err(bad("event_ids are inbox ids, 1 or more"));
     }
     let mut c = client(&app).await?;
-    let (outbound, inbound) = admin::retry(&mut c, &filter).await.map_err(db_error)?;
+    let (outbound, inbound) = admin::retry(&mut c, &filter).await?;
     app.wake.dispatcher.notify_one();
     app.wake.router.notify_one();
     Ok(Json(
@@ -177,9 +173,7 @@ pub async fn full(
         ));
     }
     let c = client(&app).await?;
-    let queued = admin::full_resync(&c, &req.entity, provider.as_str())
-        .await
-        .map_err(db_error)?;
+    let queued = admin::full_resync(&c, &req.entity, provider.as_str()).await?;
     app.wake.dispatcher.notify_one();
     Ok(Json(json!({"queued": queued})))
 }
@@ -231,8 +225,7 @@ pub async fn events(
         q.before_id,
         limit,
     )
-    .await
-    .map_err(db_error)?;
+    .await?;
     let next = if rows.len() as i64 == limit {
         rows.last().and_then(|r| r["id"].as_i64())
     } else {
@@ -246,17 +239,13 @@ pub async fn event(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
-    admin::event(&c, id)
-        .await
-        .map_err(db_error)?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not found",
-                format!("no inbox event {id}"),
-            )
-        })
+    admin::event(&c, id).await?.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not found",
+            format!("no inbox event {id}"),
+        )
+    })
 }
 
 pub async fn replay(
@@ -264,7 +253,7 @@ pub async fn replay(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
-    if !admin::replay_event(&c, id).await.map_err(db_error)? {
+    if !admin::replay_event(&c, id).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not found",
@@ -315,8 +304,7 @@ pub async fn conflicts(
         q.before,
         limit,
     )
-    .await
-    .map_err(db_error)?;
+    .await?;
     let next = if rows.len() as i64 == limit {
         rows.last().map(|r| r["detected_at"].clone())
     } else {
@@ -331,8 +319,7 @@ pub async fn conflict(
 ) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
     engine::get_conflict(&c, id)
-        .await
-        .map_err(db_error)?
+        .await?
         .map(Json)
         .ok_or_else(|| {
             ApiError::new(
@@ -387,22 +374,14 @@ pub async fn resolve_conflict(
         body.resolved_by,
         body.notes.as_deref(),
     )
-    .await
-    .map_err(|e| match e {
-        ResolveError::NotFound(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "not found", e.to_string())
-        }
-        ResolveError::NotOpen(..) => ApiError::new(StatusCode::CONFLICT, "not open", e.to_string()),
-        ResolveError::Invalid(why) => bad(&why),
-        ResolveError::Db(db) => db_error(db),
-    })?;
+    .await?;
     app.wake.dispatcher.notify_one();
     Ok(Json(resolved))
 }
 
 pub async fn conflict_rules(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let c = client(&app).await?;
-    let rules = engine::list_rules(&c).await.map_err(db_error)?;
+    let rules = engine::list_rules(&c).await?;
     Ok(Json(json!({"rules": rules})))
 }
 
@@ -433,9 +412,7 @@ pub async fn set_conflict_rule(
         })?),
     };
     let c = client(&app).await?;
-    let n = engine::set_rule(&c, &body.entity_type, field, strategy)
-        .await
-        .map_err(db_error)?;
-    let rules = engine::list_rules(&c).await.map_err(db_error)?;
+    let n = engine::set_rule(&c, &body.entity_type, field, strategy).await?;
+    let rules = engine::list_rules(&c).await?;
     Ok(Json(json!({"changed": n, "rules": rules})))
 }

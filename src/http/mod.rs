@@ -22,6 +22,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::apply::engine::ResolveError;
 use crate::db::DbError;
 
 /// Builds the whole HTTP surface.
@@ -161,6 +162,23 @@ impl From<DbError> for ApiError {
             "database error",
             e.to_string(),
         )
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> ApiError {
+        match e {
+            ResolveError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not found", e.to_string())
+            }
+            ResolveError::NotOpen(..) => {
+                ApiError::new(StatusCode::CONFLICT, "not open", e.to_string())
+            }
+            ResolveError::Invalid(why) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad request", why)
+            }
+            ResolveError::Db(db) => db.into(),
+        }
     }
 }
 
