@@ -611,3 +611,45 @@ async fn an_email_lookup_answered_with_another_contact_never_merges_two_people()
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_edit_under_the_same_keap_timestamp_is_applied_not_skipped() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let id = fake.put_contact(dana())["id"].as_i64().unwrap();
+    hint(&app, "contact.add", &[id]).await;
+    wait_contact(&c, id, "mirrored", |r| r["first_name"] == "Dana").await;
+    // A second edit whose `last_updated` equals the one already applied.
+    fake.edit_contact_in_the_same_tick(id, |c| c["given_name"] = json!("Dee"));
+    hint(&app, "contact.edit", &[id]).await;
+    let row = wait_contact(&c, id, "the edit applied", |r| r["first_name"] == "Dee").await;
+    assert_eq!(row["last_name"], "Ortiz");
+    // The same state fetched again under that version is stale.
+    hint(&app, "contact.edit", &[id]).await;
+    let c2 = &c;
+    for _ in 0..400 {
+        let stale: i64 = c2
+            .query_one(
+                "SELECT count(*) FROM sync_audit_log WHERE decision = 'skipped_stale'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if stale > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let stale: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sync_audit_log WHERE decision = 'skipped_stale'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stale, 1, "the repeat of the same state is skipped");
+    app.stop().await;
+}

@@ -257,7 +257,17 @@ pub fn decide(
     let local_fields = entity.local_fields(&local.row);
 
     if let Some(applied) = link.and_then(|l| l.remote_version) {
-        if applied >= remote.version {
+        // Older than what was applied: stale. The same version is stale
+        // only when it also carries the state last synced: a provider
+        // whose timestamps are coarser than its edits (Keap's
+        // `last_updated` can repeat within a second) reports two states
+        // under one version, and the second must not be lost.
+        let same_state = base.is_some_and(|b| {
+            remote_fields
+                .iter()
+                .all(|(k, r)| b.get(k).is_some_and(|v| conflict::same(r, v)))
+        });
+        if applied > remote.version || (applied == remote.version && same_state) {
             let detail = json!({"local": local_fields, "remote": remote_fields, "base": base,
                                 "applied_version": applied, "version": remote.version});
             return Decision {

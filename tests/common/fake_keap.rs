@@ -555,6 +555,19 @@ impl FakeKeap {
         self.lock().edit(Kind::Contact, id, edit)
     }
 
+    /// Edits a contact without moving its `last_updated`, as Keap does for
+    /// two edits within one tick of its timestamps.
+    pub fn edit_contact_in_the_same_tick(&self, id: i64, edit: impl FnOnce(&mut Value)) -> Value {
+        let mut inner = self.lock();
+        let obj = inner
+            .contacts
+            .items
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("fake Keap: no contact {id}"));
+        edit(obj);
+        obj.clone()
+    }
+
     pub fn delete_contact(&self, id: i64) {
         self.lock().contacts.items.remove(&id);
     }
