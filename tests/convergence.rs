@@ -52,7 +52,8 @@ enum Op {
 #[derive(Debug, Clone)]
 struct Write {
     step: usize,
-    at: Instant,
+    /// For a Keap edit, the `last_updated` it gave the contact.
+    version: Option<chrono::DateTime<chrono::Utc>>,
     side: &'static str,
     contact: usize,
     field: usize,
@@ -268,7 +269,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 }
                 writes.push(Write {
                     step,
-                    at: Instant::now(),
+                    version: None,
                     side: "local",
                     contact: *contact,
                     field: *field,
@@ -282,11 +283,12 @@ async fn schedule(seed: u64) -> Result<(), String> {
             } => {
                 let key = FIELDS[*field].1;
                 let v = value.clone();
-                let at = Instant::now();
-                fake.edit_contact(ids[*contact], move |c| c[key] = json!(v));
+                let edited = fake.edit_contact(ids[*contact], move |c| c[key] = json!(v));
                 writes.push(Write {
                     step,
-                    at,
+                    version: edited["last_updated"]
+                        .as_str()
+                        .and_then(common::fake_keap::parse_keap_date),
                     side: "remote",
                     contact: *contact,
                     field: *field,
@@ -365,6 +367,18 @@ async fn schedule(seed: u64) -> Result<(), String> {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let windows: Vec<Value> = c
+        .query(
+            "SELECT a.detail || jsonb_build_object('keap_id', s.keap_id)
+             FROM sync_audit_log a JOIN sync_contacts s ON s.id = a.entity_id
+             WHERE a.decision = 'pushed_over_read'",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     for w in &writes {
         if finals[&(w.contact, w.field)] == w.value {
             continue;
@@ -380,28 +394,30 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 && d[w.side][col] == json!(w.value)
         });
         // Keap has no conditional update: a Keap edit landing between a
-        // push's read-before-write GET and its PATCH of the same contact is
-        // overwritten unseen (a window of one round trip). That case is
-        // recognised from the fake's request log, not excused otherwise.
-        let path = format!("/contacts/{}", ids[w.contact]);
-        let requests = fake.requests();
-        let in_write_window = w.side == "remote"
-            && requests.iter().enumerate().any(|(i, p)| {
-                p.method == "PATCH"
-                    && p.path == path
-                    && p.at > w.at
-                    && p.body
-                        .as_ref()
-                        .is_some_and(|b| b.get(FIELDS[w.field].1).is_some())
-                    && requests[..i]
-                        .iter()
-                        .rev()
-                        .find(|g| g.method == "GET" && g.path == path)
-                        .is_some_and(|g| g.at < w.at)
+        // push's read-before-write GET and its PATCH of the same field is
+        // overwritten unseen. The dispatcher declares every such window in
+        // the audit log (`pushed_over_read`, with the versions read and
+        // written); a loss inside one is excused by that row, and only by it.
+        let declared = w.side == "remote"
+            && w.version.is_some_and(|v| {
+                windows.iter().any(|d| {
+                    d["keap_id"] == json!(ids[w.contact].to_string())
+                        && d["fields"]
+                            .as_array()
+                            .is_some_and(|f| f.contains(&json!(col)))
+                        && d["read_version"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .is_some_and(|r| r < v)
+                        && d["written_version"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .is_some_and(|t| v <= t)
+                })
             });
-        if in_write_window {
+        if declared {
             eprintln!(
-                "seed {seed}: Keap edit {col}={} landed inside a push's read-write window",
+                "seed {seed}: Keap edit {col}={} landed inside a declared read-write window",
                 w.value
             );
             continue;

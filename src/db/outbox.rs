@@ -237,6 +237,26 @@ pub async fn record_success(
         tx.execute(&sql, &[&rec.record_id, &Value::Object(ids)])
             .await?;
     }
+    if let Some(w) = &pushed.write_window {
+        // The push wrote over a state it had just read: declare the window.
+        tx.execute(
+            "INSERT INTO sync_audit_log (entity_type, entity_id, operation, changed_fields,
+                 sync_source, sync_destination, decision, detail)
+             VALUES ($1, $2, 'PUSH', $3, 'local', $4, 'pushed_over_read', $5)",
+            &[
+                &rec.table,
+                &rec.record_id,
+                &w.fields,
+                &provider.as_str(),
+                &serde_json::json!({
+                    "read_version": w.read_version,
+                    "written_version": w.written_version,
+                    "fields": w.fields,
+                }),
+            ],
+        )
+        .await?;
+    }
     for (slot, remote) in &pushed.links {
         match remote {
             Some(remote_id) => {

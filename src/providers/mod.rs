@@ -122,6 +122,23 @@ pub struct Pushed {
     /// The remote version the write produced, per slot, where the provider
     /// reports one: a later fetch of that same version is stale.
     pub versions: Vec<(&'static str, DateTime<Utc>)>,
+    /// Set when the write went over a state read just before it, on a
+    /// provider without conditional updates: an edit made there between the
+    /// read and the write, to one of these fields, is overwritten unseen.
+    /// The dispatcher audits the window (`pushed_over_read`), so such a loss
+    /// is a declared decision, never a silent one.
+    pub write_window: Option<WriteWindow>,
+}
+
+/// The versions around a read-before-write push and what it wrote.
+#[derive(Debug, Clone)]
+pub struct WriteWindow {
+    /// The remote version the push read.
+    pub read_version: DateTime<Utc>,
+    /// The remote version its write produced.
+    pub written_version: DateTime<Utc>,
+    /// The local columns it wrote.
+    pub fields: Vec<String>,
 }
 
 /// An object read from a provider's API, as the fields of the local table

@@ -8,7 +8,7 @@ use super::wire::*;
 use super::{object_table, HOOK_EVENT_KEYS};
 use crate::domain::E164Phone;
 use crate::providers::outbound::{JsonApi, PushError};
-use crate::providers::{Change, Fetched, Pushed};
+use crate::providers::{Change, Fetched, Pushed, WriteWindow};
 
 /// The v1 request body for a `sync_contacts` row: the fields Keap lets a
 /// client write (company and tags are Keap's: a company is a separate
@@ -48,6 +48,21 @@ pub(super) fn contact_body(row: &Value) -> Value {
 /// The part of a row's v1 body whose values differ from what Keap holds
 /// (`remote`, as `sync_contacts` fields): phones compare in E.164, custom
 /// fields by id (only the ones that differ are sent; Keap merges them).
+/// The `sync_contacts` columns a v1 contact body writes.
+pub(super) fn written_columns(body: &Map<String, Value>) -> Vec<String> {
+    [
+        ("given_name", "first_name"),
+        ("family_name", "last_name"),
+        ("email_addresses", "email"),
+        ("phone_numbers", "phone"),
+        ("custom_fields", "custom_fields"),
+    ]
+    .iter()
+    .filter(|(key, _)| body.contains_key(*key))
+    .map(|(_, column)| (*column).to_owned())
+    .collect()
+}
+
 pub(super) fn changed_body(row: &Value, remote: &Map<String, Value>) -> Map<String, Value> {
     let full = contact_body(row);
     let null = Value::Null;
@@ -335,6 +350,11 @@ impl Api {
                     if changed_elsewhere(&obj.fields, &after.fields, &body) {
                         return Err(PushError::RemoteChanged(Box::new(after)));
                     }
+                    pushed.write_window = Some(WriteWindow {
+                        read_version: obj.version,
+                        written_version: after.version,
+                        fields: written_columns(&body),
+                    });
                     answer
                 }
             }
