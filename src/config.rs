@@ -51,40 +51,6 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone)]
-pub struct OpenPhoneConfig {
-    pub webhook_key: Option<HmacKey>,
-    pub webhook_secret: Option<HmacKey>,
-    pub api_key: Option<Secret>,
-    pub api_url: String,
-    /// Requests per second to the API (`OPENPHONE_API_RATE`, 10: OpenPhone's
-    /// documented limit per key; raise it only with a higher quota).
-    pub api_rate: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct KeapConfig {
-    pub webhook_token: Option<Secret>,
-    pub api_key: Option<Secret>,
-    pub api_url: String,
-    /// Requests per minute to the Keap API (`KEAP_API_RATE_PER_MIN`, 240:
-    /// one every 250 ms, which also keeps under the 5/s spike limit).
-    pub api_rate_per_min: u32,
-    /// How long hints for one object are collected before it is fetched
-    /// once (`SYNCBRIDGE_FETCH_DEBOUNCE_MS`, 5000).
-    pub fetch_debounce: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct ResManConfig {
-    pub webhook_secret: Option<HmacKey>,
-    pub api_url: String,
-    pub legacy_api_url: String,
-    pub integration_partner_id: Option<String>,
-    pub api_key: Option<Secret>,
-    pub account_id: Option<String>,
-}
-
-#[derive(Debug, Clone)]
 pub struct TeliConfig {
     pub api_key: Option<Secret>,
     pub api_url: String,
@@ -181,9 +147,10 @@ pub struct Config {
     /// with it, syncbridge keeps its own Keap REST-hook subscriptions.
     pub public_url: Option<String>,
     pub admin_token: Option<Secret>,
-    pub openphone: OpenPhoneConfig,
-    pub keap: KeapConfig,
-    pub resman: ResManConfig,
+    /// The raw settings each provider parses its own section from
+    /// (`providers::<name>::config`); every section is validated when the
+    /// configuration is built.
+    pub settings: Settings,
     pub teli: TeliConfig,
     pub d1: D1Config,
     /// `None` when `SYNCBRIDGE_SIGNATURE_TOLERANCE_S=0` (check disabled).
@@ -219,16 +186,25 @@ pub enum ConfigError {
     Toml { path: PathBuf, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.into(),
     }
 }
 
-/// Raw key → value settings, before validation.
-#[derive(Debug, Default, Clone)]
+/// Raw key → value settings, before validation. `Debug` shows the keys
+/// only: values may be secrets.
+#[derive(Default, Clone)]
 pub struct Settings(HashMap<String, String>);
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        f.debug_struct("Settings").field("keys", &keys).finish()
+    }
+}
 
 impl Settings {
     /// The process environment.
@@ -285,19 +261,19 @@ impl Settings {
         self.0.insert(key.to_owned(), value.into());
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
     }
 
-    fn secret(&self, key: &str) -> Option<Secret> {
+    pub(crate) fn secret(&self, key: &str) -> Option<Secret> {
         self.get(key).map(Secret::new)
     }
 
-    fn string(&self, key: &str) -> Option<String> {
+    pub(crate) fn string(&self, key: &str) -> Option<String> {
         self.get(key).map(str::to_owned)
     }
 
-    fn url(&self, key: &'static str, default: &str) -> Result<String, ConfigError> {
+    pub(crate) fn url(&self, key: &'static str, default: &str) -> Result<String, ConfigError> {
         let raw = self.get(key).unwrap_or(default);
         let parsed = reqwest::Url::parse(raw)
             .map_err(|e| invalid(key, format!("not a URL ({e}): expected e.g. {default}")))?;
@@ -307,7 +283,7 @@ impl Settings {
         Ok(raw.trim_end_matches('/').to_owned())
     }
 
-    fn number<T: std::str::FromStr>(
+    pub(crate) fn number<T: std::str::FromStr>(
         &self,
         key: &'static str,
         default: T,
@@ -339,21 +315,6 @@ impl Config {
                 format!("{listen_raw:?} is not host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080"),
             )
         })?;
-
-        let webhook_key = s
-            .get("OPENPHONE_WEBHOOK_KEY")
-            .map(|raw| {
-                HmacKey::from_base64(raw).ok_or_else(|| {
-                    invalid(
-                        "OPENPHONE_WEBHOOK_KEY",
-                        "not base64: copy the signing secret exactly as OpenPhone shows it \
-                         (Settings → Webhooks → the webhook → Reveal signing secret)",
-                    )
-                })
-            })
-            .transpose()?;
-        let webhook_secret = whsec(s, "OPENPHONE_WEBHOOK_SECRET")?;
-        let resman_secret = whsec(s, "RESMAN_WEBHOOK_SECRET")?;
 
         let tolerance_s: u64 = s.number("SYNCBRIDGE_SIGNATURE_TOLERANCE_S", 300)?;
         let max_body_bytes: usize = s.number("SYNCBRIDGE_MAX_BODY_BYTES", 1_048_576)?;
@@ -409,6 +370,7 @@ impl Config {
         }
         let retry_base = Duration::from_millis(s.number("SYNCBRIDGE_RETRY_BASE_MS", 1000)?);
 
+        crate::providers::check_settings(s)?;
         Ok(Config {
             database_url: s.secret("DATABASE_URL"),
             listen,
@@ -421,34 +383,7 @@ impl Config {
                 None => None,
             },
             admin_token: s.secret("SYNCBRIDGE_ADMIN_TOKEN"),
-            openphone: OpenPhoneConfig {
-                webhook_key,
-                webhook_secret,
-                api_key: s.secret("OPENPHONE_API_KEY"),
-                api_url: s.url("OPENPHONE_API_URL", "https://api.openphone.com")?,
-                api_rate: match s.number("OPENPHONE_API_RATE", 10u32)? {
-                    0 => return Err(invalid("OPENPHONE_API_RATE", "must be at least 1")),
-                    n => n,
-                },
-            },
-            keap: KeapConfig {
-                webhook_token: s.secret("KEAP_WEBHOOK_TOKEN"),
-                api_key: s.secret("KEAP_API_KEY"),
-                api_url: s.url("KEAP_API_URL", "https://api.infusionsoft.com/crm/rest/v1")?,
-                api_rate_per_min: match s.number("KEAP_API_RATE_PER_MIN", 240u32)? {
-                    0 => return Err(invalid("KEAP_API_RATE_PER_MIN", "must be at least 1")),
-                    n => n,
-                },
-                fetch_debounce,
-            },
-            resman: ResManConfig {
-                webhook_secret: resman_secret,
-                api_url: s.url("RESMAN_API_URL", "https://partners-api.myresman.com")?,
-                legacy_api_url: s.url("RESMAN_LEGACY_API_URL", "https://api.myresman.com")?,
-                integration_partner_id: s.string("RESMAN_INTEGRATION_PARTNER_ID"),
-                api_key: s.secret("RESMAN_API_KEY"),
-                account_id: s.string("RESMAN_ACCOUNT_ID"),
-            },
+            settings: s.clone(),
             teli: TeliConfig {
                 api_key: s.secret("TELI_API_KEY"),
                 api_url: s.url("TELI_API_URL", "https://api.teli.ai")?,
@@ -504,7 +439,7 @@ impl Config {
     }
 }
 
-fn whsec(s: &Settings, key: &'static str) -> Result<Option<HmacKey>, ConfigError> {
+pub(crate) fn whsec(s: &Settings, key: &'static str) -> Result<Option<HmacKey>, ConfigError> {
     s.get(key)
         .map(|raw| {
             HmacKey::from_whsec(raw).ok_or_else(|| {
@@ -529,7 +464,6 @@ mod tests {
         assert_eq!(c.signature_tolerance, Some(Duration::from_secs(300)));
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert!(c.database_url.is_none());
-        assert_eq!(c.openphone.api_url, "https://api.openphone.com");
     }
 
     #[test]

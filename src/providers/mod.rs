@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 
 use crate::apply::engine::Entity;
 use crate::apply::Applied;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Settings};
 use crate::conflict::Rules;
 use crate::db::DbError;
 use crate::domain::{DedupKey, ProviderName};
@@ -355,6 +355,8 @@ pub struct Registry {
 /// provider in [`PROVIDERS`].
 pub struct Plugin {
     pub name: ProviderName,
+    /// Parses (and so validates) its section of the configuration.
+    pub check: fn(&Settings) -> Result<(), ConfigError>,
     /// How its webhooks arrive, if it sends any.
     pub webhook: Webhook,
     pub entities: &'static [&'static Entity],
@@ -401,23 +403,31 @@ fn built<P: Provider>(p: Result<P, &'static str>) -> Result<Arc<dyn Provider>, &
 pub const PROVIDERS: &[Plugin] = &[
     Plugin {
         name: ProviderName::OpenPhone,
+        check: |s| openphone::config::OpenPhoneConfig::from_settings(s).map(drop),
         webhook: Webhook::Signed,
         entities: openphone::entities::ENTITIES,
         build: |c| built(openphone::OpenPhone::from_config(c)),
     },
     Plugin {
         name: ProviderName::Keap,
+        check: |s| keap::config::KeapConfig::from_settings(s).map(drop),
         webhook: Webhook::PathToken,
         entities: keap::entities::ENTITIES,
         build: |c| built(keap::Keap::from_config(c)),
     },
     Plugin {
         name: ProviderName::ResMan,
+        check: |s| resman::config::ResManConfig::from_settings(s).map(drop),
         webhook: Webhook::Signed,
         entities: &[],
         build: |c| built(resman::ResMan::from_config(c)),
     },
 ];
+
+/// Validates every provider's section of the configuration.
+pub fn check_settings(s: &Settings) -> Result<(), ConfigError> {
+    PROVIDERS.iter().try_for_each(|p| (p.check)(s))
+}
 
 /// Every table any provider syncs.
 pub fn entities() -> impl Iterator<Item = &'static Entity> {

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod api;
+pub mod config;
 pub mod entities;
 mod wire;
 
@@ -65,20 +66,24 @@ pub struct Keap {
 
 impl Keap {
     pub fn from_config(c: &Config) -> Result<Keap, &'static str> {
-        let api = c.keap.api_key.clone().map(|key| {
+        // Validated when the configuration was built (check_settings).
+        let Ok(kc) = config::KeapConfig::from_settings(&c.settings) else {
+            return Err(WEBHOOKS_DISABLED);
+        };
+        let api = kc.api_key.clone().map(|key| {
             Api(JsonApi::new(
                 c.push_timeout,
-                c.keap.api_url.trim_end_matches('/').to_owned(),
+                kc.api_url.trim_end_matches('/').to_owned(),
                 "X-Keap-API-Key",
                 key,
-                Pacer::per_minute(c.keap.api_rate_per_min),
+                Pacer::per_minute(kc.api_rate_per_min),
             ))
         });
-        if c.keap.webhook_token.is_none() && api.is_none() {
+        if kc.webhook_token.is_none() && api.is_none() {
             return Err(WEBHOOKS_DISABLED);
         }
         Ok(Keap {
-            token: c.keap.webhook_token.clone(),
+            token: kc.webhook_token.clone(),
             api,
         })
     }

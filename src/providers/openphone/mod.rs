@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub mod batch;
+pub mod config;
 pub mod entities;
 mod push;
 pub mod store;
@@ -56,24 +57,25 @@ pub struct OpenPhone {
 
 impl OpenPhone {
     pub fn from_config(c: &Config) -> Result<OpenPhone, &'static str> {
-        let api = c.openphone.api_key.clone().map(|key| {
+        // Validated when the configuration was built (check_settings).
+        let Ok(op) = config::OpenPhoneConfig::from_settings(&c.settings) else {
+            return Err(WEBHOOKS_DISABLED);
+        };
+        let api = op.api_key.clone().map(|key| {
             Api(JsonApi::new(
                 c.push_timeout,
-                c.openphone.api_url.clone(),
+                op.api_url.clone(),
                 "Authorization",
                 key,
-                Pacer::per_second(c.openphone.api_rate),
+                Pacer::per_second(op.api_rate),
             ))
         });
-        if c.openphone.webhook_key.is_none()
-            && c.openphone.webhook_secret.is_none()
-            && api.is_none()
-        {
+        if op.webhook_key.is_none() && op.webhook_secret.is_none() && api.is_none() {
             return Err(WEBHOOKS_DISABLED);
         }
         Ok(OpenPhone {
-            legacy_key: c.openphone.webhook_key.clone(),
-            standard_key: c.openphone.webhook_secret.clone(),
+            legacy_key: op.webhook_key.clone(),
+            standard_key: op.webhook_secret.clone(),
             tolerance: c.signature_tolerance,
             api,
         })

@@ -8,6 +8,8 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+pub mod config;
+
 use super::signature::{self, HmacKey};
 use super::{header, keep_headers, Delivery, Provider, Reject, Verified, WebhookRequest};
 use crate::config::Config;
@@ -28,9 +30,10 @@ pub struct ResMan {
 
 impl ResMan {
     pub fn from_config(c: &Config) -> Result<ResMan, &'static str> {
-        let key = c
-            .resman
-            .webhook_secret
+        // Validated when the configuration was built (check_settings).
+        let key = config::ResManConfig::from_settings(&c.settings)
+            .ok()
+            .and_then(|r| r.webhook_secret)
             .clone()
             .ok_or("ResMan notifications are disabled: set RESMAN_WEBHOOK_SECRET")?;
         Ok(ResMan {
