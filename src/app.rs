@@ -8,9 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,32 +16,12 @@ use crate::config::Config;
 use crate::db::Pool;
 use crate::dispatcher::Dispatcher;
 use crate::fetcher::Fetcher;
-pub use crate::health::Health;
+use crate::health::Health;
+pub use crate::http::{AppState, Wakers};
 use crate::inbox::{ByteBudget, Inbox};
 use crate::providers::Registry;
 use crate::router::Router;
 use crate::{listener, scheduler, telemetry};
-
-/// Shared, cheap to clone: what every handler sees.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub pool: Pool,
-    pub inbox: Inbox,
-    /// Request bodies' bytes in memory (`SYNCBRIDGE_MAX_INFLIGHT_BYTES`).
-    pub body_budget: ByteBudget,
-    pub providers: Registry,
-    pub metrics: PrometheusHandle,
-    pub health: Arc<Health>,
-    pub wake: Wakers,
-}
-
-/// Wake-ups for the background workers (e.g. after an operator re-queues).
-#[derive(Clone, Default)]
-pub struct Wakers {
-    pub router: Arc<Notify>,
-    pub dispatcher: Arc<Notify>,
-}
 
 /// Makes the allocator give large buffers back to the system when they
 /// are freed. A webhook body, a claimed batch or a statement's parameters

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::ApiError;
-use crate::app::AppState;
+use super::AppState;
 use crate::apply::engine::{self, Choice};
 use crate::conflict::Strategy;
 use crate::db::{self, admin};

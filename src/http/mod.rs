@@ -11,6 +11,7 @@ pub mod health;
 pub mod server;
 pub mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -21,9 +22,37 @@ use axum::routing::{get, post};
 use axum::Json;
 use serde_json::json;
 
-use crate::app::AppState;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
+
 use crate::apply::engine::ResolveError;
+use crate::config::Config;
 use crate::db::DbError;
+use crate::db::Pool;
+use crate::health::Health;
+use crate::inbox::{ByteBudget, Inbox};
+use crate::providers::Registry;
+
+/// Shared, cheap to clone: what every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub inbox: Inbox,
+    /// Request bodies' bytes in memory (`SYNCBRIDGE_MAX_INFLIGHT_BYTES`).
+    pub body_budget: ByteBudget,
+    pub providers: Registry,
+    pub metrics: PrometheusHandle,
+    pub health: Arc<Health>,
+    pub wake: Wakers,
+}
+
+/// Wake-ups for the background workers (e.g. after an operator re-queues).
+#[derive(Clone, Default)]
+pub struct Wakers {
+    pub router: Arc<Notify>,
+    pub dispatcher: Arc<Notify>,
+}
 
 /// Builds the whole HTTP surface.
 pub fn router(state: AppState) -> axum::Router {

@@ -19,7 +19,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::ApiError;
-use crate::app::AppState;
+use super::AppState;
 use crate::domain::ProviderName;
 use crate::inbox::{InboxError, Stored};
 use crate::providers::{self, Provider, Reject, Verified, Webhook, WebhookRequest};
