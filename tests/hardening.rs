@@ -44,11 +44,7 @@ struct Serve {
 
 impl Serve {
     async fn start(db_url: &str) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_syncbridge"))
             .arg("serve")
             .env_clear()

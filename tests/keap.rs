@@ -87,6 +87,22 @@ async fn wait_contact(
     );
 }
 
+/// Waits until the local contact has its Keap id (10 s at most).
+async fn wait_pushed(c: &tokio_postgres::Client, local: uuid::Uuid) -> i64 {
+    for _ in 0..400 {
+        let r: Option<String> = c
+            .query_one("SELECT keap_id FROM sync_contacts WHERE id = $1", &[&local])
+            .await
+            .unwrap()
+            .get(0);
+        if let Some(id) = r {
+            return id.parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("contact {local} was never pushed");
+}
+
 /// Lets held-back pushes go now.
 async fn release(c: &tokio_postgres::Client) {
     c.batch_execute(
@@ -243,20 +259,7 @@ async fn local_contacts_are_pushed_once_and_keaps_echo_changes_nothing() {
         .unwrap()
         .get(0);
     // Created in Keap (looked up by email first), id stored locally.
-    let mut keap_id = None;
-    for _ in 0..400 {
-        let r: Option<String> = c
-            .query_one("SELECT keap_id FROM sync_contacts WHERE id = $1", &[&local])
-            .await
-            .unwrap()
-            .get(0);
-        if r.is_some() {
-            keap_id = r;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let keap_id: i64 = keap_id.expect("pushed").parse().unwrap();
+    let keap_id = wait_pushed(&c, local).await;
     let created = fake.contact(keap_id).unwrap();
     assert_eq!(created["given_name"], "Lee");
     assert_eq!(created["email_addresses"][0]["email"], "lee@park.example");
@@ -587,20 +590,7 @@ async fn an_email_lookup_answered_with_another_contact_never_merges_two_people()
         .await
         .unwrap()
         .get(0);
-    let mut keap_id = None;
-    for _ in 0..400 {
-        let r: Option<String> = c
-            .query_one("SELECT keap_id FROM sync_contacts WHERE id = $1", &[&local])
-            .await
-            .unwrap()
-            .get(0);
-        if r.is_some() {
-            keap_id = r;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let keap_id: i64 = keap_id.expect("pushed").parse().unwrap();
+    let keap_id = wait_pushed(&c, local).await;
     let dana_id = dana["id"].as_i64().unwrap();
     assert_ne!(keap_id, dana_id, "Lee was not written onto Dana");
     assert_eq!(fake.contact(dana_id).unwrap()["given_name"], "Dana");

@@ -12,14 +12,6 @@ use common::*;
 
 struct Serve(Child, String);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Serve {
     fn start(db_url: &str, fake: &FakeOpenPhone) -> Serve {
         let port = free_port();

@@ -58,6 +58,15 @@ pub async fn server_url() -> &'static str {
     .await
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn with_database(url: &str, name: &str) -> String {
     match url.rfind('/') {
         Some(i) => format!("{}/{}", &url[..i], name),
