@@ -93,37 +93,35 @@ impl OpenPhone {
                 "missing signature: expected openphone-signature or webhook-signature".into(),
             ));
         }
+        type Verify = fn(
+            &HmacKey,
+            &HeaderMap,
+            &[u8],
+            DateTime<Utc>,
+            Option<std::time::Duration>,
+        ) -> Result<(), signature::SignatureError>;
+        let schemes: [(bool, Option<&HmacKey>, Verify, &str); 2] = [
+            (
+                standard,
+                self.standard_key.as_ref(),
+                signature::verify_standard_headers,
+                "Standard Webhooks signature received but OPENPHONE_WEBHOOK_SECRET is not set",
+            ),
+            (
+                legacy,
+                self.legacy_key.as_ref(),
+                signature::verify_openphone_headers,
+                "openphone-signature received but OPENPHONE_WEBHOOK_KEY is not set",
+            ),
+        ];
         let mut refused = Vec::new();
-        if standard {
-            match &self.standard_key {
-                None => refused.push(
-                    "Standard Webhooks signature received but OPENPHONE_WEBHOOK_SECRET is not set"
-                        .to_owned(),
-                ),
-                Some(key) => match signature::verify_standard_headers(
-                    key,
-                    req.headers,
-                    req.body,
-                    req.now,
-                    self.tolerance,
-                ) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => refused.push(e.to_string()),
-                },
+        for (present, key, verify, unset) in schemes {
+            if !present {
+                continue;
             }
-        }
-        if legacy {
-            match &self.legacy_key {
-                None => refused.push(
-                    "openphone-signature received but OPENPHONE_WEBHOOK_KEY is not set".to_owned(),
-                ),
-                Some(key) => match signature::verify_openphone_headers(
-                    key,
-                    req.headers,
-                    req.body,
-                    req.now,
-                    self.tolerance,
-                ) {
+            match key {
+                None => refused.push(unset.to_owned()),
+                Some(key) => match verify(key, req.headers, req.body, req.now, self.tolerance) {
                     Ok(()) => return Ok(()),
                     Err(e) => refused.push(e.to_string()),
                 },
