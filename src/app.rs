@@ -147,6 +147,7 @@ impl App {
             metrics: telemetry::metrics(),
             health,
             wake,
+            pulls: Default::default(),
         };
         let addr = listener.local_addr()?;
         let app = crate::http::router(state.clone());

@@ -71,10 +71,19 @@ pub enum Command {
         /// Folder to write `<provider>/<id>-<type>.json` into.
         dir: PathBuf,
     },
-    /// Pull what has no webhooks.
+    /// Pull what has no webhooks (`teli`: the organisation-wide call sync).
     Pull {
-        #[command(subcommand)]
-        source: PullSource,
+        /// The provider to pull.
+        provider: String,
+        /// Only what changed at or after this time (RFC 3339).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Report what a run would do; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the summary alone, as JSON, on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Integrity checks; exit 1 when issues remain.
     Check {
@@ -97,19 +106,6 @@ pub enum MigrateAction {
     Status,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum PullSource {
-    /// The organisation-wide Teli call sync.
-    Teli {
-        /// Only calls after this time.
-        #[arg(long, value_name = "T")]
-        since: Option<String>,
-        /// Report without writing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref()).context("configuration")?;
     telemetry::init_logging(config.log_format);
@@ -128,10 +124,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             dir,
         } => export(config, provider, since, dir).await,
-        Command::Pull { .. } => {
-            eprintln!("syncbridge pull: not yet available in this version");
-            Ok(ExitCode::from(2))
-        }
+        Command::Pull {
+            provider,
+            since,
+            dry_run,
+            json,
+        } => pull(config, provider, since, dry_run, json).await,
         Command::Check { .. } => {
             eprintln!("syncbridge check: not yet available in this version");
             Ok(ExitCode::from(2))
@@ -270,6 +268,13 @@ async fn replay(
         None if running => (configured, None),
         None => {
             let (database, pool) = prepare(&mut config).await?;
+            // Pulled providers' deliveries are replayed through the admin
+            // API: the in-process server gets a token of its own if none is
+            // configured.
+            if config.admin_token.is_none() {
+                config.admin_token =
+                    Some(crate::config::Secret::new(uuid::Uuid::new_v4().to_string()));
+            }
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let app = App::start(config.clone(), pool.clone(), listener).await?;
             eprintln!(
@@ -287,6 +292,7 @@ async fn replay(
         target,
         providers: &registry,
         resign,
+        admin_token: config.admin_token.clone(),
     };
     let results = replayer.replay(&fixtures).await?;
     let mut mismatches = 0;
@@ -320,6 +326,114 @@ async fn replay(
         results.len()
     );
     Ok(if mismatches == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `syncbridge pull <provider>`: the run with a progress bar on a terminal,
+/// then its summary; exit 0 when it completed without errors.
+async fn pull(
+    mut config: Config,
+    provider: String,
+    since: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+
+    let pulled = || {
+        crate::providers::PROVIDERS
+            .iter()
+            .filter(|p| p.webhook == crate::providers::Webhook::Pulled)
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let name = ProviderName::parse(&provider)
+        .with_context(|| format!("unknown provider {provider:?}: pull one of {}", pulled()))?;
+    let since = match since {
+        Some(s) => Some(
+            parse_provider_time(&s)
+                .with_context(|| format!("--since {s:?} is not an RFC 3339 time"))?,
+        ),
+        None => None,
+    };
+    let (database, pool) = prepare(&mut config).await?;
+    let registry = Registry::from_config(&config);
+    let runs = crate::pull::Runs::default();
+    let bar = (std::io::stdout().is_terminal() && !json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let options = crate::providers::PullOptions { since, dry_run };
+    let run = {
+        let (pool, registry, router, runs) = (
+            pool.clone(),
+            registry.clone(),
+            config.router.clone(),
+            runs.clone(),
+        );
+        tokio::spawn(async move {
+            crate::pull::run(&pool, &registry, &router, &runs, name, options).await
+        })
+    };
+    tokio::pin!(run);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r?,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                if let (Some(bar), Some(p)) = (&bar, runs.get(name)) {
+                    bar.set_message(format!("{} pages fetched, {} {} seen", p.pages, p.seen, p.unit));
+                }
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    drop(pool);
+    database.close().await;
+    let (progress, ok) = match result {
+        Ok(r) => r,
+        Err(crate::pull::RunError::Busy(p)) => {
+            bail!(
+                "a {name} pull is already running (started {}, {} pages so far)",
+                p.started_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                p.pages
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(summary) = progress.summary else {
+        bail!(
+            "the {name} pull stopped: {}",
+            progress.error.unwrap_or_default()
+        );
+    };
+    if json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{name} pull{}: {} pages, {} {} listed",
+            if dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            },
+            progress.pages,
+            progress.seen,
+            progress.unit
+        );
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -51,13 +51,6 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone)]
-pub struct TeliConfig {
-    pub api_key: Option<Secret>,
-    pub api_url: String,
-    pub organization_id: Option<String>,
-}
-
-#[derive(Debug, Clone)]
 pub struct D1Config {
     pub api_url: String,
     pub account_id: Option<String>,
@@ -151,7 +144,6 @@ pub struct Config {
     /// (`providers::<name>::config`); every section is validated when the
     /// configuration is built.
     pub settings: Settings,
-    pub teli: TeliConfig,
     pub d1: D1Config,
     /// `None` when `SYNCBRIDGE_SIGNATURE_TOLERANCE_S=0` (check disabled).
     pub signature_tolerance: Option<Duration>,
@@ -384,11 +376,6 @@ impl Config {
             },
             admin_token: s.secret("SYNCBRIDGE_ADMIN_TOKEN"),
             settings: s.clone(),
-            teli: TeliConfig {
-                api_key: s.secret("TELI_API_KEY"),
-                api_url: s.url("TELI_API_URL", "https://api.teli.ai")?,
-                organization_id: s.string("TELI_ORGANIZATION_ID"),
-            },
             d1: D1Config {
                 api_url: s.url("D1_API_URL", "https://api.cloudflare.com/client/v4")?,
                 account_id: s.string("D1_ACCOUNT_ID"),

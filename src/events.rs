@@ -23,6 +23,12 @@ pub enum DomainEvent {
         object_type: String,
         ids: Vec<String>,
     },
+    /// An object of the provider's own (a pulled Teli call), applied by
+    /// that provider's `apply_event` and by nothing generic.
+    Record {
+        kind: &'static str,
+        value: Value,
+    },
     /// Stored, understood as not ours to apply (e.g. an unknown type).
     Ignored(String),
 }
@@ -36,6 +42,7 @@ impl DomainEvent {
             DomainEvent::ContactUpserted(_) => "contact",
             DomainEvent::ContactDeleted { .. } => "contact deletion",
             DomainEvent::FetchHint { .. } => "fetch hint",
+            DomainEvent::Record { kind, .. } => kind,
             DomainEvent::Ignored(_) => "ignored",
         }
     }

@@ -21,6 +21,7 @@ pub mod inbox;
 pub mod listener;
 pub mod ops;
 pub mod providers;
+pub mod pull;
 pub mod router;
 pub mod scheduler;
 pub mod telemetry;

@@ -150,17 +150,37 @@ impl Router {
             let bytes: usize = claimed.iter().map(|c| c.body.len()).sum();
             size.store((bytes / claimed.len()).max(1), Ordering::Relaxed);
         }
+        let outcomes = self.apply_claimed(&mut tx, provider, &claimed).await?;
+        let stats = count_outcomes(provider, &outcomes);
+        let outcomes: Vec<(i64, Outcome)> =
+            outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
+        inbox::close(&tx, &outcomes).await?;
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    /// Applies claimed (locked) events of `provider` inside `tx`, the
+    /// caller's transaction: each event's outcome and how long it took. The
+    /// caller closes them ([`inbox::close`]) and commits. `syncbridge.origin`
+    /// is set to the provider for the rest of `tx`.
+    pub async fn apply_claimed(
+        &self,
+        tx: &mut deadpool_postgres::Transaction<'_>,
+        provider: &dyn Provider,
+        claimed: &[Claimed],
+    ) -> Result<Vec<(i64, Outcome, std::time::Duration)>, DbError> {
         tx.execute(
             "SELECT set_config('syncbridge.origin', $1, true)",
             &[&provider.name().as_str()],
         )
         .await?;
         // The rules as of this batch: an edit applies from the next one.
-        let rules = engine::load_rules(&tx).await?;
+        let rules = engine::load_rules(tx).await?;
 
-        // Optimistic pass: every event in the one transaction, no
-        // savepoints. If any event fails, roll the batch back and apply it
-        // again with a savepoint per event, so the failure stays its own.
+        // Optimistic pass: every event under one savepoint, none of its
+        // own. If any event fails, roll back to the savepoint (the claim's
+        // row locks were taken before it and stay) and apply the events
+        // again with a savepoint each, so the failure stays its own.
         let mut outcomes = Vec::with_capacity(claimed.len());
         let mut failed = false;
         // Normalised up front, so the provider can prepare set-based writes
@@ -169,120 +189,78 @@ impl Router {
             .iter()
             .map(|ev| provider.normalise(&stored(ev)))
             .collect();
-        let all: Vec<&DomainEvent> = normalised
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .flatten()
-            .collect();
-        let mut batch = match provider.prepare_batch(&tx, &all).await {
-            Ok(b) => b,
-            Err(e) if e.is_transient() => return Err(e),
-            Err(_) => {
-                failed = true;
-                None
-            }
-        };
-        for (ev, events) in claimed.iter().zip(&normalised) {
-            if failed {
-                break;
-            }
-            let started = Instant::now();
-            let ctx = ApplyCtx {
-                tx: &tx,
-                rules: &rules,
-                inbox_id: ev.id,
-            };
-            match self.apply_event(provider, &ctx, events, &mut batch).await {
-                Ok(o) => outcomes.push((ev.id, o, started.elapsed())),
-                Err(ApplyError::Db(db)) if db.is_transient() => return Err(db),
-                Err(_) => failed = true,
-            }
-        }
-        if let (false, Some(b)) = (failed, batch.as_mut()) {
-            match b.flush(&tx).await {
-                Ok(()) => {}
+        {
+            let all: Vec<&DomainEvent> = normalised
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .flatten()
+                .collect();
+            let optimistic = tx.savepoint("batch").await?;
+            let mut batch = match provider.prepare_batch(&optimistic, &all).await {
+                Ok(b) => b,
                 Err(e) if e.is_transient() => return Err(e),
-                Err(_) => failed = true,
-            }
-        }
-        drop(batch);
-        drop(all);
-        if failed {
-            tx.rollback().await?;
-            tx = client.transaction().await?;
-            let reclaimed =
-                inbox::claim_ids(&tx, &claimed.iter().map(|c| c.id).collect::<Vec<_>>()).await?;
-            tx.execute(
-                "SELECT set_config('syncbridge.origin', $1, true)",
-                &[&provider.name().as_str()],
-            )
-            .await?;
-            outcomes.clear();
-            for ev in claimed.iter().filter(|c| reclaimed.contains(&c.id)) {
+                Err(_) => {
+                    failed = true;
+                    None
+                }
+            };
+            for (ev, events) in claimed.iter().zip(&normalised) {
+                if failed {
+                    break;
+                }
                 let started = Instant::now();
-                let sp = tx.savepoint("event").await?;
                 let ctx = ApplyCtx {
-                    tx: &sp,
+                    tx: &optimistic,
                     rules: &rules,
                     inbox_id: ev.id,
                 };
-                let events = provider.normalise(&stored(ev));
-                let outcome = match self.apply_event(provider, &ctx, &events, &mut None).await {
-                    Ok(o) => {
-                        sp.commit().await?;
-                        o
-                    }
-                    Err(ApplyError::Db(db)) if db.is_transient() => {
-                        sp.rollback().await?;
-                        return Err(db);
-                    }
-                    Err(e) => {
-                        sp.rollback().await?;
-                        self.failure(ev, &e.to_string())
-                    }
-                };
-                outcomes.push((ev.id, outcome, started.elapsed()));
+                match self.apply_event(provider, &ctx, events, &mut batch).await {
+                    Ok(o) => outcomes.push((ev.id, o, started.elapsed())),
+                    Err(ApplyError::Db(db)) if db.is_transient() => return Err(db),
+                    Err(_) => failed = true,
+                }
+            }
+            if let (false, Some(b)) = (failed, batch.as_mut()) {
+                match b.flush(&optimistic).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(_) => failed = true,
+                }
+            }
+            drop(batch);
+            if failed {
+                optimistic.rollback().await?;
+            } else {
+                optimistic.commit().await?;
+                return Ok(outcomes);
             }
         }
-
-        let mut stats = PassStats::default();
-        for (_, outcome, took) in &outcomes {
-            let label = match outcome {
-                Outcome::Processed => {
-                    stats.processed += 1;
-                    "applied"
+        outcomes.clear();
+        for (ev, events) in claimed.iter().zip(&normalised) {
+            let started = Instant::now();
+            let sp = tx.savepoint("event").await?;
+            let ctx = ApplyCtx {
+                tx: &sp,
+                rules: &rules,
+                inbox_id: ev.id,
+            };
+            let outcome = match self.apply_event(provider, &ctx, events, &mut None).await {
+                Ok(o) => {
+                    sp.commit().await?;
+                    o
                 }
-                Outcome::Ignored(_) => {
-                    stats.ignored += 1;
-                    "ignored"
+                Err(ApplyError::Db(db)) if db.is_transient() => {
+                    sp.rollback().await?;
+                    return Err(db);
                 }
-                Outcome::SkippedStale(_) => {
-                    stats.stale += 1;
-                    "skipped_stale"
-                }
-                Outcome::Failed {
-                    retry_at: Some(_), ..
-                } => {
-                    stats.retried += 1;
-                    "retried"
-                }
-                Outcome::Failed { retry_at: None, .. } => {
-                    stats.failed += 1;
-                    "failed"
+                Err(e) => {
+                    sp.rollback().await?;
+                    self.failure(ev, &e.to_string())
                 }
             };
-            metrics::counter!("syncbridge_events_total",
-                "provider" => provider.name().as_str(), "result" => label)
-            .increment(1);
-            metrics::histogram!("syncbridge_apply_seconds",
-                "provider" => provider.name().as_str())
-            .record(*took);
+            outcomes.push((ev.id, outcome, started.elapsed()));
         }
-        let outcomes: Vec<(i64, Outcome)> =
-            outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
-        inbox::close(&tx, &outcomes).await?;
-        tx.commit().await?;
-        Ok(stats)
+        Ok(outcomes)
     }
 
     /// Applies one event's domain events: fetch hints and ignored events
@@ -362,6 +340,47 @@ impl Router {
             retry_at: self.config.retry.retry_at(attempt, None),
         }
     }
+}
+
+/// Counts a batch's outcomes (and records them as metrics).
+pub fn count_outcomes(
+    provider: &dyn Provider,
+    outcomes: &[(i64, Outcome, std::time::Duration)],
+) -> PassStats {
+    let mut stats = PassStats::default();
+    for (_, outcome, took) in outcomes {
+        let label = match outcome {
+            Outcome::Processed => {
+                stats.processed += 1;
+                "applied"
+            }
+            Outcome::Ignored(_) => {
+                stats.ignored += 1;
+                "ignored"
+            }
+            Outcome::SkippedStale(_) => {
+                stats.stale += 1;
+                "skipped_stale"
+            }
+            Outcome::Failed {
+                retry_at: Some(_), ..
+            } => {
+                stats.retried += 1;
+                "retried"
+            }
+            Outcome::Failed { retry_at: None, .. } => {
+                stats.failed += 1;
+                "failed"
+            }
+        };
+        metrics::counter!("syncbridge_events_total",
+            "provider" => provider.name().as_str(), "result" => label)
+        .increment(1);
+        metrics::histogram!("syncbridge_apply_seconds",
+            "provider" => provider.name().as_str())
+        .record(*took);
+    }
+    stats
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -543,7 +543,12 @@ async fn every_fixture_replays_to_the_expected_state_and_replaying_again_changes
     // claimed while the newer one is still being applied, take the client's
     // lock first and apply (the newer then wins anyway), so its status
     // would depend on timing instead of saying `skipped_stale`.
-    let app = TestApp::spawn_with(|s| s.set("SYNCBRIDGE_ROUTER_WORKERS", "1")).await;
+    // The admin token: Teli's pulled deliveries replay through the admin API.
+    let app = TestApp::spawn_with(|s| {
+        s.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
+        s.set("SYNCBRIDGE_ADMIN_TOKEN", "replay-admin-token");
+    })
+    .await;
     let c = app.client().await;
     seed_clients(&c).await;
     let all = syncbridge::ops::fixtures::load(&[fixtures_dir()]).unwrap();
@@ -552,6 +557,7 @@ async fn every_fixture_replays_to_the_expected_state_and_replaying_again_changes
         target: app.url(""),
         providers: &registry,
         resign: false,
+        admin_token: app.config.admin_token.clone(),
     };
     let results = replayer.replay(&all).await.unwrap();
     for r in &results {

@@ -145,17 +145,40 @@ pub async fn claim(
         .collect())
 }
 
-/// Locks again the given events if they are still pending (after a batch
-/// was rolled back); returns the ids it holds.
-pub async fn claim_ids(tx: &Transaction<'_>, ids: &[i64]) -> Result<Vec<i64>, DbError> {
-    let rows = tx
-        .query(
-            "SELECT id FROM webhook_events WHERE id = ANY($1) AND status = 'pending'
-             ORDER BY id FOR UPDATE SKIP LOCKED",
-            &[&ids],
+/// Locks `provider`'s events with these dedup keys, whatever their status,
+/// and returns them with their keys: a pull applies what it has just stored,
+/// and applies again a delivery stored before whose effect is gone (a call
+/// ignored for an unknown agent, a deleted message). Waits for a router
+/// holding one of them.
+pub async fn claim_keys(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    keys: &[&str],
+) -> Result<Vec<(String, Claimed)>, DbError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, event_type, occurred_at, attempts, body, dedup_key FROM webhook_events
+             WHERE provider = $1 AND dedup_key = ANY($2)
+             ORDER BY id FOR UPDATE",
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let rows = tx.query(&stmt, &[&provider.as_str(), &keys]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(5),
+                Claimed {
+                    id: r.get(0),
+                    provider,
+                    event_type: r.get(1),
+                    occurred_at: r.get(2),
+                    attempts: r.get(3),
+                    body: r.get(4),
+                },
+            )
+        })
+        .collect())
 }
 
 /// How the router closed one event.

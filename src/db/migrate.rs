@@ -43,6 +43,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_capture_when"),
     migration!(11, "0011_e164_plpgsql"),
     migration!(12, "0012_partial_contact_indexes"),
+    migration!(13, "0013_pull_runs"),
+    migration!(14, "0014_teli_schema"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

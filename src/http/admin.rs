@@ -85,7 +85,7 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 }
 
 /// A time filter Postgres can compare with: between 1970 and 9999.
-fn check_time(what: &str, t: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+pub(crate) fn check_time(what: &str, t: Option<DateTime<Utc>>) -> Result<(), ApiError> {
     use chrono::Datelike;
     match t {
         Some(t) if !(1970..=9999).contains(&t.year()) => Err(bad(format!(

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod extract;
 pub mod health;
+pub mod pull;
 pub mod server;
 pub mod webhooks;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub health: Arc<Health>,
     pub wake: Wakers,
+    /// This process's pull runs (current or last, per provider).
+    pub pulls: crate::pull::Runs,
 }
 
 /// Wake-ups for the background workers (e.g. after an operator re-queues).
@@ -74,6 +77,17 @@ pub fn router(state: AppState) -> axum::Router {
             "/api/sync/conflict-rules",
             get(admin::conflict_rules).put(admin::set_conflict_rule),
         )
+        .route("/api/{provider}/sync-all", get(pull::progress))
+        .route("/api/{provider}/deliveries", post(webhooks::pulled))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    // Authenticated runs that take as long as the provider's API does: no
+    // request deadline (the token is checked before any work).
+    let long = axum::Router::new()
+        .route("/api/{provider}/sync-all", post(pull::sync_all))
+        .route("/api/{provider}/audit", get(pull::audit))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
@@ -92,6 +106,7 @@ pub fn router(state: AppState) -> axum::Router {
             state.config.http.request_timeout,
             deadline,
         ))
+        .merge(long)
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }

@@ -54,6 +54,21 @@ pub async fn with_token(
     }
 }
 
+/// `POST /api/{provider}/deliveries` (behind the admin token): a recorded
+/// delivery of a pulled provider, replayed; checked by its provider like a
+/// pulled one.
+pub async fn pulled(
+    State(app): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match route(&provider, Webhook::Pulled) {
+        Ok(name) => ingest(&app, name, None, headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The provider a webhook path names, if its webhooks take that shape.
 fn route(provider: &str, shape: Webhook) -> Result<ProviderName, ApiError> {
     ProviderName::parse(provider)

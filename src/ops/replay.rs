@@ -41,6 +41,9 @@ pub struct Replayer<'a> {
     pub target: String,
     pub providers: &'a Registry,
     pub resign: bool,
+    /// Sent as the bearer token to `/api/…` paths (a pulled provider's
+    /// deliveries are replayed through the admin API).
+    pub admin_token: Option<crate::config::Secret>,
 }
 
 impl Replayer<'_> {
@@ -94,6 +97,13 @@ impl Replayer<'_> {
         if self.resign {
             if let Some(p) = f.provider().and_then(|p| self.providers.get(p).ok()) {
                 p.resign(&mut headers, &body, Utc::now());
+            }
+        }
+        if route.starts_with("/api/") {
+            if let Some(token) = &self.admin_token {
+                let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|e| bad(format!("the admin token cannot be a header: {e}")))?;
+                headers.insert(axum::http::header::AUTHORIZATION, value);
             }
         }
         let method = reqwest::Method::from_bytes(f.method.as_bytes())

@@ -15,6 +15,7 @@ pub mod outbound;
 mod proptests;
 pub mod resman;
 pub mod signature;
+pub mod teli;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -217,6 +218,59 @@ pub trait BatchWrites: Send {
     ) -> FlushFuture<'a>;
 }
 
+/// What one run of a provider's pull is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Only what changed at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Report what a real run would do and write nothing.
+    pub dry_run: bool,
+}
+
+/// How a run ended: the provider's summary (its own keys) and whether it
+/// completed without errors.
+#[derive(Debug, Clone)]
+pub struct PullReport {
+    pub summary: serde_json::Value,
+    pub ok: bool,
+}
+
+/// Why a pull or its audit could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Api(PushError),
+}
+
+pub type PullFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PullReport, PullError>> + Send + 'a>>;
+
+pub type AuditFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, PullError>> + Send + 'a>,
+>;
+
+/// A provider's pull: pages through its API and hands what it finds to
+/// the pipeline ([`crate::pull::PullRun`]) as deliveries, which the inbox
+/// stores and the router applies like any webhook's.
+pub trait Pull: Send + Sync {
+    /// What the progress counts (`calls`).
+    fn unit(&self) -> &'static str;
+
+    /// Why a run cannot start (credentials not configured), if it cannot.
+    fn ready(&self) -> Result<(), &'static str>;
+
+    /// One run. Errors of single items and of the provider's API belong in
+    /// the report (`ok: false`); `Err` is for a run that could not go on.
+    fn pull<'a, 'r>(&'a self, run: &'a mut crate::pull::PullRun<'r>) -> PullFuture<'a>
+    where
+        'r: 'a;
+
+    /// Compares what the provider holds with what is stored.
+    fn audit<'a>(&'a self, db: &'a deadpool_postgres::Client) -> AuditFuture<'a>;
+}
+
 pub type PushFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Pushed, PushError>> + Send + 'a>>;
 
@@ -303,6 +357,12 @@ pub trait Provider: Send + Sync + 'static {
         })
     }
 
+    /// The provider's pull (what has no webhooks), if it has one: run by
+    /// `syncbridge pull <name>` and `POST /api/<name>/sync-all`.
+    fn puller(&self) -> Option<&dyn Pull> {
+        None
+    }
+
     /// Re-signs a recorded delivery for replay (`replay --resign`):
     /// replaces the signature headers with fresh ones for `now`.
     fn resign(&self, _headers: &mut HeaderMap, _body: &[u8], _now: DateTime<Utc>) {}
@@ -373,6 +433,10 @@ pub enum Webhook {
     /// `POST /webhooks/{name}/{token}`, authenticated by the unguessable
     /// token in the URL ([`Provider::path_token`]).
     PathToken,
+    /// No webhooks: the provider's [`Pull`] fetches its deliveries. A
+    /// recorded one is replayed to `POST /api/{name}/deliveries`, behind the
+    /// admin token, and goes through `verify` like a webhook.
+    Pulled,
 }
 
 /// The placeholder a fixture's path holds for the URL token.
@@ -386,6 +450,7 @@ impl Plugin {
             Webhook::None => None,
             Webhook::Signed => Some(format!("/webhooks/{}", self.name)),
             Webhook::PathToken => Some(format!("/webhooks/{}/{TOKEN_PLACEHOLDER}", self.name)),
+            Webhook::Pulled => Some(format!("/api/{}/deliveries", self.name)),
         }
     }
 }
@@ -414,6 +479,13 @@ pub const PROVIDERS: &[Plugin] = &[
         webhook: Webhook::PathToken,
         entities: keap::entities::ENTITIES,
         build: |c| built(keap::Keap::from_config(c)),
+    },
+    Plugin {
+        name: ProviderName::Teli,
+        check: |s| teli::config::TeliConfig::from_settings(s).map(drop),
+        webhook: Webhook::Pulled,
+        entities: &[],
+        build: |c| built(teli::Teli::from_config(c)),
     },
     Plugin {
         name: ProviderName::ResMan,
@@ -473,7 +545,7 @@ impl Registry {
     pub fn webhook_routes(&self) -> Vec<(ProviderName, Result<(), &'static str>)> {
         PROVIDERS
             .iter()
-            .filter(|p| p.webhook != Webhook::None)
+            .filter(|p| matches!(p.webhook, Webhook::Signed | Webhook::PathToken))
             .map(|p| (p.name, self.webhooks(p.name).map(|_| ())))
             .collect()
     }

@@ -11,6 +11,7 @@
 
 pub mod fake_keap;
 pub mod fake_openphone;
+pub mod fake_teli;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS idx_audit_event;
+DROP TABLE IF EXISTS sync_pull_runs;

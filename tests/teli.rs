@@ -1,0 +1,713 @@
+//! The Teli call sync (issue 12, SPEC §4.4) against the fake Teli API and
+//! the real Postgres, through the real HTTP front (`POST /api/teli/sync-all`)
+//! and the real binary (`pull teli --json`).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::fake_teli::{self, make_call, FakeTeli, Fault};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "teli-admin-token";
+const JOE: &str = "agent_abc123";
+const PIZZA: &str = "agent_xyz789";
+const STRANGER: &str = "agent_unknown";
+/// 2025-03-14T16:00:00Z.
+const T0: i64 = 1_741_968_000_000;
+
+async fn spawn(fake: &FakeTeli) -> TestApp {
+    spawn_on(fake, TestDb::create().await).await
+}
+
+async fn spawn_on(fake: &FakeTeli, db: TestDb) -> TestApp {
+    let url = fake.url.clone();
+    TestApp::spawn_on(db, |s| {
+        s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN);
+        s.set("TELI_API_KEY", fake_teli::API_KEY);
+        s.set("TELI_API_URL", url);
+        s.set("TELI_ORGANIZATION_ID", fake_teli::ORG);
+        s.set("TELI_API_RATE", "1000");
+        s.set("TELI_RETRY_BASE_MS", "20");
+    })
+    .await
+}
+
+async fn businesses(c: &tokio_postgres::Client) {
+    c.batch_execute(&format!(
+        "INSERT INTO businesses (name, teli_agent_id) VALUES
+             ('Joe''s Barber', '{JOE}'), ('Pizza Palace', '{PIZZA}')"
+    ))
+    .await
+    .unwrap();
+}
+
+fn call(n: i64, agent: &str, phone: Option<&str>) -> Value {
+    make_call(
+        &format!("call_{n:04}"),
+        agent,
+        "inbound",
+        phone,
+        Some("+14155550100"),
+        T0 + n * 60_000,
+        json!({}),
+    )
+}
+
+async fn sync(app: &TestApp, query: &str) -> (StatusCode, Value) {
+    let r = app
+        .http
+        .post(app.url(&format!("/api/teli/sync-all{query}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(app: &TestApp, path: &str) -> (StatusCode, Value) {
+    let r = app
+        .http
+        .get(app.url(path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+fn summary(total: u64, synced: u64, new: u64, dup: u64, skipped: u64) -> Value {
+    json!([total, synced, new, dup, skipped])
+}
+
+fn counts(s: &Value) -> Value {
+    json!([
+        s["totalCalls"],
+        s["syncedCalls"],
+        s["newCustomers"],
+        s["duplicateCalls"],
+        s["skippedCalls"]
+    ])
+}
+
+#[tokio::test]
+async fn the_seeds_test_results_then_a_second_run_of_all_duplicates() {
+    let fake = FakeTeli::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    // Six calls stored by an earlier run: four to Joe from two callers, two
+    // to Pizza Palace from one.
+    for (n, agent, phone) in [
+        (1, JOE, "+14155550101"),
+        (2, JOE, "+14155550101"),
+        (3, JOE, "+14155550102"),
+        (4, JOE, "+14155550102"),
+        (5, PIZZA, "+14155550103"),
+        (6, PIZZA, "+14155550103"),
+    ] {
+        fake.add(call(n, agent, Some(phone)));
+    }
+    let (status, first) = sync(&app, "").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(counts(&first), summary(6, 6, 3, 0, 0), "{first}");
+
+    // Then: five new calls (one from a known customer, four from three new
+    // ones) and two from an agent no business answers for.
+    for (n, agent, phone) in [
+        (7, JOE, "+14155550101"),
+        (8, JOE, "+14155550104"),
+        (9, JOE, "+14155550104"),
+        (10, PIZZA, "+14155550105"),
+        (11, PIZZA, "(415) 555-0106"),
+        (12, STRANGER, "+14155550107"),
+        (13, STRANGER, "+14155550108"),
+    ] {
+        fake.add(call(n, agent, Some(phone)));
+    }
+    let (status, s) = sync(&app, "").await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    // The seed: 13 fetched, 5 synced, 3 new customers, 6 duplicates, 2
+    // skipped (unknown agent).
+    assert_eq!(counts(&s), summary(13, 5, 3, 6, 2), "{s}");
+    assert_eq!(
+        s["callsByBusiness"],
+        json!({"Joe's Barber": 3, "Pizza Palace": 2})
+    );
+    assert_eq!(s["errors"], json!([]));
+    let keys: Vec<&String> = s.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 7, "exactly the summary's keys: {keys:?}");
+
+    // The second sync: nothing new, every stored call a duplicate.
+    let (_, again) = sync(&app, "").await;
+    assert_eq!(counts(&again), summary(13, 0, 0, 11, 2), "{again}");
+    assert_eq!(again["callsByBusiness"], json!({}));
+
+    assert_eq!(count(&c, "SELECT count(*) FROM messages").await, 11);
+    assert_eq!(count(&c, "SELECT count(*) FROM customers").await, 6);
+    // E.164 on the way in: '(415) 555-0106' is one customer.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM customers WHERE phone_number = '+14155550106'"
+        )
+        .await,
+        1
+    );
+    // Pulled calls are inbox deliveries like any other: one per call
+    // version, unknown agents' stored as listed and ignored with a reason.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM webhook_events WHERE provider = 'teli'"
+        )
+        .await,
+        13
+    );
+    let ignored = c
+        .query(
+            "SELECT error FROM webhook_events WHERE provider = 'teli' AND status = 'ignored'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ignored.len(), 2);
+    for r in ignored {
+        let why: String = r.get(0);
+        assert!(
+            why.contains("unknown agent") && why.contains(STRANGER),
+            "{why}"
+        );
+    }
+    // Unknown agents' details were never fetched.
+    assert!(!fake
+        .requests()
+        .iter()
+        .any(|r| r.path.ends_with("call_0012") || r.path.ends_with("call_0013")));
+    // One audit row per applied call, naming its inbox event.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM sync_audit_log WHERE sync_source = 'teli' AND entity_type = 'messages'"
+        )
+        .await,
+        11
+    );
+    let (_, events) = get(&app, "/api/sync/events?provider=teli").await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 13);
+
+    // The progress endpoint shows the last run, finished, with its summary.
+    let (status, p) = get(&app, "/api/teli/sync-all").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(p["running"], false);
+    assert_eq!(p["summary"], again);
+    assert_eq!(p["seen"], 13);
+    assert!(p["finishedAt"].is_string());
+}
+
+#[tokio::test]
+async fn two_hundred_fifty_calls_in_three_pages() {
+    let fake = FakeTeli::start().await;
+    for n in 0..250 {
+        fake.add(call(n, JOE, Some(&format!("+1415555{:04}", n % 40))));
+    }
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    let (status, s) = sync(&app, "").await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(counts(&s), summary(250, 250, 40, 0, 0), "{s}");
+    let lists: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/voice/calls")
+        .collect();
+    assert_eq!(lists.len(), 3, "{lists:#?}");
+    for l in &lists {
+        assert_eq!(l.query["is_admin"], "true");
+        assert_eq!(l.query["limit"], "100");
+        assert_eq!(l.query["organization_id"], fake_teli::ORG);
+    }
+    assert!(!lists[0].query.contains_key("end_date"));
+    assert!(lists[1].query.contains_key("end_date"));
+    assert_eq!(count(&c, "SELECT count(*) FROM messages").await, 250);
+    let (_, p) = get(&app, "/api/teli/sync-all").await;
+    assert_eq!(p["pages"], 3);
+}
+
+#[tokio::test]
+async fn since_limits_the_window() {
+    let fake = FakeTeli::start().await;
+    for n in 0..10 {
+        fake.add(call(n, JOE, Some("+14155550101")));
+    }
+    let app = spawn(&fake).await;
+    businesses(&app.client().await).await;
+    // Calls 0..10 start a minute apart from T0: since T0 + 6 min leaves 4.
+    let (status, s) = sync(&app, "?since=2025-03-14T16:06:00Z").await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(counts(&s), summary(4, 4, 1, 0, 0), "{s}");
+    let list = &fake.requests()[0];
+    assert_eq!(list.query["start_date"], "2025-03-14T16:06:00.000Z");
+    let (status, bad) = sync(&app, "?since=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(bad["error"].is_string());
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_the_real_summary_and_writes_nothing() {
+    let fake = FakeTeli::start().await;
+    for n in 0..120 {
+        let agent = if n % 10 == 0 { STRANGER } else { JOE };
+        fake.add(call(n, agent, Some(&format!("+1415555{:04}", n % 7))));
+    }
+    fake.add(call(500, PIZZA, None));
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    let tables = "SELECT (SELECT count(*) FROM webhook_events) + (SELECT count(*) FROM messages)
+                       + (SELECT count(*) FROM customers) + (SELECT count(*) FROM sync_audit_log)
+                       + (SELECT count(*) FROM sync_pull_runs)";
+    let (status, dry) = sync(&app, "?dryRun=true").await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(count(&c, tables).await, 0, "a dry run wrote rows");
+    let (_, p) = get(&app, "/api/teli/sync-all").await;
+    assert_eq!(p["dryRun"], true);
+    let (_, real) = sync(&app, "").await;
+    assert_eq!(dry, real, "the dry run's summary is the real one's");
+    assert_eq!(counts(&real), summary(121, 108, 7, 0, 13), "{real}");
+}
+
+#[tokio::test]
+async fn the_business_name_comes_from_the_database_and_the_customer_name_from_the_extraction() {
+    let fake = FakeTeli::start().await;
+    let mut c1 = call(1, JOE, Some("+14155550101"));
+    c1["extracted_fields"] =
+        json!({"business_name": "Jo's Barbers (misheard)", "customer_name": "Ada Lovelace"});
+    fake.add(c1);
+    let mut out = call(2, PIZZA, Some("+14155550100"));
+    out["direction"] = json!("outbound");
+    out["to_number"] = json!("+12125550187");
+    out["extracted_fields"] = Value::Null;
+    fake.add(out);
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    let (_, s) = sync(&app, "").await;
+    assert_eq!(counts(&s), summary(2, 2, 2, 0, 0), "{s}");
+    let row = c
+        .query_one(
+            "SELECT m.teli_data -> 'extracted_fields' ->> 'business_name', cu.name, cu.phone_number
+             FROM messages m JOIN customers cu ON cu.id = m.customer_id
+             WHERE m.teli_data ->> 'call_id' = 'call_0001'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Joe's Barber");
+    assert_eq!(row.get::<_, String>(1), "Ada Lovelace");
+    assert_eq!(row.get::<_, String>(2), "+14155550101");
+    // Outbound: the customer is the number called; no extraction, no name.
+    let row = c
+        .query_one(
+            "SELECT m.teli_data -> 'extracted_fields' ->> 'business_name', cu.name, cu.phone_number
+             FROM messages m JOIN customers cu ON cu.id = m.customer_id
+             WHERE m.teli_data ->> 'call_id' = 'call_0002'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Pizza Palace");
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    assert_eq!(row.get::<_, String>(2), "+12125550187");
+}
+
+#[tokio::test]
+async fn a_call_analysed_later_is_refreshed_once_not_duplicated() {
+    let fake = FakeTeli::start().await;
+    fake.add(call(1, JOE, Some("+14155550101")));
+    fake.add(call(2, JOE, Some("+14155550102")));
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    let (_, s) = sync(&app, "").await;
+    assert_eq!(counts(&s), summary(2, 2, 2, 0, 0), "{s}");
+    let later = chrono::Utc::now();
+    fake.update("call_0001", later, |c| {
+        c["extracted_fields"] = json!({"customer_name": "Dana Whitfield"});
+        c["call_analysis"]["call_summary"] = json!("Wants a 2BR in April.");
+    });
+    let details_before = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/voice/calls/"))
+        .count();
+    let (_, s) = sync(&app, "").await;
+    assert_eq!(counts(&s), summary(2, 1, 0, 1, 0), "{s}");
+    let details_after = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/voice/calls/"))
+        .count();
+    assert_eq!(
+        details_after - details_before,
+        1,
+        "only the changed call is fetched"
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM messages").await, 2);
+    let row = c
+        .query_one(
+            "SELECT m.teli_data -> 'call_analysis' ->> 'call_summary', cu.name
+             FROM messages m JOIN customers cu ON cu.id = m.customer_id
+             WHERE m.teli_data ->> 'call_id' = 'call_0001'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Wants a 2BR in April.");
+    assert_eq!(row.get::<_, String>(1), "Dana Whitfield");
+    let refreshed = count(
+        &c,
+        "SELECT count(*) FROM sync_audit_log WHERE sync_source = 'teli' AND decision = 'refreshed'",
+    )
+    .await;
+    assert_eq!(refreshed, 1);
+    let (_, s) = sync(&app, "").await;
+    assert_eq!(counts(&s), summary(2, 0, 0, 2, 0), "{s}");
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_and_server_errors_retried() {
+    let fake = FakeTeli::start().await;
+    for n in 0..5 {
+        fake.add(call(n, JOE, Some("+14155550101")));
+    }
+    let app = spawn(&fake).await;
+    businesses(&app.client().await).await;
+    // A 429 on the list, then a 500 and a dropped connection on details.
+    fake.fail_next([Fault::RateLimited(1), Fault::Status(500)]);
+    let started = std::time::Instant::now();
+    let (status, s) = sync(&app, "").await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(counts(&s), summary(5, 5, 1, 0, 0), "{s}");
+    assert_eq!(s["errors"], json!([]));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After was honoured"
+    );
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(&statuses[..3], &[429, 500, 200], "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_failure_that_outlasts_the_retries_ends_in_errors_and_keeps_what_was_stored() {
+    let fake = FakeTeli::start().await;
+    for n in 0..150 {
+        fake.add(call(n, JOE, Some("+14155550101")));
+    }
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    // One call's detail always fails; the second list page fails five
+    // times (every attempt).
+    fake.fail_detail("call_0140", 502);
+    let (status, s) = sync(&app, "").await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    let errors = s["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{s}");
+    assert!(errors[0].as_str().unwrap().contains("call_0140"), "{s}");
+    assert_eq!(s["syncedCalls"], 149);
+
+    // Now the list itself fails past the retries on its second page: the
+    // first page's calls stay stored.
+    let fresh = FakeTeli::start().await;
+    for n in 0..150 {
+        fresh.add(call(n, JOE, Some("+14155550101")));
+    }
+    let app2 = spawn(&fresh).await;
+    businesses(&app2.client().await).await;
+    // First page and its 100 details pass; then every attempt fails.
+    let mut faults = Vec::new();
+    faults.extend(std::iter::repeat_n(Fault::Slow(Duration::ZERO), 101));
+    faults.extend(std::iter::repeat_n(Fault::Status(503), 5));
+    fresh.fail_next(faults);
+    let (_, s) = sync(&app2, "").await;
+    let errors = s["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{s}");
+    assert!(errors[0].as_str().unwrap().contains("listing calls"), "{s}");
+    assert!(!errors[0].as_str().unwrap().contains(fake_teli::API_KEY));
+    assert_eq!(s["syncedCalls"], 100);
+    assert_eq!(
+        count(&app2.client().await, "SELECT count(*) FROM messages").await,
+        100
+    );
+}
+
+#[tokio::test]
+async fn a_second_run_while_one_is_running_answers_409_with_its_progress() {
+    let fake = FakeTeli::start().await;
+    for n in 0..3 {
+        fake.add(call(n, JOE, Some("+14155550101")));
+    }
+    let app = spawn(&fake).await;
+    businesses(&app.client().await).await;
+    fake.fail_next([Fault::Slow(Duration::from_millis(1500))]);
+    let first = sync(&app, "");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let busy = sync(&app, "").await;
+        let progress = get(&app, "/api/teli/sync-all").await;
+        (busy, progress)
+    };
+    let ((s1, first), ((s2, busy), (_, progress))) = tokio::join!(first, second);
+    assert_eq!(s1, StatusCode::OK, "{first}");
+    assert_eq!(counts(&first), summary(3, 3, 1, 0, 0));
+    assert_eq!(s2, StatusCode::CONFLICT, "{busy}");
+    assert_eq!(busy["error"], "already running");
+    assert_eq!(busy["progress"]["running"], true);
+    assert!(busy["progress"]["startedAt"].is_string());
+    assert_eq!(progress["running"], true);
+}
+
+#[tokio::test]
+async fn the_audit_finds_a_deleted_messages_call_and_its_orphaned_customer() {
+    let fake = FakeTeli::start().await;
+    fake.add(call(1, JOE, Some("+14155550101")));
+    fake.add(call(2, JOE, Some("+14155550102")));
+    fake.add(call(3, STRANGER, Some("+14155550103")));
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    sync(&app, "").await;
+    c.execute(
+        "DELETE FROM messages WHERE teli_data ->> 'call_id' = 'call_0002'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let orphan: uuid::Uuid = c
+        .query_one(
+            "SELECT id FROM customers WHERE phone_number = '+14155550102'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (status, a) = get(&app, "/api/teli/audit").await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a["teliCallCount"], 3);
+    assert_eq!(a["localCallCount"], 1);
+    let mut missing: Vec<&str> = a["missingLocally"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    missing.sort();
+    assert_eq!(missing, ["call_0002", "call_0003"]);
+    assert_eq!(a["orphanedCustomers"], json!([orphan.to_string()]));
+
+    // The next run restores the deleted message from the stored delivery,
+    // without fetching its detail again.
+    let details = |f: &FakeTeli| {
+        f.requests()
+            .iter()
+            .filter(|r| r.path == "/v1/voice/calls/call_0002")
+            .count()
+    };
+    let before = details(&fake);
+    let (_, s) = sync(&app, "").await;
+    assert_eq!(counts(&s), summary(3, 1, 0, 1, 1), "{s}");
+    assert_eq!(details(&fake), before);
+    let (_, a) = get(&app, "/api/teli/audit").await;
+    assert_eq!(a["orphanedCustomers"], json!([]));
+}
+
+#[tokio::test]
+async fn admin_routes_check_the_token_the_provider_and_the_query() {
+    let fake = FakeTeli::start().await;
+    let app = spawn(&fake).await;
+    let r = app
+        .http
+        .post(app.url("/api/teli/sync-all"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (status, v) = sync(&app, "?dryRun=maybe").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let r = app
+        .http
+        .post(app.url("/api/openphone/sync-all"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = app
+        .http
+        .post(app.url("/api/nosuch/sync-all"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].is_string());
+
+    // Without credentials the pull says what to set.
+    let bare = TestApp::spawn_with(|s| s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN)).await;
+    let (status, v) = sync(&bare, "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("TELI_API_KEY"));
+}
+
+#[tokio::test]
+async fn replayed_teli_fixtures_land_as_pulled_ones() {
+    let app = TestApp::spawn_with(|s| s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN)).await;
+    let c = app.client().await;
+    c.batch_execute(
+        "INSERT INTO businesses (name, teli_agent_id)
+         VALUES ('Harbor View Leasing', 'agent_0f1e2d3c4b5a69788796a5b4c3')",
+    )
+    .await
+    .unwrap();
+    let all = syncbridge::ops::fixtures::load(&[fixtures_dir().join("teli")]).unwrap();
+    let registry = syncbridge::providers::Registry::from_config(&app.config);
+    let replayer = syncbridge::ops::replay::Replayer {
+        target: app.url(""),
+        providers: &registry,
+        resign: false,
+        admin_token: app.config.admin_token.clone(),
+    };
+    for r in replayer.replay(&all).await.unwrap() {
+        assert_eq!(
+            r.as_expected,
+            Some(true),
+            "{} answered {} {}",
+            r.path.display(),
+            r.status,
+            r.answer
+        );
+    }
+    app.settle().await;
+    let rows = c
+        .query(
+            "SELECT m.teli_data ->> 'call_id', cu.phone_number, cu.name,
+                    m.teli_data -> 'extracted_fields' ->> 'business_name'
+             FROM messages m JOIN customers cu ON cu.id = m.customer_id ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, Option<String>, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "call_a1b2c3d4e5f60718293a4b5c6d7".to_owned(),
+                "+14155550142".to_owned(),
+                Some("Dana Whitfield".to_owned()),
+                "Harbor View Leasing".to_owned()
+            ),
+            (
+                "call_b2c3d4e5f60718293a4b5c6d7e8".to_owned(),
+                "+12125550187".to_owned(),
+                Some("Lee Park".to_owned()),
+                "Harbor View Leasing".to_owned()
+            ),
+        ]
+    );
+    let statuses = c
+        .query(
+            "SELECT event_type, status, coalesce(error, '') FROM webhook_events
+             WHERE provider = 'teli' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String)> = statuses
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[0].1, "processed");
+    assert_eq!(got[1].1, "processed", "the analysed version refreshes");
+    assert!(got[3].2.contains("no phone number"), "{got:?}");
+    assert_eq!(got[4].0, "call.listed");
+    assert!(got[4].2.contains("unknown agent"), "{got:?}");
+}
+
+#[tokio::test]
+async fn pull_teli_json_prints_the_summary_and_a_second_run_all_duplicates() {
+    let fake = FakeTeli::start().await;
+    for n in 0..4 {
+        fake.add(call(n, JOE, Some("+14155550101")));
+    }
+    fake.add(call(9, STRANGER, Some("+14155550101")));
+    let db = TestDb::create().await;
+    // Migrate first, so the businesses table exists.
+    let app = spawn_on(&fake, db).await;
+    businesses(&app.client().await).await;
+    let url = app.db.url.clone();
+    let run = |args: &'static [&'static str]| {
+        let (url, api) = (url.clone(), fake.url.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_syncbridge"))
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("DATABASE_URL", url)
+                .env("TELI_API_KEY", fake_teli::API_KEY)
+                .env("TELI_API_URL", api)
+                .env("TELI_ORGANIZATION_ID", fake_teli::ORG)
+                .env("TELI_API_RATE", "1000")
+                .env("TELI_RETRY_BASE_MS", "20")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let o = run(&["pull", "teli", "--json"]).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value = serde_json::from_slice(&o.stdout).expect("stdout is the summary alone");
+    assert_eq!(counts(&s), summary(5, 4, 1, 0, 1), "{s}");
+    let o = run(&["pull", "teli", "--json"]).await.unwrap();
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(counts(&s), summary(5, 0, 0, 4, 1), "{s}");
+    // The human form, not on a terminal: no progress bar, the summary.
+    let o = run(&["pull", "teli", "--dry-run"]).await.unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("dry run") && out.contains("\"duplicateCalls\": 4"),
+        "{out}"
+    );
+    // A failing run exits 1.
+    fake.fail_detail("call_0003", 500);
+    app.client()
+        .await
+        .execute("DELETE FROM messages", &[])
+        .await
+        .unwrap();
+    app.client()
+        .await
+        .execute("DELETE FROM webhook_events", &[])
+        .await
+        .unwrap();
+    let o = run(&["pull", "teli", "--json"]).await.unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["errors"].as_array().unwrap().len(), 1, "{s}");
+}
