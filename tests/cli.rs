@@ -181,6 +181,87 @@ async fn migrations_keep_an_existing_application_table_and_its_data() {
     assert_eq!(cols, 0, "our columns are gone");
 }
 
+/// The Teli seed's tables, when the application has them already (with
+/// columns of its own and the seed's `name`/`phone_number`): migrate adds
+/// only what is missing, and down removes only that.
+#[tokio::test]
+async fn teli_tables_of_the_application_keep_their_columns_and_rows() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    syncbridge::db::migrate::down(&mut db.client().await, 99)
+        .await
+        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE businesses (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text,
+                                  owner_email text);
+         CREATE TABLE customers (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                                 business_id uuid REFERENCES businesses (id), phone_number text,
+                                 name text, loyalty int);
+         CREATE TABLE messages (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                                customer_id uuid REFERENCES customers (id), teli_data jsonb);
+         INSERT INTO businesses (name, owner_email) VALUES ('Joe''s Barber', 'joe@example.com');
+         INSERT INTO customers (business_id, phone_number, name, loyalty)
+             SELECT id, '+14155550101', 'Ann', 7 FROM businesses;
+         INSERT INTO messages (customer_id, teli_data)
+             SELECT id, '{\"call_id\": \"call_old\"}' FROM customers;",
+    )
+    .await
+    .unwrap();
+    syncbridge::db::migrate::up(&mut db.client().await)
+        .await
+        .unwrap();
+    let added: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name IN ('businesses', 'customers', 'messages')
+               AND column_name IN ('teli_agent_id', 'last_call_at', 'teli_updated_at')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(added, 3);
+    // The seed's dedup is the database's now.
+    let dup = c
+        .execute(
+            "INSERT INTO messages (customer_id, teli_data)
+             SELECT customer_id, teli_data FROM messages",
+            &[],
+        )
+        .await;
+    assert!(dup.is_err(), "a second message for call_old was stored");
+    syncbridge::db::migrate::down(&mut db.client().await, 99)
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT b.owner_email, cu.name, cu.loyalty, m.teli_data ->> 'call_id'
+             FROM businesses b JOIN customers cu ON cu.business_id = b.id
+             JOIN messages m ON m.customer_id = cu.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "joe@example.com");
+    assert_eq!(row.get::<_, String>(1), "Ann");
+    assert_eq!(row.get::<_, i32>(2), 7);
+    assert_eq!(row.get::<_, String>(3), "call_old");
+    let ours: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name IN ('businesses', 'customers', 'messages')
+               AND column_name IN ('teli_agent_id', 'last_call_at', 'teli_updated_at', 'updated_at')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        ours, 0,
+        "the columns syncbridge added are gone, the application's stay"
+    );
+}
+
 /// Without a running server, replay feeds the pipeline itself; replaying
 /// again changes nothing; export writes the stored deliveries back out
 /// with the same bytes.

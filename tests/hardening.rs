@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::fake_openphone::{FakeOpenPhone, API_KEY};
@@ -37,43 +36,28 @@ fn beta_key() -> HmacKey {
 }
 
 /// `serve` as a child process: its `/metrics` counts only its own work.
-struct Serve {
-    child: Child,
-    base: String,
+struct Serve(ServeProcess);
+
+impl std::ops::Deref for Serve {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
 }
 
 impl Serve {
     async fn start(db_url: &str) -> Serve {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_syncbridge"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", db_url)
-            .env("SYNCBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("OPENPHONE_WEBHOOK_KEY", OPENPHONE_WEBHOOK_KEY)
-            .env("OPENPHONE_WEBHOOK_SECRET", OPENPHONE_WEBHOOK_SECRET)
-            .env("RESMAN_WEBHOOK_SECRET", RESMAN_WEBHOOK_SECRET)
-            .env("KEAP_WEBHOOK_TOKEN", KEAP_WEBHOOK_TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("syncbridge serve starts");
-        let serve = Serve {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..400 {
-            if reqwest::get(format!("{}/healthz", serve.base))
-                .await
-                .is_ok()
-            {
-                return serve;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("serve did not answer /healthz");
+        let serve = ServeProcess::start(
+            db_url,
+            &[
+                ("OPENPHONE_WEBHOOK_KEY", OPENPHONE_WEBHOOK_KEY),
+                ("OPENPHONE_WEBHOOK_SECRET", OPENPHONE_WEBHOOK_SECRET),
+                ("RESMAN_WEBHOOK_SECRET", RESMAN_WEBHOOK_SECRET),
+                ("KEAP_WEBHOOK_TOKEN", KEAP_WEBHOOK_TOKEN),
+            ],
+        );
+        serve.answers("/healthz", StatusCode::OK).await;
+        Serve(serve)
     }
 
     /// The body HMACs the process has computed so far.
@@ -113,13 +97,6 @@ impl Serve {
             .await
             .map(|r| r.status())
             .map_err(|e| format!("{e:?}"))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

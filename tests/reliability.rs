@@ -4,54 +4,23 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::fake_openphone::{FakeOpenPhone, Fault, API_KEY};
 use common::*;
 
-struct Serve(Child, String);
-
-impl Serve {
-    fn start(db_url: &str, fake: &FakeOpenPhone) -> Serve {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_syncbridge"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", db_url)
-            .env("SYNCBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("OPENPHONE_API_KEY", API_KEY)
-            .env("OPENPHONE_API_URL", &fake.url)
-            .env("OPENPHONE_WEBHOOK_KEY", OPENPHONE_WEBHOOK_KEY)
-            .env("SYNCBRIDGE_RETRY_BASE_MS", "100")
-            .env("SYNCBRIDGE_PUSH_TIMEOUT_MS", "10000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("syncbridge serve starts");
-        Serve(child, format!("http://127.0.0.1:{port}"))
-    }
-
-    /// Waits until `/readyz` answers `want`.
-    async fn ready(&self, want: reqwest::StatusCode) {
-        let url = format!("{}/readyz", self.1);
-        wait_until(&format!("/readyz {want}"), async || {
-            reqwest::get(&url).await.is_ok_and(|r| r.status() == want)
-        })
-        .await;
-    }
-
-    /// SIGKILL: no graceful shutdown, no chance to commit or roll back.
-    fn kill(mut self) {
-        self.kill_now();
-    }
-
-    fn kill_now(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `serve` pushing to the fake OpenPhone.
+fn serve(db_url: &str, fake: &FakeOpenPhone) -> ServeProcess {
+    ServeProcess::start(
+        db_url,
+        &[
+            ("OPENPHONE_API_KEY", API_KEY),
+            ("OPENPHONE_API_URL", &fake.url),
+            ("OPENPHONE_WEBHOOK_KEY", OPENPHONE_WEBHOOK_KEY),
+            ("SYNCBRIDGE_RETRY_BASE_MS", "100"),
+            ("SYNCBRIDGE_PUSH_TIMEOUT_MS", "10000"),
+        ],
+    )
 }
 
 /// One delivery's event id and its answer (a status, or why none came).
@@ -162,18 +131,20 @@ async fn postgres_restarted_under_webhook_load_loses_no_acknowledged_delivery() 
         .await
         .expect("a private cluster from the installed PostgreSQL binaries (initdb, pg_ctl)");
     let url = pg.url();
-    let serve = Serve::start(&url, &fake);
-    serve.ready(reqwest::StatusCode::OK).await;
+    let serve = serve(&url, &fake);
+    serve.answers("/readyz", reqwest::StatusCode::OK).await;
 
-    let load = Load::start(&serve.1, 8, "pg");
+    let load = Load::start(&serve.base, 8, "pg");
     tokio::time::sleep(Duration::from_secs(1)).await;
     pg.stop().await.expect("pg_ctl stop -m fast");
-    serve.ready(reqwest::StatusCode::SERVICE_UNAVAILABLE).await;
+    serve
+        .answers("/readyz", reqwest::StatusCode::SERVICE_UNAVAILABLE)
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pg = EmbeddedPostgres::start(opts)
         .await
         .expect("the cluster starts again");
-    serve.ready(reqwest::StatusCode::OK).await;
+    serve.answers("/readyz", reqwest::StatusCode::OK).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let answers = load.finish().await;
 
@@ -220,11 +191,11 @@ async fn postgres_restarted_under_webhook_load_loses_no_acknowledged_delivery() 
 async fn serve_killed_under_webhook_load_loses_no_acknowledged_delivery() {
     let fake = FakeOpenPhone::start().await;
     let db = TestDb::create().await;
-    let mut serve = Serve::start(&db.url, &fake);
-    serve.ready(reqwest::StatusCode::OK).await;
-    let load = Load::start(&serve.1, 8, "kill");
+    let mut serve = serve(&db.url, &fake);
+    serve.answers("/readyz", reqwest::StatusCode::OK).await;
+    let load = Load::start(&serve.base, 8, "kill");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    serve.kill_now();
+    serve.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answers = load.finish().await;
     let c = db.client().await;
@@ -233,13 +204,6 @@ async fn serve_killed_under_webhook_load_loses_no_acknowledged_delivery() {
         answers.iter().any(|(_, a)| a.is_err()),
         "the kill happened under load"
     );
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn scalar(c: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -267,7 +231,7 @@ async fn killed_mid_push_then_restarted_pushes_once_without_a_duplicate_contact(
         Fault::Slow(Duration::ZERO),
         Fault::Slow(Duration::from_secs(5)),
     ]);
-    let first = Serve::start(&db.url, &fake);
+    let mut first = serve(&db.url, &fake);
     let id: uuid::Uuid = c
         .query_one(
             "INSERT INTO clients (first_name, phone) VALUES ('Dana', '(415) 555-0142') RETURNING id",
@@ -300,7 +264,7 @@ async fn killed_mid_push_then_restarted_pushes_once_without_a_duplicate_contact(
         .get(0);
     assert_eq!(stored, None);
 
-    let _second = Serve::start(&db.url, &fake);
+    let _second = serve(&db.url, &fake);
     wait_until("the client to be synced", async || {
         let s: Option<String> = c
             .query_one("SELECT sync_status FROM clients WHERE id = $1", &[&id])
@@ -337,8 +301,8 @@ async fn two_serve_processes_never_push_a_change_twice() {
     let fake = FakeOpenPhone::start().await;
     let db = TestDb::create().await;
     let c = db.client().await;
-    let _a = Serve::start(&db.url, &fake);
-    let _b = Serve::start(&db.url, &fake);
+    let _a = serve(&db.url, &fake);
+    let _b = serve(&db.url, &fake);
 
     // A stream of changes: six clients, each updated four times.
     let mut ids = Vec::new();

@@ -24,6 +24,14 @@ async fn spawn(fake: &FakeTeli) -> TestApp {
 }
 
 async fn spawn_on(fake: &FakeTeli, db: TestDb) -> TestApp {
+    spawn_tweaked(fake, db, |_| {}).await
+}
+
+async fn spawn_tweaked(
+    fake: &FakeTeli,
+    db: TestDb,
+    tweak: impl FnOnce(&mut syncbridge::config::Settings),
+) -> TestApp {
     let url = fake.url.clone();
     TestApp::spawn_on(db, |s| {
         s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN);
@@ -32,6 +40,7 @@ async fn spawn_on(fake: &FakeTeli, db: TestDb) -> TestApp {
         s.set("TELI_ORGANIZATION_ID", fake_teli::ORG);
         s.set("TELI_API_RATE", "1000");
         s.set("TELI_RETRY_BASE_MS", "20");
+        tweak(s);
     })
     .await
 }
@@ -391,10 +400,20 @@ async fn rate_limits_are_waited_out_and_server_errors_retried() {
     for n in 0..5 {
         fake.add(call(n, JOE, Some("+14155550101")));
     }
-    let app = spawn(&fake).await;
+    let app = spawn_tweaked(&fake, TestDb::create().await, |s| {
+        s.set("SYNCBRIDGE_PUSH_TIMEOUT_MS", "300")
+    })
+    .await;
     businesses(&app.client().await).await;
-    // A 429 on the list, then a 500 and a dropped connection on details.
-    fake.fail_next([Fault::RateLimited(1), Fault::Status(500)]);
+    // A 429 and a 500 on the list, then a dropped connection and an answer
+    // slower than the timeout on the first detail.
+    fake.fail_next([
+        Fault::RateLimited(1),
+        Fault::Status(500),
+        Fault::Slow(Duration::ZERO),
+        Fault::Drop,
+        Fault::Slow(Duration::from_secs(2)),
+    ]);
     let started = std::time::Instant::now();
     let (status, s) = sync(&app, "").await;
     assert_eq!(status, StatusCode::OK, "{s}");
@@ -404,8 +423,32 @@ async fn rate_limits_are_waited_out_and_server_errors_retried() {
         started.elapsed() >= Duration::from_millis(900),
         "Retry-After was honoured"
     );
-    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
-    assert_eq!(&statuses[..3], &[429, 500, 200], "{statuses:?}");
+    let statuses: Vec<(u16, &str)> = fake
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.status,
+                if r.path == "/v1/voice/calls" {
+                    "list"
+                } else {
+                    "detail"
+                },
+            )
+        })
+        .collect();
+    assert_eq!(
+        &statuses[..6],
+        &[
+            (429, "list"),
+            (500, "list"),
+            (200, "list"),
+            (0, "detail"),
+            (200, "detail"),
+            (200, "detail")
+        ],
+        "the dropped and the timed-out detail were retried: {statuses:?}"
+    );
 }
 
 #[tokio::test]
@@ -710,4 +753,62 @@ async fn pull_teli_json_prints_the_summary_and_a_second_run_all_duplicates() {
     assert_eq!(o.status.code(), Some(1));
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["errors"].as_array().unwrap().len(), 1, "{s}");
+}
+
+/// The "done when", on the real binary: `serve` against the fake,
+/// `POST /api/teli/sync-all` answers the summary and the rows are there; a
+/// second run reports all duplicates.
+#[tokio::test]
+async fn serve_syncs_all_calls_and_a_second_run_is_all_duplicates() {
+    let fake = FakeTeli::start().await;
+    for n in 0..30 {
+        fake.add(call(
+            n,
+            if n % 3 == 0 { PIZZA } else { JOE },
+            Some(&format!("+1415555{:04}", n % 9)),
+        ));
+    }
+    let db = TestDb::create().await;
+    let serve = ServeProcess::start(
+        &db.url,
+        &[
+            ("SYNCBRIDGE_ADMIN_TOKEN", ADMIN),
+            ("TELI_API_KEY", fake_teli::API_KEY),
+            ("TELI_API_URL", &fake.url),
+            ("TELI_ORGANIZATION_ID", fake_teli::ORG),
+            ("TELI_PAGE_SIZE", "10"),
+        ],
+    );
+    serve.answers("/readyz", StatusCode::OK).await;
+    businesses(&db.client().await).await;
+    let http = reqwest::Client::new();
+    let post = async || {
+        let r = http
+            .post(serve.url("/api/teli/sync-all"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()
+    };
+    let first = post().await;
+    assert_eq!(counts(&first), summary(30, 30, 9, 0, 0), "{first}");
+    assert_eq!(
+        first["callsByBusiness"],
+        json!({"Joe's Barber": 20, "Pizza Palace": 10})
+    );
+    let c = db.client().await;
+    assert_eq!(count(&c, "SELECT count(*) FROM messages").await, 30);
+    assert_eq!(count(&c, "SELECT count(*) FROM customers").await, 9);
+    let second = post().await;
+    assert_eq!(counts(&second), summary(30, 0, 0, 30, 0), "{second}");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM sync_pull_runs WHERE finished_at IS NOT NULL AND error IS NULL"
+        )
+        .await,
+        2
+    );
 }

@@ -22,6 +22,11 @@ use syncbridge::db::{self, migrate};
 use syncbridge::providers::signature::{sign_openphone_legacy, HmacKey};
 use tokio::net::TcpListener;
 
+/// The tests' fake Teli API, served in-process for `teli`.
+#[allow(dead_code)]
+#[path = "../../tests/common/fake_teli.rs"]
+mod fake_teli;
+
 const KEY: &str = "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMzI=";
 
 #[derive(Parser)]
@@ -108,6 +113,18 @@ enum Cmd {
         #[arg(long)]
         server: Option<String>,
     },
+    /// The Teli pull: N calls through the fake Teli API (the tests'),
+    /// listed, fetched, stored in the inbox and applied, then pulled again
+    /// (all duplicates); baseline: the same calls fetched from the same
+    /// fake with nothing stored. Alternated over rounds.
+    Teli {
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Internal: the server process the benchmarks drive.
     #[command(hide = true)]
     Server {
@@ -151,6 +168,11 @@ fn main() -> anyhow::Result<()> {
                 bytes,
                 server,
             } => backlog(events, bytes, server).await,
+            Cmd::Teli {
+                calls,
+                rounds,
+                server,
+            } => teli_bench(calls, rounds, server).await,
             Cmd::Server {
                 database,
                 discard,
@@ -1194,5 +1216,125 @@ fn conflict_bench(records: usize) -> anyhow::Result<()> {
         ns.last().copied().unwrap_or_default() / 1e3
     );
     println!("  outcomes: {outcomes:?}");
+    Ok(())
+}
+
+/// `teli`: the Teli pull end to end (list, detail, inbox, router apply,
+/// audit) against the fake Teli API, alternated with the raw fetch of the
+/// same calls from the same fake with nothing stored.
+async fn teli_bench(calls: usize, rounds: usize, server: Option<String>) -> anyhow::Result<()> {
+    use serde_json::json;
+    use syncbridge::providers::teli::api::{Pager, TeliApi};
+    use syncbridge::providers::teli::config::TeliConfig;
+
+    let fake = fake_teli::FakeTeli::start().await;
+    let agents = ["agent_bench_a", "agent_bench_b"];
+    let t0 = 1_741_968_000_000i64;
+    for n in 0..calls {
+        fake.add(fake_teli::make_call(
+            &format!("call_{n:06}"),
+            agents[n % 2],
+            "inbound",
+            Some(&format!("+1415{:07}", n % 2000)),
+            Some("+14155550100"),
+            t0 + n as i64 * 1000,
+            json!({"customer_name": format!("Caller {}", n % 2000)}),
+        ));
+    }
+    let settings = |db: &str| {
+        Settings::from_pairs([
+            ("DATABASE_URL", db),
+            ("TELI_API_KEY", fake_teli::API_KEY),
+            ("TELI_API_URL", fake.url.as_str()),
+            ("TELI_ORGANIZATION_ID", fake_teli::ORG),
+            ("TELI_API_RATE", "1000000"),
+        ])
+    };
+    println!("teli pull: {calls} calls through the fake Teli API, {rounds} rounds alternated");
+    let mut raw = Vec::new();
+    let mut e2e = Vec::new();
+    let mut again = Vec::new();
+    for round in 1..=rounds {
+        // Baseline: every page and every detail, nothing stored.
+        let config = TeliConfig::from_settings(&settings("postgres://unused"))?;
+        let api = TeliApi::new(&config, Duration::from_secs(10)).context("the Teli API")?;
+        let started = Instant::now();
+        let mut pages = Pager::new(&api, None);
+        let mut fetched = 0;
+        while let Some(page) = pages.next().await {
+            for c in page?.calls {
+                api.detail(&c.call_id).await?;
+                fetched += 1;
+            }
+        }
+        let took = started.elapsed();
+        anyhow::ensure!(fetched == calls, "the baseline fetched {fetched} calls");
+        raw.push(calls as f64 / took.as_secs_f64());
+
+        // End to end into a fresh database, then again (all duplicates).
+        let bench = BenchDb::create(server.clone()).await?;
+        let result = async {
+            let config = Config::from_settings(&settings(&bench.url))?;
+            let pool = db::pool(&bench.url, POOL_SIZE)?;
+            pool.get()
+                .await?
+                .batch_execute(
+                    "INSERT INTO businesses (name, teli_agent_id)
+                     VALUES ('Bench A', 'agent_bench_a'), ('Bench B', 'agent_bench_b')",
+                )
+                .await?;
+            let registry = syncbridge::providers::Registry::from_config(&config);
+            let runs = syncbridge::pull::Runs::default();
+            let mut rates = Vec::new();
+            for _ in 0..2 {
+                let started = Instant::now();
+                let (progress, ok) = syncbridge::pull::run(
+                    &pool,
+                    &registry,
+                    &config.router,
+                    &runs,
+                    syncbridge::domain::ProviderName::Teli,
+                    Default::default(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let took = started.elapsed();
+                anyhow::ensure!(ok, "the pull reported errors: {:?}", progress.summary);
+                rates.push((calls as f64 / took.as_secs_f64(), progress.summary));
+            }
+            let stored: i64 = pool
+                .get()
+                .await?
+                .query_one("SELECT count(*) FROM messages", &[])
+                .await?
+                .get(0);
+            anyhow::ensure!(stored as usize == calls, "{stored} messages stored");
+            Ok::<_, anyhow::Error>(rates)
+        }
+        .await;
+        bench.drop_db().await?;
+        let mut rates = result?.into_iter();
+        let (first, summary) = rates.next().context("a first run")?;
+        let (second, dup) = rates.next().context("a second run")?;
+        anyhow::ensure!(
+            summary.as_ref().and_then(|s| s["syncedCalls"].as_u64()) == Some(calls as u64)
+                && dup.as_ref().and_then(|s| s["duplicateCalls"].as_u64()) == Some(calls as u64),
+            "unexpected summaries: {summary:?} then {dup:?}"
+        );
+        e2e.push(first);
+        again.push(second);
+        println!(
+            "  round {round}: raw fetch {:>8.0} calls/s | pull, stored {:>8.0} calls/s | pull again, all duplicates {:>8.0} calls/s",
+            raw[round - 1], first, second
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "mean: raw fetch {:.0} calls/s, stored {:.0} calls/s (ratio {:.2}), again {:.0} calls/s",
+        mean(&raw),
+        mean(&e2e),
+        mean(&e2e) / mean(&raw),
+        mean(&again)
+    );
     Ok(())
 }

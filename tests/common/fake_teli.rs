@@ -295,7 +295,9 @@ async fn list(
     };
     let date = |k: &str| match q.get(k) {
         None => Ok(None),
-        Some(s) => parse_date(s).map(Some).ok_or(format!("{k} is not an ISO-8601 date")),
+        Some(s) => parse_date(s)
+            .map(Some)
+            .ok_or(format!("{k} is not an ISO-8601 date")),
     };
     let (after, before) = match (date("start_date"), date("end_date")) {
         (Ok(a), Ok(b)) => (a, b),

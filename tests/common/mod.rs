@@ -438,3 +438,61 @@ pub fn message_event(
     }))
     .unwrap()
 }
+
+/// `syncbridge serve`, the real binary, as a child process on a free
+/// loopback port with only the given environment (and `PATH`); killed when
+/// dropped.
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl ServeProcess {
+    pub fn start(db_url: &str, env: &[(&str, &str)]) -> ServeProcess {
+        let port = free_port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncbridge"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", db_url)
+            .env("SYNCBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        ServeProcess {
+            child: cmd.spawn().expect("syncbridge serve starts"),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `path` answers `want` (30 s at most).
+    pub async fn answers(&self, path: &str, want: StatusCode) {
+        let url = self.url(path);
+        for _ in 0..600 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("serve: {path} did not answer {want}");
+    }
+
+    /// SIGKILL: no graceful shutdown, no chance to commit or roll back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
