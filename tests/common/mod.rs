@@ -118,10 +118,14 @@ async fn template() -> &'static str {
                     .unwrap();
                 migrate::up(&mut c).await.expect("migrations apply to a fresh database");
             }
-            // Old templates of other migration sets are no longer needed.
+            // Old templates of other migration sets are no longer needed;
+            // the two newest stay, so a run of another checkout (a worktree,
+            // another branch) cloning from its own at this moment goes on.
             let stale = admin
                 .query(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 'syncbridge_tpl_%' AND datname NOT LIKE '%_building'",
+                    "SELECT datname FROM pg_database
+                     WHERE datname LIKE 'syncbridge_tpl_%' AND datname NOT LIKE '%_building'
+                     ORDER BY oid DESC OFFSET 2",
                     &[],
                 )
                 .await
