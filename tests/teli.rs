@@ -221,6 +221,8 @@ async fn the_seeds_test_results_then_a_second_run_of_all_duplicates() {
     assert_eq!(p["summary"], again);
     assert_eq!(p["seen"], 13);
     assert!(p["finishedAt"].is_string());
+    let (_, status) = get(&app, "/api/sync/status").await;
+    assert_eq!(status["pulls"]["teli"]["summary"], again, "{status}");
 }
 
 #[tokio::test]

@@ -117,6 +117,17 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             json!({"webhooks": s.err().unwrap_or("enabled")})
         ))
         .collect::<serde_json::Map<String, Value>>());
+    // Each pulled provider's current or last run.
+    let mut pulls = serde_json::Map::new();
+    for p in app.providers.enabled() {
+        if p.puller().is_some() {
+            let progress = crate::pull::status(&app.pool, &app.providers, &app.pulls, p.name())
+                .await
+                .map_err(ApiError::from)?;
+            pulls.insert(p.name().as_str().to_owned(), json!(progress));
+        }
+    }
+    v["pulls"] = Value::Object(pulls);
     Ok(Json(v))
 }
 

@@ -89,9 +89,16 @@ async fn template() -> &'static str {
             h.update(m.up.as_bytes());
             h.update(m.down.as_bytes());
         }
-        let hash: String = h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let hash: String = h
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let name = format!("syncbridge_tpl_{hash}");
-        let admin = db::connect(server_url().await).await.expect("connect to test server");
+        let admin = db::connect(server_url().await)
+            .await
+            .expect("connect to test server");
         // One creator across parallel test binaries.
         admin
             .execute("SELECT pg_advisory_lock(7261584)", &[])
@@ -105,7 +112,10 @@ async fn template() -> &'static str {
         if !exists {
             let building = format!("{name}_building");
             admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(&building)))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote(&building)
+                ))
                 .await
                 .unwrap();
             admin
@@ -116,7 +126,9 @@ async fn template() -> &'static str {
                 let mut c = db::connect(&with_database(server_url().await, &building))
                     .await
                     .unwrap();
-                migrate::up(&mut c).await.expect("migrations apply to a fresh database");
+                migrate::up(&mut c)
+                    .await
+                    .expect("migrations apply to a fresh database");
             }
             // Old templates of other migration sets are no longer needed;
             // the two newest stay, so a run of another checkout (a worktree,
@@ -133,7 +145,10 @@ async fn template() -> &'static str {
             for row in stale {
                 let old: String = row.get(0);
                 let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(&old)))
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote(&old)
+                    ))
                     .await;
             }
             admin
