@@ -814,3 +814,27 @@ async fn serve_syncs_all_calls_and_a_second_run_is_all_duplicates() {
         2
     );
 }
+
+/// A page of large details is stored in groups of at most 4 MiB of bodies
+/// (one transaction each), never held whole.
+#[tokio::test]
+async fn a_page_of_large_calls_is_stored_in_byte_bounded_groups() {
+    let fake = FakeTeli::start().await;
+    for n in 0..10 {
+        let mut c = call(n, JOE, Some("+14155550101"));
+        c["transcript"] = json!("x".repeat(900_000));
+        fake.add(c);
+    }
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    businesses(&c).await;
+    let (_, s) = sync(&app, "").await;
+    assert_eq!(counts(&s), summary(10, 10, 1, 0, 0), "{s}");
+    // Every inbox row of one transaction has its start time.
+    let groups = count(
+        &c,
+        "SELECT count(DISTINCT received_at) FROM webhook_events WHERE provider = 'teli'",
+    )
+    .await;
+    assert!(groups >= 3, "{groups} transactions for 9 MB of calls");
+}

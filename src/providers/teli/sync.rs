@@ -13,7 +13,7 @@
 //!    one transaction; the summary is counted from their outcomes and audit
 //!    rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures_util::stream::{self, StreamExt};
 
@@ -24,7 +24,7 @@ use super::store;
 use super::wire::Listed;
 use crate::db::inbox::Outcome;
 use crate::providers::{Delivery, PullError, PullReport};
-use crate::pull::PullRun;
+use crate::pull::{Applied, PullRun};
 
 /// The seed's summary, in its own keys.
 #[derive(Debug, Default)]
@@ -66,6 +66,10 @@ impl Summary {
 /// Call details fetched at once, at most (the pacer still spaces them to
 /// `TELI_API_RATE`): enough to keep the rate when Teli answers slowly.
 const DETAILS_IN_FLIGHT: usize = 4;
+
+/// Body bytes of fetched details stored in one transaction at most (a
+/// single larger detail goes alone).
+const STORE_BYTES: usize = 4 << 20;
 
 /// One listed call's fate before the apply.
 enum Plan {
@@ -168,29 +172,45 @@ async fn sync_page(
             },
         });
     }
-    let to_fetch: Vec<String> = decided
-        .iter()
-        .filter(|(_, p)| p.is_none())
-        .map(|(c, _)| c.call_id.clone())
-        .collect();
-    let fetched: Vec<Result<Delivery, String>> = stream::iter(to_fetch)
-        .map(|id| fetch_delivery(api, id))
-        .buffered(DETAILS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut fetched = fetched.into_iter();
+    // Stored (and so freed) in groups of at most STORE_BYTES of bodies: a
+    // page of large details never sits in memory whole.
     let mut plans = Vec::with_capacity(decided.len());
+    let mut fetching = Vec::new();
     for (c, plan) in decided {
         match plan {
             Some(p) => plans.push((c, p)),
-            None => match fetched.next() {
-                Some(Ok(d)) => plans.push((c, Plan::New(d))),
-                Some(Err(e)) => summary.error(e),
-                None => {}
-            },
+            None => fetching.push(c),
         }
     }
+    let ids: Vec<String> = fetching.iter().map(|c| c.call_id.clone()).collect();
+    let mut details = stream::iter(ids)
+        .map(|id| fetch_delivery(api, id))
+        .buffered(DETAILS_IN_FLIGHT);
+    let mut bytes = 0;
+    let mut next = fetching.into_iter();
+    while let Some(fetched) = details.next().await {
+        let Some(c) = next.next() else { break };
+        match fetched {
+            Ok(d) => {
+                if bytes > 0 && bytes + d.body.len() > STORE_BYTES {
+                    store_group(run, std::mem::take(&mut plans), summary).await?;
+                    bytes = 0;
+                }
+                bytes += d.body.len();
+                plans.push((c, Plan::New(d)));
+            }
+            Err(e) => summary.error(e),
+        }
+    }
+    store_group(run, plans, summary).await
+}
 
+/// Stores and applies a group of a page's calls, and counts them.
+async fn store_group(
+    run: &mut PullRun<'_>,
+    plans: Vec<(&Listed, Plan)>,
+    summary: &mut Summary,
+) -> Result<(), PullError> {
     let new: Vec<Delivery> = plans
         .iter()
         .filter_map(|(_, p)| match p {
@@ -205,13 +225,20 @@ async fn sync_page(
             _ => None,
         })
         .collect();
-    let applied = run.store_and_apply(&new, &again).await?;
-    let processed: Vec<i64> = applied
-        .iter()
-        .filter(|(_, a)| matches!(a.outcome, Outcome::Processed))
-        .map(|(_, a)| a.inbox_id)
+    let applied: HashMap<String, Applied> = run
+        .store_and_apply(&new, &again)
+        .await?
+        .into_iter()
         .collect();
-    let audited = {
+    drop(new);
+    let processed: Vec<i64> = applied
+        .values()
+        .filter(|a| matches!(a.outcome, Outcome::Processed))
+        .map(|a| a.inbox_id)
+        .collect();
+    let audited = if processed.is_empty() {
+        HashMap::new()
+    } else {
         let tx = run.begin().await?;
         let a = store::applied_calls(&tx, &processed).await?;
         tx.commit().await.map_err(crate::db::DbError::from)?;
@@ -226,7 +253,7 @@ async fn sync_page(
             Plan::Again(k) => k.as_str(),
             Plan::New(d) => d.dedup_key.as_str(),
         };
-        let Some((_, a)) = applied.iter().find(|(k, _)| k == key) else {
+        let Some(a) = applied.get(key) else {
             summary.error(format!("call {}: its delivery was not applied", c.call_id));
             continue;
         };
