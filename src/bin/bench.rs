@@ -1223,9 +1223,11 @@ fn conflict_bench(records: usize) -> anyhow::Result<()> {
 /// audit) against the fake Teli API, alternated with the raw fetch of the
 /// same calls from the same fake with nothing stored.
 async fn teli_bench(calls: usize, rounds: usize, server: Option<String>) -> anyhow::Result<()> {
+    use futures_util::stream::{self, StreamExt};
     use serde_json::json;
     use syncbridge::providers::teli::api::{Pager, TeliApi};
     use syncbridge::providers::teli::config::TeliConfig;
+    use syncbridge::providers::teli::sync::DETAILS_IN_FLIGHT;
 
     let fake = fake_teli::FakeTeli::start().await;
     let agents = ["agent_bench_a", "agent_bench_b"];
@@ -1259,11 +1261,19 @@ async fn teli_bench(calls: usize, rounds: usize, server: Option<String>) -> anyh
         let config = TeliConfig::from_settings(&settings("postgres://unused"))?;
         let api = TeliApi::new(&config, Duration::from_secs(10)).context("the Teli API")?;
         let started = Instant::now();
+        // As the pull fetches them: DETAILS_IN_FLIGHT at a time.
         let mut pages = Pager::new(&api, None);
         let mut fetched = 0;
         while let Some(page) = pages.next().await {
-            for c in page?.calls {
-                api.detail(&c.call_id).await?;
+            let ids: Vec<String> = page?.calls.into_iter().map(|c| c.call_id).collect();
+            let api = &api;
+            let bodies: Vec<_> = stream::iter(ids)
+                .map(|id| async move { api.detail(&id).await })
+                .buffered(DETAILS_IN_FLIGHT)
+                .collect()
+                .await;
+            for b in bodies {
+                b?;
                 fetched += 1;
             }
         }

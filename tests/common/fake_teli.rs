@@ -305,9 +305,9 @@ async fn list(
     };
     let status = q.get("call_status").map_or("ended", String::as_str);
     let s = |c: &Value, k: &str| c[k].as_str().map(str::to_owned);
-    let mut calls: Vec<Value> = {
+    let listed: Vec<Value> = {
         let inner = fake.inner.lock().unwrap();
-        inner
+        let mut calls: Vec<&Value> = inner
             .calls
             .values()
             .filter(|c| s(c, "organization_id").as_deref() == Some(org))
@@ -328,21 +328,20 @@ async fn list(
                 after.is_none_or(|a| t >= a.timestamp_millis())
                     && before.is_none_or(|b| t < b.timestamp_millis())
             })
-            .cloned()
+            .collect();
+        calls.sort_by_key(|c| std::cmp::Reverse(c["start_timestamp"].as_i64().unwrap_or_default()));
+        calls
+            .into_iter()
+            .take(limit)
+            .map(|c| {
+                let m: Map<String, Value> = LIST_FIELDS
+                    .iter()
+                    .filter_map(|k| Some(((*k).to_owned(), c.get(*k)?.clone())))
+                    .collect();
+                Value::Object(m)
+            })
             .collect()
     };
-    calls.sort_by_key(|c| std::cmp::Reverse(c["start_timestamp"].as_i64().unwrap_or_default()));
-    calls.truncate(limit);
-    let listed: Vec<Value> = calls
-        .iter()
-        .map(|c| {
-            let m: Map<String, Value> = LIST_FIELDS
-                .iter()
-                .filter_map(|k| Some(((*k).to_owned(), c.get(*k)?.clone())))
-                .collect();
-            Value::Object(m)
-        })
-        .collect();
     Json(json!({"success": true, "count": listed.len(), "powered_by": "Teli", "calls": listed}))
         .into_response()
 }

@@ -65,7 +65,7 @@ impl Summary {
 
 /// Call details fetched at once, at most (the pacer still spaces them to
 /// `TELI_API_RATE`): enough to keep the rate when Teli answers slowly.
-const DETAILS_IN_FLIGHT: usize = 4;
+pub const DETAILS_IN_FLIGHT: usize = 4;
 
 /// Body bytes of fetched details stored in one transaction at most (a
 /// single larger detail goes alone).
