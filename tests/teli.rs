@@ -707,7 +707,8 @@ async fn pull_teli_json_prints_the_summary_and_a_second_run_all_duplicates() {
     let app = spawn_on(&fake, db).await;
     businesses(&app.client().await).await;
     let url = app.db.url.clone();
-    let run = |args: &'static [&'static str]| {
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let (url, api) = (url.clone(), fake.url.clone());
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_syncbridge"))
@@ -739,6 +740,50 @@ async fn pull_teli_json_prints_the_summary_and_a_second_run_all_duplicates() {
         out.contains("dry run") && out.contains("\"duplicateCalls\": 4"),
         "{out}"
     );
+    // Pulled calls export as fixtures and replay into another database
+    // to the same rows.
+    let dir =
+        std::env::temp_dir().join(format!("sb-teli-export-{}", uuid::Uuid::new_v4().simple()));
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let o = run(&["export-fixtures", "--provider", "teli", &dir_arg])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exported = syncbridge::ops::fixtures::load(&[dir.clone()]).unwrap();
+    assert_eq!(exported.len(), 5);
+    assert!(exported
+        .iter()
+        .all(|(_, f)| f.path == "/api/teli/deliveries"));
+    let other = TestApp::spawn_with(|s| s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN)).await;
+    businesses(&other.client().await).await;
+    let registry = syncbridge::providers::Registry::from_config(&other.config);
+    let replayer = syncbridge::ops::replay::Replayer {
+        target: other.url(""),
+        providers: &registry,
+        resign: false,
+        admin_token: other.config.admin_token.clone(),
+    };
+    for r in replayer.replay(&exported).await.unwrap() {
+        assert_eq!(
+            (r.status, r.answer.as_str()),
+            (200, "accepted"),
+            "{}",
+            r.path.display()
+        );
+    }
+    other.settle().await;
+    let ids = "SELECT string_agg(teli_data ->> 'call_id', ',' ORDER BY 1) FROM messages";
+    let a: String = app.client().await.query_one(ids, &[]).await.unwrap().get(0);
+    let b: String = other
+        .client()
+        .await
+        .query_one(ids, &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(a, b);
+    let _ = std::fs::remove_dir_all(&dir);
+
     // A failing run exits 1.
     fake.fail_detail("call_0003", 500);
     app.client()
@@ -837,4 +882,96 @@ async fn a_page_of_large_calls_is_stored_in_byte_bounded_groups() {
     )
     .await;
     assert!(groups >= 3, "{groups} transactions for 9 MB of calls");
+}
+
+/// The fake answers as PROVIDERS.md §4 says Teli does.
+#[tokio::test]
+async fn the_fake_speaks_telis_wire_format() {
+    let fake = FakeTeli::start().await;
+    for n in 0..60 {
+        fake.add(call(n, JOE, Some("+14155550101")));
+    }
+    let mut other = call(99, JOE, Some("+14155550101"));
+    other["user_id"] = json!("someone_else");
+    fake.add(other);
+    let http = reqwest::Client::new();
+    let list = async |query: &str, key: Option<&str>| {
+        let mut req = http.get(format!("{}/v1/voice/calls?{query}", fake.url));
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let org = format!("organization_id={}", fake_teli::ORG);
+    let key = Some(fake_teli::API_KEY);
+    let (s, v) = list(&format!("{org}&is_admin=true"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, v) = list("is_admin=true", key).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("organization_id"));
+    let (s, _) = list(&org, key).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "user_id is required for non-admins"
+    );
+    let (s, v) = list(&format!("{org}&user_id={}&limit=100", fake_teli::USER), key).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["calls"].as_array().unwrap().len(),
+        60,
+        "only that user's calls"
+    );
+    let (s, _) = list(&format!("{org}&is_admin=true&limit=101"), key).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, v) = list(&format!("{org}&is_admin=true"), key).await;
+    let calls = v["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 50, "limit defaults to 50");
+    assert_eq!(
+        (
+            v["success"].clone(),
+            v["count"].clone(),
+            v["powered_by"].clone()
+        ),
+        (json!(true), json!(50), json!("Teli"))
+    );
+    let starts: Vec<i64> = calls
+        .iter()
+        .map(|c| c["start_timestamp"].as_i64().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    assert!(calls[0].get("from_number").is_none() && calls[0].get("extracted_fields").is_none());
+    assert!(
+        calls[0]["updated_at"].as_str().unwrap().len() == 26,
+        "naive ISO with microseconds"
+    );
+    let (_, v) = list(
+        &format!(
+            "{org}&is_admin=true&start_date=2025-03-14T16:10:00Z&end_date=2025-03-14T16:20:00.000Z"
+        ),
+        key,
+    )
+    .await;
+    assert_eq!(
+        v["calls"].as_array().unwrap().len(),
+        10,
+        "after, inclusive; before, exclusive"
+    );
+    let r = http
+        .get(format!("{}/v1/voice/calls/call_0001", fake.url))
+        .header("X-API-Key", fake_teli::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["call"]["from_number"], "+14155550101");
+    assert!(v["call"]["transcript_object"].is_array());
+    let r = http
+        .get(format!("{}/v1/voice/calls/call_nope", fake.url))
+        .header("X-API-Key", fake_teli::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

@@ -346,36 +346,32 @@ impl TestApp {
         self.post(&path, &headers, f.body_bytes().unwrap()).await
     }
 
-    /// Waits until the router has nothing due (the inbox's routed providers
-    /// have no pending event due now).
+    /// Waits until the router has nothing due (no pending event of a
+    /// provider it routes is due now), twice in a row 30 ms apart so an
+    /// in-flight batch has committed.
     pub async fn settle(&self) {
         let c = self.client().await;
+        let routed: Vec<&str> = syncbridge::providers::Registry::from_config(&self.config)
+            .routed()
+            .iter()
+            .map(|p| p.name().as_str())
+            .collect();
+        let mut quiet = 0;
         for _ in 0..400 {
             let due: i64 = c
                 .query_one(
                     "SELECT count(*) FROM webhook_events
-                     WHERE status = 'pending' AND provider = 'openphone' AND next_attempt_at <= now()",
-                    &[],
+                     WHERE status = 'pending' AND provider = ANY($1) AND next_attempt_at <= now()",
+                    &[&routed],
                 )
                 .await
                 .unwrap()
                 .get(0);
-            if due == 0 {
-                // One more beat so an in-flight batch commits.
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                let again: i64 = c
-                    .query_one(
-                        "SELECT count(*) FROM webhook_events WHERE status = 'pending' AND provider = 'openphone' AND next_attempt_at <= now()",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                if again == 0 {
-                    return;
-                }
+            quiet = if due == 0 { quiet + 1 } else { 0 };
+            if quiet == 2 {
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(if due == 0 { 30 } else { 25 })).await;
         }
         panic!("the router did not settle within 10s");
     }
