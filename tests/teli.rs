@@ -749,7 +749,7 @@ async fn pull_teli_json_prints_the_summary_and_a_second_run_all_duplicates() {
         .await
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let exported = syncbridge::ops::fixtures::load(&[dir.clone()]).unwrap();
+    let exported = syncbridge::ops::fixtures::load(std::slice::from_ref(&dir)).unwrap();
     assert_eq!(exported.len(), 5);
     assert!(exported
         .iter()
