@@ -50,14 +50,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
-pub struct D1Config {
-    pub api_url: String,
-    pub account_id: Option<String>,
-    pub database_id: Option<String>,
-    pub api_token: Option<Secret>,
-}
-
 /// The router's batches and how it retries an event that failed to apply.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -144,7 +136,6 @@ pub struct Config {
     /// (`providers::<name>::config`); every section is validated when the
     /// configuration is built.
     pub settings: Settings,
-    pub d1: D1Config,
     /// `None` when `SYNCBRIDGE_SIGNATURE_TOLERANCE_S=0` (check disabled).
     pub signature_tolerance: Option<Duration>,
     pub max_body_bytes: usize,
@@ -376,12 +367,6 @@ impl Config {
             },
             admin_token: s.secret("SYNCBRIDGE_ADMIN_TOKEN"),
             settings: s.clone(),
-            d1: D1Config {
-                api_url: s.url("D1_API_URL", "https://api.cloudflare.com/client/v4")?,
-                account_id: s.string("D1_ACCOUNT_ID"),
-                database_id: s.string("D1_DATABASE_ID"),
-                api_token: s.secret("D1_API_TOKEN"),
-            },
             signature_tolerance: (tolerance_s > 0).then(|| Duration::from_secs(tolerance_s)),
             max_body_bytes,
             http,

@@ -262,6 +262,91 @@ async fn teli_tables_of_the_application_keep_their_columns_and_rows() {
     );
 }
 
+/// The D1 seed's tables, when the application has them: the seed's
+/// columns are added where missing and removed again by down; the
+/// application's columns and rows stay.
+#[tokio::test]
+async fn d1_tables_of_the_application_keep_their_columns_and_rows() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    syncbridge::db::migrate::down(&mut db.client().await, 99)
+        .await
+        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE prospects (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text, owner text);
+         CREATE TABLE emails (id text PRIMARY KEY, subject text, label text);
+         INSERT INTO prospects (name, owner) VALUES ('Acme', 'sam');
+         INSERT INTO emails VALUES ('e-1', 'Hello', 'inbox');",
+    )
+    .await
+    .unwrap();
+    syncbridge::db::migrate::up(&mut db.client().await)
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT p.owner, p.email_bounced, e.label, e.message_id IS NULL
+             FROM prospects p, emails e",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "sam");
+    assert!(
+        !row.get::<_, bool>(1),
+        "the seed's columns, with their defaults"
+    );
+    assert_eq!(row.get::<_, String>(2), "inbox");
+    assert!(row.get::<_, bool>(3));
+    // updated_at is kept by the trigger.
+    let before: chrono::DateTime<chrono::Utc> = c
+        .query_one("SELECT updated_at FROM prospects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let after: chrono::DateTime<chrono::Utc> = c
+        .query_one(
+            "UPDATE prospects SET name = 'Acme Inc' RETURNING updated_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(after > before);
+    syncbridge::db::migrate::down(&mut db.client().await, 99)
+        .await
+        .unwrap();
+    let cols: Vec<String> = c
+        .query(
+            "SELECT table_name || '.' || column_name FROM information_schema.columns
+             WHERE table_name IN ('prospects', 'emails') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "emails.id",
+            "emails.label",
+            "emails.subject",
+            "prospects.id",
+            "prospects.name",
+            "prospects.owner"
+        ]
+    );
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM prospects", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+}
+
 /// Without a running server, replay feeds the pipeline itself; replaying
 /// again changes nothing; export writes the stored deliveries back out
 /// with the same bytes.

@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_partial_contact_indexes"),
     migration!(13, "0013_pull_runs"),
     migration!(14, "0014_teli_schema"),
+    migration!(15, "0015_d1_schema"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

@@ -7,6 +7,7 @@
 //! and rejects anything it cannot authenticate; nothing unverified reaches
 //! the inbox.
 
+pub mod d1;
 pub mod edge;
 pub mod keap;
 pub mod openphone;
@@ -486,6 +487,13 @@ pub const PROVIDERS: &[Plugin] = &[
         webhook: Webhook::Pulled,
         entities: &[],
         build: |c| built(teli::Teli::from_config(c)),
+    },
+    Plugin {
+        name: ProviderName::D1,
+        check: |s| d1::config::D1Config::from_settings(s).map(drop),
+        webhook: Webhook::None,
+        entities: &[],
+        build: |c| built(d1::D1::from_config(c)),
     },
     Plugin {
         name: ProviderName::ResMan,

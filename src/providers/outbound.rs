@@ -142,6 +142,52 @@ pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<
     Ok(out)
 }
 
+/// Runs `attempt` until it succeeds, fails for good (`Permanent`,
+/// `Disabled`, `RemoteChanged`), or `policy.max_attempts` attempts failed:
+/// a 429 is tried again after its `Retry-After` (the pacer holds every
+/// other request back as well), 5xx, timeouts and dropped connections after
+/// the policy's backoff with jitter. The last error names `what` and the
+/// attempts made. For callers that wait in-line (a pull, a replica job);
+/// the dispatcher and fetcher retry through their queues instead.
+pub async fn retrying<T, F, Fut>(
+    policy: &crate::worker::RetryPolicy,
+    what: &str,
+    provider: &'static str,
+    mut attempt: F,
+) -> Result<T, PushError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PushError>>,
+{
+    let mut n = 0;
+    loop {
+        n += 1;
+        let error = match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e @ (PushError::Transient(_) | PushError::RateLimited(_))) => e,
+            Err(e) => return Err(e),
+        };
+        if n >= policy.max_attempts {
+            return Err(match error {
+                PushError::RateLimited(_) => {
+                    PushError::Transient(format!("{what}: still rate limited after {n} attempts"))
+                }
+                PushError::Transient(why) => {
+                    PushError::Transient(format!("{what}: {why} (after {n} attempts)"))
+                }
+                other => other,
+            });
+        }
+        let wait = match &error {
+            PushError::RateLimited(Some(after)) => *after,
+            _ => policy.delay(n),
+        };
+        tracing::info!(what, attempt = n, wait_ms = wait.as_millis() as u64, error = %error, "request retried");
+        metrics::counter!("syncbridge_api_retries_total", "provider" => provider).increment(1);
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// A provider's JSON API: its base URL, the credential in the header the
 /// provider reads it from, and the pacer every request to it waits on.
 pub struct JsonApi {

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_d1;
 pub mod fake_keap;
 pub mod fake_openphone;
 pub mod fake_teli;

@@ -12,7 +12,9 @@ use serde_json::Value;
 use super::config::TeliConfig;
 use super::wire::{self, Listed};
 use crate::config::Secret;
-use crate::providers::outbound::{read_capped, retry_after, Pacer, PushError, MAX_RESPONSE_BYTES};
+use crate::providers::outbound::{
+    read_capped, retry_after, retrying, Pacer, PushError, MAX_RESPONSE_BYTES,
+};
 
 pub struct TeliApi {
     http: reqwest::Client,
@@ -89,38 +91,12 @@ impl TeliApi {
         Ok(Bytes::from(body))
     }
 
-    /// A GET retried per the policy: a 429 after its `Retry-After` (every
-    /// request on the pacer waits it out), 5xx and timeouts after backoff.
+    /// A GET retried per the policy ([`retrying`]).
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<u8>, PushError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.get_once(path, query).await {
-                Ok(body) => return Ok(body),
-                Err(e @ (PushError::Permanent(_) | PushError::Disabled(_))) => return Err(e),
-                Err(e) => e,
-            };
-            let wait = match &error {
-                PushError::RateLimited(after) => {
-                    after.unwrap_or_else(|| self.config.retry.delay(attempt))
-                }
-                _ => self.config.retry.delay(attempt),
-            };
-            if attempt >= self.config.retry.max_attempts {
-                return Err(match error {
-                    PushError::RateLimited(_) => PushError::Transient(format!(
-                        "GET {path}: still rate limited after {attempt} attempts"
-                    )),
-                    PushError::Transient(why) => PushError::Transient(format!(
-                        "GET {path}: {why} (after {attempt} attempts)"
-                    )),
-                    other => other,
-                });
-            }
-            tracing::info!(path, attempt, wait_ms = wait.as_millis() as u64, error = %error, "Teli request retried");
-            metrics::counter!("syncbridge_teli_retries_total").increment(1);
-            tokio::time::sleep(wait).await;
-        }
+        retrying(&self.config.retry, &format!("GET {path}"), "teli", || {
+            self.get_once(path, query)
+        })
+        .await
     }
 
     async fn get_once(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<u8>, PushError> {
