@@ -38,39 +38,61 @@ BEGIN
 END
 $$;
 
--- Columns the seed's code uses, added where the application's tables lack
--- them (and remembered, so the down script drops only those).
-DO $$
-DECLARE
-    c record;
+-- Columns a seed's code uses, added where the application's table lacks
+-- them and remembered, so the down script drops only those (used again by
+-- later migrations).
+CREATE FUNCTION syncbridge_add_owned_column(tbl text, col text, def text) RETURNS void
+LANGUAGE plpgsql AS $$
 BEGIN
-    FOR c IN SELECT * FROM (VALUES
-        ('businesses', 'name',            'text'),
-        ('businesses', 'teli_agent_id',   'text'),
-        ('businesses', 'updated_at',      'timestamptz NOT NULL DEFAULT now()'),
-        ('customers',  'business_id',     'uuid REFERENCES businesses (id) ON DELETE CASCADE'),
-        ('customers',  'phone_number',    'text'),
-        ('customers',  'name',            'text'),
-        ('customers',  'updated_at',      'timestamptz NOT NULL DEFAULT now()'),
-        -- the start of the newest call applied to this customer: an older
-        -- call applied later does not rename them
-        ('customers',  'last_call_at',    'timestamptz'),
-        ('messages',   'customer_id',     'uuid REFERENCES customers (id) ON DELETE CASCADE'),
-        ('messages',   'teli_data',       'jsonb'),
-        ('messages',   'updated_at',      'timestamptz NOT NULL DEFAULT now()'),
-        -- Teli's updated_at of the stored detail: a later version (analysis
-        -- finished after the call) replaces it, an older one never does
-        ('messages',   'teli_updated_at', 'timestamptz')
-    ) AS t(tbl, col, def) LOOP
-        IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                       WHERE table_schema = 'public' AND table_name = c.tbl AND column_name = c.col) THEN
-            EXECUTE format('ALTER TABLE %I ADD COLUMN %I %s', c.tbl, c.col, c.def);
-            INSERT INTO syncbridge_owned_objects VALUES ('column', c.tbl || '.' || c.col)
-                ON CONFLICT DO NOTHING;
-        END IF;
-    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = 'public' AND table_name = tbl AND column_name = col) THEN
+        EXECUTE format('ALTER TABLE %I ADD COLUMN %I %s', tbl, col, def);
+        INSERT INTO syncbridge_owned_objects VALUES ('column', tbl || '.' || col)
+            ON CONFLICT DO NOTHING;
+    END IF;
 END
 $$;
+
+-- The down side: the table if syncbridge created it, else only the columns
+-- it added.
+CREATE FUNCTION syncbridge_drop_owned(tbl text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    o record;
+BEGIN
+    IF EXISTS (SELECT 1 FROM syncbridge_owned_objects WHERE kind = 'table' AND name = tbl) THEN
+        EXECUTE format('DROP TABLE %I', tbl);
+        DELETE FROM syncbridge_owned_objects WHERE kind = 'table' AND name = tbl;
+        DELETE FROM syncbridge_owned_objects
+        WHERE kind = 'column' AND split_part(name, '.', 1) = tbl;
+    ELSE
+        FOR o IN SELECT name FROM syncbridge_owned_objects
+                 WHERE kind = 'column' AND split_part(name, '.', 1) = tbl LOOP
+            EXECUTE format('ALTER TABLE %I DROP COLUMN IF EXISTS %I', tbl, split_part(o.name, '.', 2));
+            DELETE FROM syncbridge_owned_objects WHERE kind = 'column' AND name = o.name;
+        END LOOP;
+    END IF;
+END
+$$;
+
+SELECT syncbridge_add_owned_column(tbl, col, def) FROM (VALUES
+    ('businesses', 'name',            'text'),
+    ('businesses', 'teli_agent_id',   'text'),
+    ('businesses', 'updated_at',      'timestamptz NOT NULL DEFAULT now()'),
+    ('customers',  'business_id',     'uuid REFERENCES businesses (id) ON DELETE CASCADE'),
+    ('customers',  'phone_number',    'text'),
+    ('customers',  'name',            'text'),
+    ('customers',  'updated_at',      'timestamptz NOT NULL DEFAULT now()'),
+    -- the start of the newest call applied to this customer: an older call
+    -- applied later does not rename them
+    ('customers',  'last_call_at',    'timestamptz'),
+    ('messages',   'customer_id',     'uuid REFERENCES customers (id) ON DELETE CASCADE'),
+    ('messages',   'teli_data',       'jsonb'),
+    ('messages',   'updated_at',      'timestamptz NOT NULL DEFAULT now()'),
+    -- Teli's updated_at of the stored detail: a later version (analysis
+    -- finished after the call) replaces it, an older one never does
+    ('messages',   'teli_updated_at', 'timestamptz')
+) AS t(tbl, col, def);
 
 CREATE UNIQUE INDEX IF NOT EXISTS businesses_teli_agent_id_key ON businesses (teli_agent_id);
 CREATE UNIQUE INDEX IF NOT EXISTS customers_business_phone_key

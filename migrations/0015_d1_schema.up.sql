@@ -31,66 +31,53 @@ BEGIN
 END
 $$;
 
-DO $$
-DECLARE
-    c record;
-BEGIN
-    FOR c IN SELECT * FROM (VALUES
-        ('prospects', 'name',          'text'),
-        ('prospects', 'city',          'text'),
-        ('prospects', 'country',       'text'),
-        ('prospects', 'contact_name',  'text'),
-        ('prospects', 'contact_email', 'text'),
-        ('prospects', 'contact_title', 'text'),
-        ('prospects', 'phone',         'text'),
-        ('prospects', 'website',       'text'),
-        ('prospects', 'linkedin_url',  'text'),
-        ('prospects', 'stage',         'text'),
-        ('prospects', 'tier',          'text'),
-        ('prospects', 'score',         'integer'),
-        ('prospects', 'lead_source',   'text'),
-        ('prospects', 'email_bounced', 'boolean NOT NULL DEFAULT false'),
-        ('prospects', 'archived',      'boolean NOT NULL DEFAULT false'),
-        ('prospects', 'created_at',    'timestamptz NOT NULL DEFAULT now()'),
-        ('prospects', 'updated_at',    'timestamptz NOT NULL DEFAULT now()'),
-        ('campaigns', 'name',          'text'),
-        ('campaigns', 'status',        'text'),
-        ('campaigns', 'subject',       'text'),
-        ('campaigns', 'mailbox_id',    'uuid'),
-        ('campaigns', 'daily_limit',   'integer'),
-        ('campaigns', 'created_at',    'timestamptz NOT NULL DEFAULT now()'),
-        ('campaigns', 'updated_at',    'timestamptz NOT NULL DEFAULT now()'),
-        ('mailboxes', 'email',         'text'),
-        ('mailboxes', 'name',          'text'),
-        ('mailboxes', 'status',        'text'),
-        ('mailboxes', 'daily_limit',   'integer'),
-        ('mailboxes', 'created_at',    'timestamptz NOT NULL DEFAULT now()'),
-        ('mailboxes', 'updated_at',    'timestamptz NOT NULL DEFAULT now()'),
-        ('emails',    'prospect_id',   'text'),
-        ('emails',    'campaign_id',   'text'),
-        ('emails',    'subject',       'text'),
-        ('emails',    'body',          'text'),
-        ('emails',    'to_email',      'text'),
-        ('emails',    'from_email',    'text'),
-        ('emails',    'message_id',    'text'),
-        ('emails',    'direction',     'text'),
-        ('emails',    'status',        'text'),
-        ('emails',    'sent_at',       'timestamptz'),
-        ('emails',    'opened_at',     'timestamptz'),
-        ('emails',    'clicked_at',    'timestamptz'),
-        ('emails',    'replied_at',    'timestamptz'),
-        ('emails',    'bounced_at',    'timestamptz'),
-        ('emails',    'created_at',    'timestamptz NOT NULL DEFAULT now()')
-    ) AS t(tbl, col, def) LOOP
-        IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                       WHERE table_schema = 'public' AND table_name = c.tbl AND column_name = c.col) THEN
-            EXECUTE format('ALTER TABLE %I ADD COLUMN %I %s', c.tbl, c.col, c.def);
-            INSERT INTO syncbridge_owned_objects VALUES ('column', c.tbl || '.' || c.col)
-                ON CONFLICT DO NOTHING;
-        END IF;
-    END LOOP;
-END
-$$;
+SELECT syncbridge_add_owned_column(tbl, col, def) FROM (VALUES
+    ('prospects', 'name',          'text'),
+    ('prospects', 'city',          'text'),
+    ('prospects', 'country',       'text'),
+    ('prospects', 'contact_name',  'text'),
+    ('prospects', 'contact_email', 'text'),
+    ('prospects', 'contact_title', 'text'),
+    ('prospects', 'phone',         'text'),
+    ('prospects', 'website',       'text'),
+    ('prospects', 'linkedin_url',  'text'),
+    ('prospects', 'stage',         'text'),
+    ('prospects', 'tier',          'text'),
+    ('prospects', 'score',         'integer'),
+    ('prospects', 'lead_source',   'text'),
+    ('prospects', 'email_bounced', 'boolean NOT NULL DEFAULT false'),
+    ('prospects', 'archived',      'boolean NOT NULL DEFAULT false'),
+    ('prospects', 'created_at',    'timestamptz NOT NULL DEFAULT now()'),
+    ('prospects', 'updated_at',    'timestamptz NOT NULL DEFAULT now()'),
+    ('campaigns', 'name',          'text'),
+    ('campaigns', 'status',        'text'),
+    ('campaigns', 'subject',       'text'),
+    ('campaigns', 'mailbox_id',    'uuid'),
+    ('campaigns', 'daily_limit',   'integer'),
+    ('campaigns', 'created_at',    'timestamptz NOT NULL DEFAULT now()'),
+    ('campaigns', 'updated_at',    'timestamptz NOT NULL DEFAULT now()'),
+    ('mailboxes', 'email',         'text'),
+    ('mailboxes', 'name',          'text'),
+    ('mailboxes', 'status',        'text'),
+    ('mailboxes', 'daily_limit',   'integer'),
+    ('mailboxes', 'created_at',    'timestamptz NOT NULL DEFAULT now()'),
+    ('mailboxes', 'updated_at',    'timestamptz NOT NULL DEFAULT now()'),
+    ('emails',    'prospect_id',   'text'),
+    ('emails',    'campaign_id',   'text'),
+    ('emails',    'subject',       'text'),
+    ('emails',    'body',          'text'),
+    ('emails',    'to_email',      'text'),
+    ('emails',    'from_email',    'text'),
+    ('emails',    'message_id',    'text'),
+    ('emails',    'direction',     'text'),
+    ('emails',    'status',        'text'),
+    ('emails',    'sent_at',       'timestamptz'),
+    ('emails',    'opened_at',     'timestamptz'),
+    ('emails',    'clicked_at',    'timestamptz'),
+    ('emails',    'replied_at',    'timestamptz'),
+    ('emails',    'bounced_at',    'timestamptz'),
+    ('emails',    'created_at',    'timestamptz NOT NULL DEFAULT now()')
+) AS t(tbl, col, def);
 
 -- The keyset the replica's reconciliation walks, and what integrity reads.
 CREATE INDEX IF NOT EXISTS prospects_updated_idx ON prospects (updated_at, id);

@@ -552,14 +552,7 @@ async fn every_fixture_replays_to_the_expected_state_and_replaying_again_changes
     let c = app.client().await;
     seed_clients(&c).await;
     let all = syncbridge::ops::fixtures::load(&[fixtures_dir()]).unwrap();
-    let registry = syncbridge::providers::Registry::from_config(&app.config);
-    let replayer = syncbridge::ops::replay::Replayer {
-        target: app.url(""),
-        providers: &registry,
-        resign: false,
-        admin_token: app.config.admin_token.clone(),
-    };
-    let results = replayer.replay(&all).await.unwrap();
+    let results = app.replay(&all).await;
     for r in &results {
         assert_eq!(
             r.as_expected,
@@ -736,7 +729,7 @@ async fn every_fixture_replays_to_the_expected_state_and_replaying_again_changes
     );
 
     let before = snapshot(&c).await;
-    let again = replayer.replay(&all).await.unwrap();
+    let again = app.replay(&all).await;
     for r in &again {
         assert!(
             r.status != 200 || r.answer == "duplicate" || r.path.ends_with("handshake.json"),

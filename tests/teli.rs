@@ -627,14 +627,7 @@ async fn replayed_teli_fixtures_land_as_pulled_ones() {
     .await
     .unwrap();
     let all = syncbridge::ops::fixtures::load(&[fixtures_dir().join("teli")]).unwrap();
-    let registry = syncbridge::providers::Registry::from_config(&app.config);
-    let replayer = syncbridge::ops::replay::Replayer {
-        target: app.url(""),
-        providers: &registry,
-        resign: false,
-        admin_token: app.config.admin_token.clone(),
-    };
-    for r in replayer.replay(&all).await.unwrap() {
+    for r in app.replay(&all).await {
         assert_eq!(
             r.as_expected,
             Some(true),
@@ -756,14 +749,7 @@ async fn pull_teli_json_prints_the_summary_and_a_second_run_all_duplicates() {
         .all(|(_, f)| f.path == "/api/teli/deliveries"));
     let other = TestApp::spawn_with(|s| s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN)).await;
     businesses(&other.client().await).await;
-    let registry = syncbridge::providers::Registry::from_config(&other.config);
-    let replayer = syncbridge::ops::replay::Replayer {
-        target: other.url(""),
-        providers: &registry,
-        resign: false,
-        admin_token: other.config.admin_token.clone(),
-    };
-    for r in replayer.replay(&exported).await.unwrap() {
+    for r in other.replay(&exported).await {
         assert_eq!(
             (r.status, r.answer.as_str()),
             (200, "accepted"),

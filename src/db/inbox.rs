@@ -132,17 +132,20 @@ pub async fn claim(
     let rows = tx
         .query(&stmt, &[&provider.as_str(), &limit, &max_bytes])
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Claimed {
-            id: r.get(0),
-            provider,
-            event_type: r.get(1),
-            occurred_at: r.get(2),
-            attempts: r.get(3),
-            body: r.get(4),
-        })
-        .collect())
+    Ok(rows.iter().map(|r| claimed(r, provider)).collect())
+}
+
+/// A claimed row whose first columns are `id, event_type, occurred_at,
+/// attempts, body`.
+fn claimed(r: &tokio_postgres::Row, provider: ProviderName) -> Claimed {
+    Claimed {
+        id: r.get(0),
+        provider,
+        event_type: r.get(1),
+        occurred_at: r.get(2),
+        attempts: r.get(3),
+        body: r.get(4),
+    }
 }
 
 /// Locks `provider`'s events with these dedup keys, whatever their status,
@@ -165,19 +168,7 @@ pub async fn claim_keys(
     let rows = tx.query(&stmt, &[&provider.as_str(), &keys]).await?;
     Ok(rows
         .iter()
-        .map(|r| {
-            (
-                r.get(5),
-                Claimed {
-                    id: r.get(0),
-                    provider,
-                    event_type: r.get(1),
-                    occurred_at: r.get(2),
-                    attempts: r.get(3),
-                    body: r.get(4),
-                },
-            )
-        })
+        .map(|r| (r.get(5), claimed(r, provider)))
         .collect())
 }
 

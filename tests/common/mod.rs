@@ -377,6 +377,24 @@ impl TestApp {
         panic!("the router did not settle within 10s");
     }
 
+    /// Replays fixtures to this app as `syncbridge replay` does (the admin
+    /// token for pulled providers' `/api/…` paths): each one's answer.
+    pub async fn replay(
+        &self,
+        fixtures: &[(PathBuf, Fixture)],
+    ) -> Vec<syncbridge::ops::replay::ReplayResult> {
+        let registry = syncbridge::providers::Registry::from_config(&self.config);
+        syncbridge::ops::replay::Replayer {
+            target: self.url(""),
+            providers: &registry,
+            resign: false,
+            admin_token: self.config.admin_token.clone(),
+        }
+        .replay(fixtures)
+        .await
+        .expect("the fixtures replay")
+    }
+
     /// Stops the service (as a deploy would) and starts a new one on the
     /// same database with the same settings, on a new port.
     pub async fn restart(mut self) -> TestApp {
