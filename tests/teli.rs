@@ -758,7 +758,7 @@ async fn pull_teli_json_prints_the_summary_and_a_second_run_all_duplicates() {
         );
     }
     other.settle().await;
-    let ids = "SELECT string_agg(teli_data ->> 'call_id', ',' ORDER BY 1) FROM messages";
+    let ids = "SELECT string_agg(teli_data ->> 'call_id', ',' ORDER BY teli_data ->> 'call_id') FROM messages";
     let a: String = app.client().await.query_one(ids, &[]).await.unwrap().get(0);
     let b: String = other
         .client()
