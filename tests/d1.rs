@@ -210,3 +210,216 @@ async fn rate_limits_and_server_faults_are_retried_and_a_bad_token_is_not() {
         "authentication errors are not retried"
     );
 }
+
+const EMAILS: &str = "
+    CREATE TABLE emails (id TEXT PRIMARY KEY, prospect_id TEXT, campaign_id TEXT, subject TEXT,
+        body TEXT, to_email TEXT, from_email TEXT, message_id TEXT, direction TEXT, status TEXT,
+        sent_at TEXT, opened_at TEXT, clicked_at TEXT, replied_at TEXT, bounced_at TEXT,
+        created_at TEXT, synced_to_supabase INTEGER NOT NULL DEFAULT 0);";
+const ADMIN: &str = "d1-admin-token";
+
+fn insert_emails(fake: &FakeD1, from: usize, n: usize) {
+    let mut sql = String::new();
+    for i in from..from + n {
+        sql.push_str(&format!(
+            "INSERT INTO emails (id, prospect_id, subject, to_email, message_id, direction, status,
+                                 sent_at, created_at)
+             VALUES ('em-{i:05}', 'p-{}', 'Hello {i}', 'x{i}@example.com', '<m{i}@mail>',
+                     'outbound', 'sent', '2025-03-14T15:00:00.000Z',
+                     '2025-03-14T15:{:02}:{:02}.000Z');",
+            i % 7,
+            (i / 60) % 60,
+            i % 60
+        ));
+    }
+    fake.exec(&sql);
+}
+
+async fn spawn(fake: &FakeD1) -> common::TestApp {
+    let url = fake.url.clone();
+    common::TestApp::spawn_with(|s| {
+        s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN);
+        s.set("D1_API_URL", url);
+        s.set("D1_ACCOUNT_ID", fake_d1::ACCOUNT);
+        s.set("D1_DATABASE_ID", fake_d1::DATABASE);
+        s.set("D1_API_TOKEN", fake_d1::TOKEN);
+        s.set("D1_API_RATE_PER_MIN", "240");
+        s.set("D1_RETRY_BASE_MS", "10");
+    })
+    .await
+}
+
+async fn pull(app: &common::TestApp, query: &str) -> serde_json::Value {
+    let r = app
+        .http
+        .post(app.url(&format!("/api/d1/sync-all{query}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+async fn scalar(app: &common::TestApp, sql: &str) -> i64 {
+    app.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn emails_are_pulled_stored_once_and_marked_only_after_the_commit() {
+    let fake = FakeD1::start(EMAILS).await;
+    insert_emails(&fake, 0, 250);
+    let app = spawn(&fake).await;
+
+    // A dry run stores nothing and marks nothing.
+    let dry = pull(&app, "?dryRun=true").await;
+    assert_eq!(dry["pulledEmails"], 250, "{dry}");
+    assert_eq!(dry["markedSynced"], 0);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM emails").await, 0);
+    assert_eq!(
+        fake.rows("SELECT count(*) AS n FROM emails WHERE synced_to_supabase = 1")[0]["n"],
+        0
+    );
+
+    let s = pull(&app, "").await;
+    assert_eq!(
+        (
+            s["pulledEmails"].clone(),
+            s["storedEmails"].clone(),
+            s["markedSynced"].clone()
+        ),
+        (json!(250), json!(250), json!(250)),
+        "{s}"
+    );
+    assert_eq!(s["errors"], json!([]));
+    assert_eq!(scalar(&app, "SELECT count(*) FROM emails").await, 250);
+    // An e-mail of a prospect unknown here is stored, not dropped.
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT count(*) FROM emails WHERE prospect_id = 'p-3'"
+        )
+        .await,
+        36
+    );
+    let row = app
+        .client()
+        .await
+        .query_one(
+            "SELECT subject, sent_at = '2025-03-14T15:00:00Z', message_id FROM emails WHERE id = 'em-00042'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Hello 42");
+    assert!(row.get::<_, bool>(1), "ISO timestamps become timestamptz");
+    assert_eq!(row.get::<_, String>(2), "<m42@mail>");
+    assert_eq!(
+        fake.rows("SELECT count(*) AS n FROM emails WHERE synced_to_supabase = 0")[0]["n"],
+        0
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT count(*) FROM webhook_events WHERE provider = 'd1' AND status = 'processed'"
+        )
+        .await,
+        250
+    );
+    // Nothing left: the next run pulls nothing.
+    let again = pull(&app, "").await;
+    assert_eq!(again["pulledEmails"], 0, "{again}");
+}
+
+#[tokio::test]
+async fn a_failed_mark_delivers_the_page_again_and_changes_nothing() {
+    let fake = FakeD1::start(EMAILS).await;
+    insert_emails(&fake, 0, 30);
+    let app = spawn(&fake).await;
+    // The page reads; the mark fails on every attempt.
+    fake.fail_next(
+        std::iter::once(Fault::Slow(Duration::ZERO))
+            .chain(std::iter::repeat_n(Fault::Status(503), 5)),
+    );
+    let s = pull(&app, "").await;
+    assert_eq!(s["storedEmails"], 30, "{s}");
+    assert_eq!(s["markedSynced"], 0);
+    assert!(
+        s["errors"][0].as_str().unwrap().contains("come again"),
+        "{s}"
+    );
+    assert_eq!(
+        fake.rows("SELECT count(*) AS n FROM emails WHERE synced_to_supabase = 0")[0]["n"],
+        30
+    );
+
+    let s = pull(&app, "").await;
+    assert_eq!(
+        (
+            s["pulledEmails"].clone(),
+            s["storedEmails"].clone(),
+            s["unchangedEmails"].clone(),
+            s["markedSynced"].clone()
+        ),
+        (json!(30), json!(0), json!(30), json!(30)),
+        "{s}"
+    );
+    assert_eq!(
+        scalar(&app, "SELECT count(*) FROM emails").await,
+        30,
+        "no duplicate"
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT count(*) FROM webhook_events WHERE provider = 'd1'"
+        )
+        .await,
+        30,
+        "the same state is the same delivery"
+    );
+}
+
+#[tokio::test]
+async fn an_edge_update_between_the_read_and_the_mark_is_pulled_next_time() {
+    let fake = FakeD1::start(EMAILS).await;
+    insert_emails(&fake, 0, 3);
+    let app = spawn(&fake).await;
+    // The page's answer is slow; meanwhile the edge records an open.
+    fake.fail_next([Fault::Slow(Duration::from_millis(400))]);
+    let run = pull(&app, "");
+    let edit = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        fake.exec("UPDATE emails SET status = 'opened', opened_at = '2025-03-14T16:00:00.000Z' WHERE id = 'em-00001'");
+    };
+    let (s, ()) = tokio::join!(run, edit);
+    assert_eq!(s["markedSynced"], 2, "the changed row is not marked: {s}");
+    let s = pull(&app, "").await;
+    assert_eq!(
+        (s["pulledEmails"].clone(), s["storedEmails"].clone()),
+        (json!(1), json!(1)),
+        "{s}"
+    );
+    let status: String = app
+        .client()
+        .await
+        .query_one("SELECT status FROM emails WHERE id = 'em-00001'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "opened");
+    let (_, audit) = {
+        let r = app
+            .http
+            .get(app.url("/api/d1/audit"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(audit["d1EmailCount"], 3, "{audit}");
+    assert_eq!(audit["localEmailCount"], 3);
+    assert_eq!(audit["unsyncedInD1"], 0);
+    assert_eq!(audit["missingLocally"], json!([]));
+}

@@ -172,6 +172,21 @@ pub async fn claim_keys(
         .collect())
 }
 
+/// Which of these dedup keys `provider`'s inbox rows hold already.
+pub async fn existing_keys(
+    db: &impl deadpool_postgres::GenericClient,
+    provider: ProviderName,
+    keys: &[&str],
+) -> Result<std::collections::HashSet<String>, DbError> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT dedup_key FROM webhook_events WHERE provider = $1 AND dedup_key = ANY($2)",
+        )
+        .await?;
+    let rows = db.query(&stmt, &[&provider.as_str(), &keys]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// How the router closed one event.
 #[derive(Debug, Clone)]
 pub enum Outcome {

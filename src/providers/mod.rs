@@ -491,7 +491,7 @@ pub const PROVIDERS: &[Plugin] = &[
     Plugin {
         name: ProviderName::D1,
         check: |s| d1::config::D1Config::from_settings(s).map(drop),
-        webhook: Webhook::None,
+        webhook: Webhook::Pulled,
         entities: &[],
         build: |c| built(d1::D1::from_config(c)),
     },

@@ -1,16 +1,25 @@
-//! The Cloudflare D1 edge replica (seed 002, SPEC §4.5). This part: the D1
-//! API client (`api`), its wire format and the statement chunking that
-//! keeps within D1's limits (`wire`), and the configuration. The jobs
-//! (prospects, campaigns and mailboxes out; e-mails in; integrity) build on
-//! them.
+//! The Cloudflare D1 edge replica (seed 002, SPEC §4.5). Built so far: the
+//! D1 API client (`api`), its wire format and the statement chunking that
+//! keeps within D1's limits (`wire`), the configuration, and the e-mail
+//! pull D1 → Postgres (`emails`: `syncbridge pull d1`,
+//! `POST /api/d1/sync-all`). Prospects, campaigns and mailboxes out, the
+//! cursor, integrity and the schedule build on them.
 
 pub mod api;
 pub mod config;
+pub mod emails;
 pub mod wire;
 
-use super::{Provider, Reject, Verified, WebhookRequest};
+use serde_json::Value;
+
+use super::{
+    ApplyCtx, ApplyFuture, AuditFuture, NormaliseError, Provider, Pull, PullError, PullFuture,
+    Reject, StoredEvent, Verified, WebhookRequest,
+};
+use crate::apply::Applied;
 use crate::config::Config;
 use crate::domain::ProviderName;
+use crate::events::DomainEvent;
 
 pub struct D1 {
     pub api: Option<api::D1Api>,
@@ -28,6 +37,14 @@ impl D1 {
             api: api::D1Api::new(&config, c.push_timeout),
         })
     }
+
+    fn api(&self) -> Result<&api::D1Api, PullError> {
+        self.api
+            .as_ref()
+            .ok_or(PullError::Api(super::PushError::Disabled(
+                "the D1 API client could not be built",
+            )))
+    }
 }
 
 impl Provider for D1 {
@@ -35,8 +52,71 @@ impl Provider for D1 {
         ProviderName::D1
     }
 
-    /// D1 sends no webhooks.
-    fn verify(&self, _req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
-        Err(Reject::Unauthorized("D1 sends no webhooks".into()))
+    /// A pulled e-mail replayed through `POST /api/d1/deliveries` (behind
+    /// the admin token): a D1 `emails` row as JSON.
+    fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
+        let row: serde_json::Map<String, Value> = serde_json::from_slice(req.body)
+            .map_err(|e| Reject::BadRequest(format!("not a D1 e-mail row: {e}")))?;
+        emails::delivery(&row)
+            .map(Verified::Delivery)
+            .map_err(Reject::BadRequest)
+    }
+
+    fn routes_events(&self) -> bool {
+        true
+    }
+
+    fn normalise(&self, event: &StoredEvent<'_>) -> Result<Vec<DomainEvent>, NormaliseError> {
+        Ok(vec![DomainEvent::Record {
+            kind: "email",
+            value: serde_json::from_slice(event.body)?,
+        }])
+    }
+
+    fn apply_event<'a, 't: 'a>(
+        &'a self,
+        ctx: &'a ApplyCtx<'a, 't>,
+        event: &'a DomainEvent,
+    ) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            match event {
+                DomainEvent::Record {
+                    kind: "email",
+                    value,
+                } => emails::apply(ctx, value).await,
+                other => Ok(Applied::Ignored(format!(
+                    "d1 applies no {} events",
+                    other.kind()
+                ))),
+            }
+        })
+    }
+
+    fn puller(&self) -> Option<&dyn Pull> {
+        Some(self)
+    }
+}
+
+impl Pull for D1 {
+    fn unit(&self) -> &'static str {
+        "emails"
+    }
+
+    fn ready(&self) -> Result<(), &'static str> {
+        match self.api {
+            Some(_) => Ok(()),
+            None => Err("the D1 API client could not be built"),
+        }
+    }
+
+    fn pull<'a, 'r>(&'a self, run: &'a mut crate::pull::PullRun<'r>) -> PullFuture<'a>
+    where
+        'r: 'a,
+    {
+        Box::pin(async move { emails::pull(self.api()?, run).await })
+    }
+
+    fn audit<'a>(&'a self, db: &'a deadpool_postgres::Client) -> AuditFuture<'a> {
+        Box::pin(async move { emails::audit(self.api()?, db).await })
     }
 }

@@ -172,20 +172,6 @@ pub async fn known_agents(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Which of these dedup keys the inbox holds already.
-pub async fn stored_keys(
-    db: &impl GenericClient,
-    keys: &[&str],
-) -> Result<HashSet<String>, DbError> {
-    let stmt = db
-        .prepare_cached(
-            "SELECT dedup_key FROM webhook_events WHERE provider = 'teli' AND dedup_key = ANY($1)",
-        )
-        .await?;
-    let rows = db.query(&stmt, &[&keys]).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// What the last application of each of these inbox events did, from its
 /// audit row (a pulled event applied again in a later run has one per
 /// application; the latest is this run's): the business the call went to

@@ -136,7 +136,9 @@ async fn sync_page(
         let tx = run.begin().await?;
         let stored = store::stored_versions(&tx, &ids).await?;
         let known = store::known_agents(&tx, &agents).await?;
-        let in_inbox = store::stored_keys(&tx, &key_refs).await?;
+        let in_inbox =
+            crate::db::inbox::existing_keys(&tx, crate::domain::ProviderName::Teli, &key_refs)
+                .await?;
         tx.commit().await.map_err(crate::db::DbError::from)?;
         (stored, known, in_inbox)
     };
