@@ -137,6 +137,15 @@ impl App {
             )));
         }
 
+        let pulls = crate::pull::Runs::default();
+        workers.push(tokio::spawn(crate::pull::scheduled(
+            pool.clone(),
+            providers.clone(),
+            config.router.clone(),
+            pulls.clone(),
+            work_cancel.clone(),
+        )));
+
         let body_budget = ByteBudget::new(config.http.max_inflight_bytes);
         let state = AppState {
             config,
@@ -147,7 +156,7 @@ impl App {
             metrics: telemetry::metrics(),
             health,
             wake,
-            pulls: Default::default(),
+            pulls,
         };
         let addr = listener.local_addr()?;
         let app = crate::http::router(state.clone());

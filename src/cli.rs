@@ -372,7 +372,11 @@ async fn pull(
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let options = crate::providers::PullOptions { since, dry_run };
+    let options = crate::providers::PullOptions {
+        since,
+        dry_run,
+        ..Default::default()
+    };
     let run = {
         let (pool, registry, router, runs) = (
             pool.clone(),

@@ -110,6 +110,9 @@ pub enum RunError {
     /// Another run of this provider holds the lock.
     #[error("a {} pull is already running", .0.provider)]
     Busy(Box<Progress>),
+    /// `due_after` was given and the last run is more recent.
+    #[error("the last run is more recent than the interval")]
+    NotDue,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -204,6 +207,11 @@ impl PullRun<'_> {
                 ))
             })
             .collect())
+    }
+
+    /// Whether the run should stop after the page in hand.
+    pub fn stopping(&self) -> bool {
+        self.options.stop.is_cancelled()
     }
 
     /// Records a fetched page and the items it listed.
@@ -303,6 +311,20 @@ async fn locked_run(
     let Some(puller) = provider.puller() else {
         return Err(RunError::NotPulled(name));
     };
+    if let Some(every) = options.due_after {
+        let recent: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM sync_pull_runs
+                                WHERE provider = $1 AND started_at > now() - make_interval(secs => $2))",
+                &[&name.as_str(), &every.as_secs_f64()],
+            )
+            .await
+            .map_err(DbError::from)?
+            .get(0);
+        if recent {
+            return Err(RunError::NotDue);
+        }
+    }
     let mut progress = Progress::idle(name, puller.unit());
     progress.running = true;
     progress.dry_run = options.dry_run;
@@ -452,4 +474,58 @@ async fn last_run(
             error: r.get(6),
         }
     }))
+}
+
+/// The scheduler's side: every enabled provider whose pull has an interval
+/// ([`Pull::every`](crate::providers::Pull::every)) is run when its last
+/// real run is that old, once per interval across every process (the
+/// check is made under the run's lock). A run's errors are in its summary
+/// and in `/api/sync/status` (`pulls`); they never stop the loop.
+pub async fn scheduled(
+    pool: Pool,
+    registry: Registry,
+    router: RouterConfig,
+    runs: Runs,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let jobs: Vec<(ProviderName, std::time::Duration)> = registry
+        .enabled()
+        .iter()
+        .filter_map(|p| Some((p.name(), p.puller()?.every()?)))
+        .collect();
+    let Some(shortest) = jobs.iter().map(|(_, every)| *every).min() else {
+        return;
+    };
+    let tick = (shortest / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(30),
+    );
+    loop {
+        for (name, every) in &jobs {
+            let options = PullOptions {
+                due_after: Some(*every),
+                stop: cancel.clone(),
+                ..Default::default()
+            };
+            match run(&pool, &registry, &router, &runs, *name, options).await {
+                Ok((p, true)) => {
+                    tracing::info!(provider = %name, pages = p.pages, seen = p.seen, "scheduled pull done")
+                }
+                Ok((p, false)) => {
+                    tracing::warn!(provider = %name, summary = ?p.summary, error = ?p.error, "scheduled pull ended with errors")
+                }
+                Err(RunError::Busy(_) | RunError::NotDue) => {}
+                Err(e) => {
+                    tracing::warn!(provider = %name, error = %e, "scheduled pull could not run")
+                }
+            }
+            if cancel.is_cancelled() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
 }

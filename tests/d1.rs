@@ -245,6 +245,8 @@ async fn spawn(fake: &FakeD1) -> common::TestApp {
         s.set("D1_API_TOKEN", fake_d1::TOKEN);
         s.set("D1_API_RATE_PER_MIN", "240");
         s.set("D1_RETRY_BASE_MS", "10");
+        // Pulled by the tests, not the schedule.
+        s.set("SYNCBRIDGE_D1_PULL_INTERVAL_S", "0");
     })
     .await
 }
@@ -422,4 +424,78 @@ async fn an_edge_update_between_the_read_and_the_mark_is_pulled_next_time() {
     assert_eq!(audit["localEmailCount"], 3);
     assert_eq!(audit["unsyncedInD1"], 0);
     assert_eq!(audit["missingLocally"], json!([]));
+}
+
+/// The scheduler pulls e-mails every `SYNCBRIDGE_D1_PULL_INTERVAL_S`; with
+/// two processes (here an in-process app and the real binary) the job runs
+/// once per interval, never side by side.
+#[tokio::test]
+async fn two_processes_pull_once_per_interval() {
+    let fake = FakeD1::start(EMAILS).await;
+    insert_emails(&fake, 0, 20);
+    let url = fake.url.clone();
+    let app = common::TestApp::spawn_with(|s| {
+        s.set("D1_API_URL", url.clone());
+        s.set("D1_ACCOUNT_ID", fake_d1::ACCOUNT);
+        s.set("D1_DATABASE_ID", fake_d1::DATABASE);
+        s.set("D1_API_TOKEN", fake_d1::TOKEN);
+        s.set("D1_API_RATE_PER_MIN", "240");
+        s.set("SYNCBRIDGE_D1_PULL_INTERVAL_S", "1");
+    })
+    .await;
+    let other = common::ServeProcess::start(
+        &app.db.url,
+        &[
+            ("D1_API_URL", &url),
+            ("D1_ACCOUNT_ID", fake_d1::ACCOUNT),
+            ("D1_DATABASE_ID", fake_d1::DATABASE),
+            ("D1_API_TOKEN", fake_d1::TOKEN),
+            ("D1_API_RATE_PER_MIN", "240"),
+            ("SYNCBRIDGE_D1_PULL_INTERVAL_S", "1"),
+        ],
+    );
+    other.answers("/readyz", reqwest::StatusCode::OK).await;
+    // New e-mails at the edge are picked up by the schedule.
+    insert_emails(&fake, 20, 5);
+    let mut waited = 0;
+    while scalar(&app, "SELECT count(*) FROM emails").await < 25
+        || scalar(
+            &app,
+            "SELECT count(*) FROM sync_pull_runs WHERE finished_at IS NOT NULL",
+        )
+        .await
+            < 3
+    {
+        assert!(waited < 300, "the schedule did not pull within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(scalar(&app, "SELECT count(*) FROM emails").await, 25);
+    let starts: Vec<f64> = app
+        .client()
+        .await
+        .query(
+            "SELECT extract(epoch FROM started_at)::float8 FROM sync_pull_runs
+             WHERE provider = 'd1' ORDER BY started_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(starts.len() >= 3, "{starts:?}");
+    for w in starts.windows(2) {
+        assert!(
+            w[1] - w[0] >= 0.95,
+            "two runs within one interval: {starts:?}"
+        );
+    }
+    let overlapping = scalar(
+        &app,
+        "SELECT count(*) FROM sync_pull_runs a JOIN sync_pull_runs b ON a.id < b.id
+         WHERE a.provider = 'd1' AND b.provider = 'd1' AND b.started_at < a.finished_at",
+    )
+    .await;
+    assert_eq!(overlapping, 0, "runs never side by side");
 }

@@ -33,6 +33,7 @@ impl From<RunError> for ApiError {
             RunError::NotPulled(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not found", e.to_string())
             }
+            RunError::NotDue => ApiError::new(StatusCode::CONFLICT, "not due", e.to_string()),
             RunError::Busy(_) => {
                 ApiError::new(StatusCode::CONFLICT, "already running", e.to_string())
             }
@@ -64,6 +65,7 @@ pub async fn sync_all(
     let options = PullOptions {
         since: q.since,
         dry_run: q.dry_run.unwrap_or(false),
+        ..Default::default()
     };
     let run = tokio::spawn(async move {
         pull::run(

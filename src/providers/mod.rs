@@ -226,6 +226,12 @@ pub struct PullOptions {
     pub since: Option<DateTime<Utc>>,
     /// Report what a real run would do and write nothing.
     pub dry_run: bool,
+    /// Run only if the last real run started at least this long ago
+    /// (checked under the run's lock: a scheduled job runs once per
+    /// interval across every process).
+    pub due_after: Option<std::time::Duration>,
+    /// Cancelled: the run stops after the page in hand (shutdown).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// How a run ended: the provider's summary (its own keys) and whether it
@@ -261,6 +267,11 @@ pub trait Pull: Send + Sync {
 
     /// Why a run cannot start (credentials not configured), if it cannot.
     fn ready(&self) -> Result<(), &'static str>;
+
+    /// How often the scheduler runs it, if it does.
+    fn every(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     /// One run. Errors of single items and of the provider's API belong in
     /// the report (`ok: false`); `Err` is for a run that could not go on.

@@ -18,6 +18,9 @@ pub struct D1Config {
     /// How a failed request (5xx, timeout, 429) is retried before the job
     /// records the error (`D1_MAX_ATTEMPTS`, 5; `D1_RETRY_BASE_MS`, 500).
     pub retry: RetryPolicy,
+    /// How often e-mails are pulled from D1
+    /// (`SYNCBRIDGE_D1_PULL_INTERVAL_S`, 300; 0: only on demand).
+    pub pull_every: Option<Duration>,
 }
 
 impl D1Config {
@@ -50,6 +53,10 @@ impl D1Config {
                     _ => return Err(invalid("D1_MAX_ATTEMPTS", "must be between 1 and 20")),
                 },
                 base: Duration::from_millis(s.number("D1_RETRY_BASE_MS", 500u64)?),
+            },
+            pull_every: match s.number("SYNCBRIDGE_D1_PULL_INTERVAL_S", 300u64)? {
+                0 => None,
+                n => Some(Duration::from_secs(n)),
             },
         })
     }

@@ -246,7 +246,7 @@ pub async fn pull(api: &D1Api, run: &mut PullRun<'_>) -> Result<PullReport, Pull
             s.errors.push(format!("storing a page of e-mails: {e}"));
             break;
         }
-        if !full {
+        if !full || run.stopping() {
             break;
         }
     }

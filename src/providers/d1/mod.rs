@@ -23,6 +23,7 @@ use crate::events::DomainEvent;
 
 pub struct D1 {
     pub api: Option<api::D1Api>,
+    pull_every: Option<std::time::Duration>,
 }
 
 impl D1 {
@@ -35,6 +36,7 @@ impl D1 {
         }
         Ok(D1 {
             api: api::D1Api::new(&config, c.push_timeout),
+            pull_every: config.pull_every,
         })
     }
 
@@ -107,6 +109,10 @@ impl Pull for D1 {
             Some(_) => Ok(()),
             None => Err("the D1 API client could not be built"),
         }
+    }
+
+    fn every(&self) -> Option<std::time::Duration> {
+        self.pull_every
     }
 
     fn pull<'a, 'r>(&'a self, run: &'a mut crate::pull::PullRun<'r>) -> PullFuture<'a>

@@ -100,6 +100,10 @@ pub async fn run(api: &TeliApi, run: &mut PullRun<'_>) -> Result<PullReport, Pul
             summary.error(format!("storing a page of calls: {e}"));
             break;
         }
+        if run.stopping() {
+            summary.error("stopped by shutdown before the last page".into());
+            break;
+        }
     }
     Ok(PullReport {
         ok: summary.errors.is_empty(),
