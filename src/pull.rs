@@ -182,8 +182,11 @@ impl PullRun<'_> {
         inbox::insert_batch(&tx, &refs).await?;
         let mut keys: Vec<&str> = new.iter().map(|d| d.dedup_key.as_str()).collect();
         keys.extend_from_slice(again);
-        let claimed = inbox::claim_keys(&tx, name, &keys).await?;
-        let rows: Vec<_> = claimed.iter().map(|(_, c)| c.clone()).collect();
+        // Split, not cloned: each body is held in memory once.
+        let (keys, rows): (Vec<String>, Vec<_>) = inbox::claim_keys(&tx, name, &keys)
+            .await?
+            .into_iter()
+            .unzip();
         let outcomes = self
             .pipeline
             .router
@@ -193,11 +196,12 @@ impl PullRun<'_> {
         let closed: Vec<(i64, Outcome)> = outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
         inbox::close(&tx, &closed).await?;
         tx.commit().await?;
-        let by_id: HashMap<i64, Outcome> = closed.into_iter().collect();
-        Ok(claimed
+        let mut by_id: HashMap<i64, Outcome> = closed.into_iter().collect();
+        Ok(keys
             .into_iter()
+            .zip(rows)
             .filter_map(|(key, c)| {
-                let outcome = by_id.get(&c.id)?.clone();
+                let outcome = by_id.remove(&c.id)?;
                 Some((
                     key,
                     Applied {
