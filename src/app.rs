@@ -146,6 +146,35 @@ impl App {
             work_cancel.clone(),
         )));
 
+        // The providers' scheduled jobs, and integrity with its safe
+        // repairs, each once per interval across every process.
+        let mut jobs = scheduler::provider_jobs(&pool, &providers);
+        if let Some(every) = config.integrity_every {
+            let (pool, registry, router) = (pool.clone(), providers.clone(), config.router.clone());
+            jobs.push(scheduler::Scheduled {
+                name: "integrity".into(),
+                every,
+                run: Box::new(move |stop| {
+                    let (pool, registry, router) = (pool.clone(), registry.clone(), router.clone());
+                    Box::pin(async move {
+                        scheduler::run_job(&pool, "integrity", serde_json::json!({}), Some(every), stop,
+                            async |ctx: &scheduler::JobCtx| {
+                                let r = crate::ops::integrity::run(&ctx.pool, &registry, &router, true)
+                                    .await
+                                    .map_err(|e| e.to_string())?;
+                                Ok(serde_json::json!({"found": r.findings.len(), "fixed": r.fixed(),
+                                                      "remaining": r.remaining(), "errors": r.errors}))
+                            })
+                        .await
+                    })
+                }),
+            });
+        }
+        workers.push(tokio::spawn(scheduler::run_scheduled(
+            jobs,
+            work_cancel.clone(),
+        )));
+
         let body_budget = ByteBudget::new(config.http.max_inflight_bytes);
         let state = AppState {
             config,

@@ -90,6 +90,9 @@ pub enum Command {
         /// Repair what is safe to repair.
         #[arg(long)]
         fix: bool,
+        /// Print the report alone, as JSON, on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -130,10 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
         } => pull(config, provider, since, dry_run, json).await,
-        Command::Check { .. } => {
-            eprintln!("syncbridge check: not yet available in this version");
-            Ok(ExitCode::from(2))
-        }
+        Command::Check { fix, json } => check(config, fix, json).await,
     }
 }
 
@@ -334,6 +334,75 @@ async fn replay(
 
 /// `syncbridge pull <provider>`: the run with a progress bar on a terminal,
 /// then its summary; exit 0 when it completed without errors.
+/// `syncbridge check [--fix] [--json]`: every provider's integrity checks;
+/// exit 1 while findings remain (not repaired), 0 when none do.
+async fn check(mut config: Config, fix: bool, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+
+    let (database, pool) = prepare(&mut config).await?;
+    let registry = Registry::from_config(&config);
+    let bar = (std::io::stdout().is_terminal() && !json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(if fix {
+            "checking and repairing"
+        } else {
+            "checking"
+        });
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let report = crate::ops::integrity::run(&pool, &registry, &config.router, fix).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    database.close().await;
+    let report = report.context("running the integrity checks")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            let state = match f.fix {
+                crate::providers::Fix::Report => "report only".to_owned(),
+                crate::providers::Fix::Pull => "--fix pulls again".to_owned(),
+                crate::providers::Fix::Repair(n) if fix => format!("repaired {n}"),
+                crate::providers::Fix::Repair(_) => "--fix repairs".to_owned(),
+            };
+            println!(
+                "{:<5} {:<24} {:<10} {:>7}  {}  [{state}]{}",
+                f.provider,
+                f.check,
+                f.table.as_deref().unwrap_or("-"),
+                f.count,
+                f.detail,
+                if f.examples.is_empty() {
+                    String::new()
+                } else {
+                    format!(" e.g. {}", f.examples.join(", "))
+                }
+            );
+        }
+        for e in &report.errors {
+            println!("error: {e}");
+        }
+        println!(
+            "{} findings, {} repaired, {} remaining{}",
+            report.findings.len(),
+            report.fixed(),
+            report.remaining(),
+            if report.errors.is_empty() {
+                ""
+            } else {
+                "; some checks could not run"
+            }
+        );
+    }
+    Ok(if report.remaining() == 0 && report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn pull(
     mut config: Config,
     provider: String,

@@ -154,6 +154,9 @@ pub struct Config {
     pub push_timeout: Duration,
     pub dispatcher: DispatcherConfig,
     pub fetcher: FetcherConfig,
+    /// How often integrity runs with its safe repairs
+    /// (`SYNCBRIDGE_INTEGRITY_INTERVAL_S`, 3600; 0: only on demand).
+    pub integrity_every: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +380,10 @@ impl Config {
                 n => n,
             },
             push_timeout: Duration::from_millis(s.number("SYNCBRIDGE_PUSH_TIMEOUT_MS", 10_000)?),
+            integrity_every: match s.number("SYNCBRIDGE_INTEGRITY_INTERVAL_S", 3600u64)? {
+                0 => None,
+                n => Some(Duration::from_secs(n)),
+            },
             dispatcher: DispatcherConfig {
                 retry: RetryPolicy {
                     max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,

@@ -56,6 +56,17 @@ enum Done {
     Skipped,
 }
 
+impl Done {
+    fn label(&self) -> &'static str {
+        match self {
+            Done::Pushed => "pushed",
+            Done::Retried => "retried",
+            Done::Failed => "failed",
+            Done::Skipped => "skipped",
+        }
+    }
+}
+
 impl Dispatcher {
     pub fn new(pool: Pool, registry: &Registry, config: DispatcherConfig) -> Dispatcher {
         Dispatcher {
@@ -85,18 +96,28 @@ impl Dispatcher {
         loop {
             let mut progressed = false;
             for p in &self.providers {
+                let batched = p.push_batch_size() > 1;
+                let limit = if batched {
+                    p.push_batch_size() as i64
+                } else {
+                    self.config.batch_size
+                };
                 let due = {
                     let client = self.pool.get().await?;
-                    outbox::due_records(&client, p.name(), self.config.batch_size).await?
+                    outbox::due_records(&client, p.name(), limit).await?
                 };
                 if due.is_empty() {
                     continue;
                 }
-                let results: Vec<Result<Done, DbError>> = futures_util::stream::iter(due)
-                    .map(|rec| self.dispatch(p.as_ref(), rec))
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
+                let results: Vec<Result<Done, DbError>> = if batched {
+                    self.dispatch_batch(p.as_ref(), due).await?
+                } else {
+                    futures_util::stream::iter(due)
+                        .map(|rec| self.dispatch(p.as_ref(), rec))
+                        .buffer_unordered(CONCURRENCY)
+                        .collect()
+                        .await
+                };
                 for r in results {
                     match r? {
                         Done::Pushed => {
@@ -119,6 +140,126 @@ impl Dispatcher {
                 return Ok(stats);
             }
         }
+    }
+
+    /// Pushes due records many at a time (a provider with
+    /// [`Provider::push_batch`]): per table, one transaction claims them
+    /// all and reads their rows in one statement, one `push_batch` carries
+    /// them, and the results are recorded before the claim is released —
+    /// each record's failure on its own.
+    async fn dispatch_batch(
+        &self,
+        provider: &dyn Provider,
+        due: Vec<DueRecord>,
+    ) -> Result<Vec<Result<Done, DbError>>, DbError> {
+        let mut by_table: std::collections::BTreeMap<String, Vec<uuid::Uuid>> = Default::default();
+        for rec in due {
+            by_table.entry(rec.table).or_default().push(rec.record_id);
+        }
+        let name = provider.name();
+        let mut done = Vec::new();
+        for (table, ids) in by_table {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let claimed = outbox::claim_records(&tx, name, &table, &ids).await?;
+            if claimed.is_empty() {
+                tx.commit().await?;
+                continue;
+            }
+            let mut to_push = Vec::with_capacity(claimed.len());
+            let mut changes = Vec::with_capacity(claimed.len());
+            let mut outcomes = Vec::with_capacity(claimed.len());
+            for (rec, c) in claimed {
+                if let Some(bytes) = c.oversized {
+                    let error = format!(
+                        "the record is {bytes} bytes as JSON, over the {} the dispatcher reads for a push",
+                        outbox::MAX_RECORD_BYTES
+                    );
+                    outbox::record_failure(&tx, name, &rec, &c, &error, None).await?;
+                    outcomes.push(Done::Failed);
+                    continue;
+                }
+                changes.push(Change {
+                    table: rec.table.clone(),
+                    record_id: rec.record_id,
+                    row: c.row.clone(),
+                    deleted_row: c.deleted_row.clone(),
+                    remote_version: c.remote_version,
+                });
+                to_push.push((rec, c));
+            }
+            let started = Instant::now();
+            let results = if changes.is_empty() {
+                Vec::new()
+            } else {
+                provider.push_batch(&changes).await
+            };
+            metrics::histogram!("syncbridge_push_seconds", "provider" => name.as_str())
+                .record(started.elapsed());
+            let mut closed = Vec::new();
+            for ((rec, c), result) in to_push.iter().zip(results) {
+                let outcome = match result {
+                    Ok(pushed) => {
+                        if outbox::leaves_state(&rec.table, &pushed) {
+                            outbox::record_success(&tx, name, rec, c, &pushed, c.row.is_some())
+                                .await?;
+                        } else {
+                            closed.extend_from_slice(&c.ids);
+                        }
+                        let lag = (Utc::now() - c.first_change_at)
+                            .to_std()
+                            .unwrap_or_default();
+                        metrics::histogram!("syncbridge_change_to_push_seconds", "provider" => name.as_str())
+                            .record(lag);
+                        Done::Pushed
+                    }
+                    Err(e) => self.failed(&tx, name, rec, c, e).await?,
+                };
+                outcomes.push(outcome);
+            }
+            if !closed.is_empty() {
+                outbox::close_pushed(&tx, name, &closed).await?;
+            }
+            tx.commit().await?;
+            for d in &outcomes {
+                metrics::counter!("syncbridge_pushes_total", "provider" => name.as_str(), "result" => d.label())
+                    .increment(1);
+            }
+            done.extend(outcomes.into_iter().map(Ok));
+        }
+        Ok(done)
+    }
+
+    /// Records a failed push: a retry at the backoff's time (a 429's
+    /// `Retry-After` when later), or `failed` after the last attempt or a
+    /// permanent error.
+    async fn failed(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        provider: crate::domain::ProviderName,
+        rec: &DueRecord,
+        claimed: &outbox::ClaimedRecord,
+        e: PushError,
+    ) -> Result<Done, DbError> {
+        let attempt = claimed.attempts + 1;
+        let permanent = matches!(e, PushError::Permanent(_));
+        let after = match &e {
+            PushError::RateLimited(after) => *after,
+            _ => None,
+        };
+        let retry_at = if permanent {
+            None
+        } else {
+            self.config.retry.retry_at(attempt, after)
+        };
+        tracing::warn!(provider = %provider, table = %rec.table, record = %rec.record_id,
+            attempt, error = %e, final = retry_at.is_none(), "push failed");
+        outbox::record_failure(tx, provider, rec, claimed, &e.to_string(), retry_at).await?;
+        Ok(if retry_at.is_some() {
+            Done::Retried
+        } else {
+            Done::Failed
+        })
     }
 
     async fn dispatch(&self, provider: &dyn Provider, rec: DueRecord) -> Result<Done, DbError> {
@@ -172,44 +313,10 @@ impl Dispatcher {
                 outbox::reconcile_before_push(&tx, provider.name(), &rec, &claimed, &obj).await?;
                 Done::Retried
             }
-            Err(e) => {
-                let attempt = claimed.attempts + 1;
-                let permanent = matches!(e, PushError::Permanent(_));
-                let after = match &e {
-                    PushError::RateLimited(after) => *after,
-                    _ => None,
-                };
-                let retry_at = if permanent {
-                    None
-                } else {
-                    self.config.retry.retry_at(attempt, after)
-                };
-                tracing::warn!(provider = name, table = %rec.table, record = %rec.record_id,
-                    attempt, error = %e, final = retry_at.is_none(), "push failed");
-                outbox::record_failure(
-                    &tx,
-                    provider.name(),
-                    &rec,
-                    &claimed,
-                    &e.to_string(),
-                    retry_at,
-                )
-                .await?;
-                if retry_at.is_some() {
-                    Done::Retried
-                } else {
-                    Done::Failed
-                }
-            }
+            Err(e) => self.failed(&tx, provider.name(), &rec, &claimed, e).await?,
         };
         tx.commit().await?;
-        let label = match done {
-            Done::Pushed => "pushed",
-            Done::Retried => "retried",
-            Done::Failed => "failed",
-            Done::Skipped => "skipped",
-        };
-        metrics::counter!("syncbridge_pushes_total", "provider" => name, "result" => label)
+        metrics::counter!("syncbridge_pushes_total", "provider" => name, "result" => done.label())
             .increment(1);
         Ok(done)
     }

@@ -58,13 +58,6 @@ fn every_command_has_help() {
 }
 
 #[test]
-fn unfinished_commands_say_so_and_fail() {
-    let o = syncbridge("postgres://unused", &["check"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not yet available"));
-}
-
-#[test]
 fn bad_configuration_names_the_variable() {
     let o = syncbridge(
         "postgres://unused",

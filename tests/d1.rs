@@ -452,6 +452,8 @@ async fn two_processes_pull_once_per_interval() {
             ("D1_API_TOKEN", fake_d1::TOKEN),
             ("D1_API_RATE_PER_MIN", "240"),
             ("SYNCBRIDGE_D1_PULL_INTERVAL_S", "1"),
+            ("SYNCBRIDGE_D1_PUSH_INTERVAL_S", "0"),
+            ("SYNCBRIDGE_INTEGRITY_INTERVAL_S", "0"),
         ],
     );
     other.answers("/readyz", reqwest::StatusCode::OK).await;

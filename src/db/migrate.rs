@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_pull_runs"),
     migration!(14, "0014_teli_schema"),
     migration!(15, "0015_d1_schema"),
+    migration!(16, "0016_d1_replica"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

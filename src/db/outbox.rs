@@ -177,6 +177,126 @@ pub async fn claim_record(
     }))
 }
 
+/// Claims the pending changes of many records of one table for
+/// `provider` and reads each record, in one statement (one snapshot, as
+/// [`claim_record`] does for one): the records another dispatcher holds
+/// (their advisory lock) or an open conflict holds are left out. For
+/// providers that push many records per request.
+pub async fn claim_records(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    table: &str,
+    record_ids: &[Uuid],
+) -> Result<Vec<(DueRecord, ClaimedRecord)>, DbError> {
+    let captured = tx
+        .query_opt(
+            "SELECT 1 FROM syncbridge_capture WHERE table_name = $1 AND provider = $2",
+            &[&table, &provider.as_str()],
+        )
+        .await?
+        .is_some();
+    if !captured {
+        return Err(DbError::NotSynced(format!(
+            "table {table:?} has pending changes but is not registered for capture"
+        )));
+    }
+    // An open conflict holds a record's pushes until it is resolved, as in
+    // claim_record.
+    tx.execute(
+        "UPDATE sync_outbox SET next_attempt_at = 'infinity'
+         WHERE provider = $1 AND table_name = $2 AND status = 'pending'
+           AND record_id IN (SELECT entity_id FROM sync_conflicts
+                             WHERE entity_type = $2 AND provider = $1 AND status = 'open'
+                               AND entity_id = ANY($3))",
+        &[&provider.as_str(), &table, &record_ids],
+    )
+    .await?;
+    // The table is registered for capture (checked above) and quoted as an
+    // identifier. The advisory lock keys are claim_record's.
+    let sql = format!(
+        "WITH locked AS MATERIALIZED (
+             SELECT r FROM unnest($3::uuid[]) AS r
+             WHERE NOT EXISTS (SELECT 1 FROM sync_conflicts
+                               WHERE entity_type = $2 AND entity_id = r AND provider = $1
+                                 AND status = 'open')
+               AND pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2 || ':' || r::text, 7))),
+         claimed AS (
+             SELECT o.id, o.record_id, o.attempts, o.created_at, o.old_row
+             FROM sync_outbox o JOIN locked ON o.record_id = locked.r
+             WHERE o.provider = $1 AND o.table_name = $2 AND o.status = 'pending'
+             ORDER BY o.id
+             FOR UPDATE OF o SKIP LOCKED),
+         grouped AS (
+             SELECT record_id, array_agg(id ORDER BY id) AS ids, max(attempts) AS attempts,
+                    min(created_at) AS first_at,
+                    (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1] AS old_row
+             FROM claimed GROUP BY record_id)
+         SELECT g.record_id, g.ids, g.attempts, g.first_at,
+                CASE WHEN octet_length(g.old_row::text) <= $4::int THEN g.old_row END,
+                CASE WHEN octet_length(r.j::text) <= $4::int THEN r.j END,
+                greatest(octet_length(r.j::text), octet_length(g.old_row::text))
+         FROM grouped g
+         LEFT JOIN LATERAL (SELECT to_jsonb(t) AS j FROM {} t WHERE t.id = g.record_id) r ON true
+         ORDER BY g.ids[1]",
+        postgres_protocol::escape::escape_identifier(table)
+    );
+    let rows = tx
+        .query(
+            &sql,
+            &[
+                &provider.as_str(),
+                &table,
+                &record_ids,
+                &(MAX_RECORD_BYTES as i32),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            (
+                DueRecord {
+                    table: table.to_owned(),
+                    record_id: row.get(0),
+                },
+                ClaimedRecord {
+                    ids: row.get(1),
+                    attempts: row.get::<_, Option<i32>>(2).unwrap_or(0),
+                    first_change_at: row.get(3),
+                    deleted_row: row.get(4),
+                    row: row.get(5),
+                    remote_version: None,
+                    oversized: row
+                        .get::<_, Option<i32>>(6)
+                        .filter(|&n| n as usize > MAX_RECORD_BYTES),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Closes pushed changes (`done`), with `syncbridge.origin` set to the
+/// provider.
+pub async fn close_pushed(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    ids: &[i64],
+) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT set_config('syncbridge.origin', $1, true)",
+        &[&provider.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE sync_outbox SET status = 'done', processed_at = now(), error = NULL,
+                attempts = attempts + 1
+         WHERE id = ANY($1)",
+        &[&ids],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A push succeeded: close the changes, store the remote ids and the
 /// snapshots, and mark the record synced — with `syncbridge.origin` set to
 /// the provider, so this write is never captured as a change for it.
@@ -188,18 +308,29 @@ pub async fn record_success(
     pushed: &Pushed,
     record_exists: bool,
 ) -> Result<(), DbError> {
-    tx.execute(
-        "SELECT set_config('syncbridge.origin', $1, true)",
-        &[&provider.as_str()],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE sync_outbox SET status = 'done', processed_at = now(), error = NULL,
-                attempts = attempts + 1
-         WHERE id = ANY($1)",
-        &[&claimed.ids],
-    )
-    .await?;
+    close_pushed(tx, provider, &claimed.ids).await?;
+    record_pushed_state(tx, provider, rec, pushed, record_exists).await
+}
+
+/// Whether a push's result writes anything past closing its changes
+/// ([`record_pushed_state`]).
+pub fn leaves_state(table: &str, pushed: &Pushed) -> bool {
+    crate::providers::entity(table).is_some()
+        || !pushed.links.is_empty()
+        || pushed.write_window.is_some()
+}
+
+/// What a push left on the record's side, once its changes are closed:
+/// its link columns and sync status, the write window's audit row, the
+/// links and snapshots. Runs with `syncbridge.origin` set (by
+/// [`close_pushed`]).
+pub async fn record_pushed_state(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+    pushed: &Pushed,
+    record_exists: bool,
+) -> Result<(), DbError> {
     // The record's row before its links: the engine locks rows in that
     // order too (a fetch or webhook applying to the same record), so the
     // two never wait on each other in a cycle.

@@ -128,7 +128,56 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         }
     }
     v["pulls"] = Value::Object(pulls);
+    // Every job's last run (reconciliation, full resync, integrity) and
+    // the last integrity results.
+    v["jobs"] = Value::Object(crate::scheduler::last_runs(&c).await?);
+    v["integrity"] = crate::ops::integrity::last(&c)
+        .await?
+        .unwrap_or(Value::Null);
     Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntegrityQuery {
+    /// Run the checks now (without repairs) instead of showing the last
+    /// results.
+    #[serde(default)]
+    pub run: bool,
+}
+
+/// `GET /api/sync/integrity`: the last results, or (`?run=true`) a run now.
+pub async fn integrity(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<IntegrityQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.run {
+        return integrity_run(&app, false).await;
+    }
+    let c = client(&app).await?;
+    Ok(Json(crate::ops::integrity::last(&c).await?.unwrap_or_else(
+        || json!({"findings": [], "note": "integrity has not run yet"}),
+    )))
+}
+
+/// `POST /api/sync/integrity/fix`: a run now, repairing what is safe.
+pub async fn integrity_fix(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    integrity_run(&app, true).await
+}
+
+async fn integrity_run(app: &AppState, fix: bool) -> Result<Json<Value>, ApiError> {
+    let report =
+        crate::ops::integrity::run(&app.pool, &app.providers, &app.config.router, fix).await?;
+    app.wake.dispatcher.notify_one();
+    Ok(Json(json!({
+        "started_at": report.started_at,
+        "finished_at": report.finished_at,
+        "fix": report.fix,
+        "found": report.findings.len(),
+        "fixed": report.fixed(),
+        "remaining": report.remaining(),
+        "findings": report.findings,
+        "errors": report.errors,
+    })))
 }
 
 /// Ids one retry may name at most.
@@ -182,6 +231,46 @@ pub async fn full(
             "bad request",
             format!("{provider} syncs {}", tables.join(", ")),
         ));
+    }
+    if pusher.jobs().iter().any(|j| j.name() == "resync") {
+        // The provider rebuilds the table itself (in the background; its
+        // progress is in /api/sync/status under jobs).
+        let key = format!("{provider}.resync.{}", req.entity);
+        let (pool, p, args, k) = (
+            app.pool.clone(),
+            pusher.clone(),
+            json!({"entity": req.entity}),
+            key.clone(),
+        );
+        let running = {
+            let c = client(&app).await?;
+            crate::scheduler::last_runs(&c)
+                .await?
+                .get(&key)
+                .is_some_and(|r| r["running"] == json!(true))
+        };
+        if running {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already running",
+                format!(
+                    "a full resync of {} is running; see jobs.{key} in /api/sync/status",
+                    req.entity
+                ),
+            ));
+        }
+        tokio::spawn(async move {
+            let stop = tokio_util::sync::CancellationToken::new();
+            match crate::scheduler::run_provider_job(&pool, &p, "resync", &k, args, None, stop)
+                .await
+            {
+                Ok(run) => {
+                    tracing::info!(job = %k, ok = run.ok, error = ?run.error, "full resync done")
+                }
+                Err(e) => tracing::warn!(job = %k, error = %e, "full resync did not run"),
+            }
+        });
+        return Ok(Json(json!({"started": key})));
     }
     let c = client(&app).await?;
     let queued = admin::full_resync(&c, &req.entity, provider.as_str()).await?;

@@ -88,6 +88,8 @@ pub fn router(state: AppState) -> axum::Router {
     let long = axum::Router::new()
         .route("/api/{provider}/sync-all", post(pull::sync_all))
         .route("/api/{provider}/audit", get(pull::audit))
+        .route("/api/sync/integrity", get(admin::integrity))
+        .route("/api/sync/integrity/fix", post(admin::integrity_fix))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,

@@ -2,4 +2,5 @@
 //! replay and export.
 
 pub mod fixtures;
+pub mod integrity;
 pub mod replay;

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use crate::apply::engine::Entity;
 use crate::apply::Applied;
@@ -283,8 +284,70 @@ pub trait Pull: Send + Sync {
     fn audit<'a>(&'a self, db: &'a deadpool_postgres::Client) -> AuditFuture<'a>;
 }
 
+pub type JobFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send + 'a>>;
+
+/// A provider's job run by the scheduler at its interval and on demand
+/// (the D1 replica's reconciliation and full resync): once per interval
+/// across every process, never two at once ([`crate::scheduler::run_job`]).
+pub trait Job: Send + Sync {
+    /// Its name, unique within the provider: runs are recorded as
+    /// `<provider>.<name>`.
+    fn name(&self) -> &'static str;
+
+    /// How often the scheduler runs it, if it does.
+    fn every(&self) -> Option<std::time::Duration>;
+
+    /// One run: its summary, or why it failed (retried at the next
+    /// interval; the error shows in `/api/sync/status`). `ctx.args` holds
+    /// what an on-demand run was asked for.
+    fn run<'a>(&'a self, ctx: &'a crate::scheduler::JobCtx) -> JobFuture<'a>;
+}
+
+pub type IntegrityFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Finding>, String>> + Send + 'a>>;
+
+/// One integrity finding (SPEC §5.3): what, where, how many, a few
+/// examples, and what `--fix` did or can do about it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct Finding {
+    pub provider: &'static str,
+    /// The check (`missing_in_d1`, `duplicate_message_id`, …).
+    pub check: &'static str,
+    pub table: Option<String>,
+    pub count: u64,
+    /// A few of the ids concerned.
+    pub examples: Vec<String>,
+    pub detail: String,
+    pub fix: Fix,
+}
+
+/// What can be done about a finding.
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "fixed")]
+pub enum Fix {
+    /// Nothing safe: an operator decides.
+    Report,
+    /// `--fix` repairs it; with it, how many were repaired.
+    Repair(u64),
+    /// Running the provider's pull repairs it (the runner does, with
+    /// `--fix`).
+    Pull,
+}
+
+/// What an integrity check reads and may repair with.
+pub struct IntegrityCtx<'a> {
+    pub db: &'a deadpool_postgres::Client,
+    /// Repair what is safe.
+    pub fix: bool,
+}
+
 pub type PushFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Pushed, PushError>> + Send + 'a>>;
+
+pub type BatchPushFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Vec<Result<Pushed, PushError>>> + Send + 'a>,
+>;
 
 pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> ProviderName;
@@ -302,6 +365,26 @@ pub trait Provider: Send + Sync + 'static {
     /// Pushes one record's latest state (or its deletion).
     fn push<'a>(&'a self, _change: &'a Change) -> PushFuture<'a> {
         Box::pin(async { Err(PushError::Disabled("this provider has no outbound sync")) })
+    }
+
+    /// How many records one [`push_batch`](Provider::push_batch) takes; 1
+    /// (the default) pushes each record with its own `push`.
+    fn push_batch_size(&self) -> usize {
+        1
+    }
+
+    /// Pushes many records' latest states (or deletions) at once, for a
+    /// provider whose API writes many rows per request: one result per
+    /// change, in order. A change the provider refuses fails alone, never
+    /// its neighbours in the batch.
+    fn push_batch<'a>(&'a self, changes: &'a [Change]) -> BatchPushFuture<'a> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(changes.len());
+            for c in changes {
+                out.push(self.push(c).await);
+            }
+            out
+        })
     }
 
     /// Whether this provider's hints are fetched (`fetch` works).
@@ -373,6 +456,17 @@ pub trait Provider: Send + Sync + 'static {
     /// `syncbridge pull <name>` and `POST /api/<name>/sync-all`.
     fn puller(&self) -> Option<&dyn Pull> {
         None
+    }
+
+    /// The provider's jobs (reconciliation, full resync), if it has any.
+    fn jobs(&self) -> Vec<Box<dyn Job + '_>> {
+        Vec::new()
+    }
+
+    /// The provider's integrity checks (SPEC §5.3): what its side and the
+    /// local tables disagree on; with `ctx.fix`, what is safe repaired.
+    fn integrity<'a>(&'a self, _ctx: &'a IntegrityCtx<'a>) -> IntegrityFuture<'a> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     /// Re-signs a recorded delivery for replay (`replay --resign`):

@@ -35,6 +35,8 @@ pub enum Fault {
     Slow(Duration),
     /// Close the connection without answering (nothing is run).
     Drop,
+    /// Answer this request normally (to fail a later one).
+    Pass,
 }
 
 #[derive(Debug, Clone)]
@@ -270,7 +272,7 @@ async fn query(
                 panic!("fake D1: dropping the connection as instructed");
             }
             Some(Fault::Slow(d)) => Some(d),
-            None => None,
+            Some(Fault::Pass) | None => None,
         }
     };
     let statements = match parsed {

@@ -263,6 +263,9 @@ pub fn test_settings(db_url: &str) -> Settings {
         ("RESMAN_WEBHOOK_SECRET", RESMAN_WEBHOOK_SECRET),
         ("SYNCBRIDGE_SIGNATURE_TOLERANCE_S", "0"),
         ("SYNCBRIDGE_RETRY_BASE_MS", "20"),
+        // Scheduled only where a test asks for them.
+        ("SYNCBRIDGE_INTEGRITY_INTERVAL_S", "0"),
+        ("SYNCBRIDGE_D1_PUSH_INTERVAL_S", "0"),
     ])
 }
 
@@ -310,6 +313,23 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The running service's state (its pool, its providers).
+    pub fn state(&self) -> &syncbridge::http::AppState {
+        &self.app.as_ref().expect("the app is running").state
+    }
+
+    /// An enabled provider of the running service.
+    pub fn provider(
+        &self,
+        name: syncbridge::domain::ProviderName,
+    ) -> std::sync::Arc<dyn syncbridge::providers::Provider> {
+        self.state()
+            .providers
+            .get(name)
+            .expect("the provider is enabled")
+            .clone()
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {

@@ -21,6 +21,12 @@ pub struct D1Config {
     /// How often e-mails are pulled from D1
     /// (`SYNCBRIDGE_D1_PULL_INTERVAL_S`, 300; 0: only on demand).
     pub pull_every: Option<Duration>,
+    /// How often the reconciliation walks the pushed tables
+    /// (`SYNCBRIDGE_D1_PUSH_INTERVAL_S`, 600; 0: only on demand).
+    pub push_every: Option<Duration>,
+    /// Counts of a table in Postgres and D1 this far apart are not a
+    /// finding by themselves (`SYNCBRIDGE_D1_COUNT_TOLERANCE`, 50).
+    pub count_tolerance: u64,
 }
 
 impl D1Config {
@@ -58,6 +64,11 @@ impl D1Config {
                 0 => None,
                 n => Some(Duration::from_secs(n)),
             },
+            push_every: match s.number("SYNCBRIDGE_D1_PUSH_INTERVAL_S", 600u64)? {
+                0 => None,
+                n => Some(Duration::from_secs(n)),
+            },
+            count_tolerance: s.number("SYNCBRIDGE_D1_COUNT_TOLERANCE", 50u64)?,
         })
     }
 
