@@ -676,3 +676,63 @@ async fn two_processes_run_each_job_once_per_interval() {
     .await;
     assert_eq!(overlapping, 0, "runs never side by side");
 }
+
+/// Issue 13's "done when", with the real binary: `serve` against the fake
+/// D1 with short intervals; a prospect inserted with SQL appears in D1, a
+/// deleted one disappears, an e-mail written at the edge appears in
+/// Postgres and is marked synced there.
+#[tokio::test]
+async fn serve_keeps_d1_in_sync_both_ways() {
+    let fake = FakeD1::start(SCHEMA).await;
+    let db = common::TestDb::create().await;
+    let mut env = d1_env(&fake);
+    env.retain(|(k, _)| *k != "SYNCBRIDGE_D1_PULL_INTERVAL_S");
+    env.push(("SYNCBRIDGE_D1_PULL_INTERVAL_S", "1".into()));
+    env.push(("SYNCBRIDGE_D1_PUSH_INTERVAL_S", "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let serve = common::ServeProcess::start(&db.url, &env);
+    serve.answers("/readyz", reqwest::StatusCode::OK).await;
+    let c = db.client().await;
+    // As an operator would: psql.
+    psql(&db.url, &prospects_sql(1, 2)).await;
+    until_d1(&fake, "SELECT count(*) AS n FROM prospects", 2).await;
+    psql(
+        &db.url,
+        &format!("DELETE FROM prospects WHERE id = '{}'", pid(1)),
+    )
+    .await;
+    until_d1(&fake, "SELECT count(*) AS n FROM prospects", 1).await;
+    fake.exec(&format!(
+        "INSERT INTO emails (id, prospect_id, subject, message_id, direction, status, created_at)
+         VALUES ('edge-1', '{}', 'Hi', '<edge-1@mail>', 'inbound', 'received', '2026-12-02T04:00:00.000Z');",
+        pid(2)
+    ));
+    until_d1(
+        &fake,
+        "SELECT count(*) AS n FROM emails WHERE synced_to_supabase = 1",
+        1,
+    )
+    .await;
+    let stored: i64 = c
+        .query_one(
+            "SELECT count(*) FROM emails WHERE id = 'edge-1' AND subject = 'Hi'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+}
+
+async fn psql(url: &str, sql: &str) {
+    let out = tokio::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .await
+        .expect("psql runs (the postgresql client is installed with the server)");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -250,6 +250,20 @@ pub async fn pull(api: &D1Api, run: &mut PullRun<'_>) -> Result<PullReport, Pull
             break;
         }
     }
+    // What still waits in D1 (the inbound half's pending, for the status).
+    let waiting = match api
+        .query(&Statement::new(
+            "SELECT count(*) AS n FROM emails WHERE synced_to_supabase = 0",
+            vec![],
+        ))
+        .await
+    {
+        Ok(rows) => rows.first().and_then(|r| r.get("n")).cloned(),
+        Err(e) => {
+            s.errors.push(format!("counting unsynced e-mails: {e}"));
+            None
+        }
+    };
     Ok(PullReport {
         ok: s.errors.is_empty(),
         summary: json!({
@@ -257,6 +271,7 @@ pub async fn pull(api: &D1Api, run: &mut PullRun<'_>) -> Result<PullReport, Pull
             "storedEmails": s.stored,
             "unchangedEmails": s.unchanged,
             "markedSynced": s.marked,
+            "unsyncedInD1": waiting,
             "errors": s.errors,
         }),
     })
