@@ -27,6 +27,13 @@ use tokio::net::TcpListener;
 #[path = "../../tests/common/fake_teli.rs"]
 mod fake_teli;
 
+/// The tests' fake D1 (a real SQLite), served in-process for `d1` (built
+/// with `--features bench-d1`: it needs `rusqlite`).
+#[cfg(feature = "bench-d1")]
+#[allow(dead_code)]
+#[path = "../../tests/common/fake_d1.rs"]
+mod fake_d1;
+
 const KEY: &str = "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMzI=";
 
 #[derive(Parser)]
@@ -125,6 +132,23 @@ enum Cmd {
         #[arg(long)]
         server: Option<String>,
     },
+    /// The D1 replica's push: N prospect changes committed (UPDATEs from
+    /// 4 connections, 100 rows a transaction) until D1 has them all,
+    /// through capture, the outbox and the dispatcher's batch push at the
+    /// service's pacing (`D1_API_RATE_PER_MIN`, at most 240); baseline: the
+    /// same rows written straight to the same fake D1 by the same writer,
+    /// unpaced. Alternated over rounds. Needs `--features bench-d1`.
+    D1 {
+        #[arg(long, default_value_t = 10_000)]
+        changes: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// D1 requests per minute for the service (1-240).
+        #[arg(long, default_value_t = 240)]
+        rate: u32,
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Internal: the server process the benchmarks drive.
     #[command(hide = true)]
     Server {
@@ -173,6 +197,12 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 server,
             } => teli_bench(calls, rounds, server).await,
+            Cmd::D1 {
+                changes,
+                rounds,
+                rate,
+                server,
+            } => d1_bench(changes, rounds, rate, server).await,
             Cmd::Server {
                 database,
                 discard,
@@ -1345,6 +1375,193 @@ async fn teli_bench(calls: usize, rounds: usize, server: Option<String>) -> anyh
         mean(&e2e),
         mean(&e2e) / mean(&raw),
         mean(&again)
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "bench-d1"))]
+async fn d1_bench(_: usize, _: usize, _: u32, _: Option<String>) -> anyhow::Result<()> {
+    bail!("the D1 benchmark serves the tests' fake D1 over SQLite: build with --features bench-d1")
+}
+
+/// `d1`: prospect changes through capture → outbox → the dispatcher's
+/// batch push → the fake D1, alternated with the same rows written straight
+/// to the fake by the same writer.
+#[cfg(feature = "bench-d1")]
+async fn d1_bench(
+    changes: usize,
+    rounds: usize,
+    rate: u32,
+    server: Option<String>,
+) -> anyhow::Result<()> {
+    use syncbridge::providers::d1::api::D1Api;
+    use syncbridge::providers::d1::config::D1Config;
+    use syncbridge::providers::d1::push::{self, Columns, Write};
+
+    const SCHEMA: &str = "
+        CREATE TABLE prospects (id TEXT PRIMARY KEY, name TEXT, city TEXT, country TEXT,
+            contact_name TEXT, contact_email TEXT, contact_title TEXT, phone TEXT, website TEXT,
+            linkedin_url TEXT, stage TEXT, tier TEXT, score INTEGER, lead_source TEXT,
+            email_bounced INTEGER DEFAULT 0, archived INTEGER DEFAULT 0, created_at TEXT,
+            updated_at TEXT);
+        CREATE TABLE campaigns (id TEXT PRIMARY KEY);
+        CREATE TABLE mailboxes (id TEXT PRIMARY KEY);";
+    let settings = |db: &str, url: &str| {
+        Settings::from_pairs([
+            ("DATABASE_URL", db),
+            ("D1_API_URL", url),
+            ("D1_ACCOUNT_ID", fake_d1::ACCOUNT),
+            ("D1_DATABASE_ID", fake_d1::DATABASE),
+            ("D1_API_TOKEN", fake_d1::TOKEN),
+            ("D1_API_RATE_PER_MIN", &rate.to_string()),
+            ("SYNCBRIDGE_D1_PULL_INTERVAL_S", "0"),
+            ("SYNCBRIDGE_D1_PUSH_INTERVAL_S", "0"),
+            ("SYNCBRIDGE_INTEGRITY_INTERVAL_S", "0"),
+        ])
+    };
+    println!(
+        "d1 push: {changes} prospect changes, the service paced at {rate} requests/min, {rounds} rounds alternated"
+    );
+    let row = |i: usize, score: usize| -> serde_json::Map<String, serde_json::Value> {
+        let v = serde_json::json!({
+            "id": format!("00000000-0000-4000-8000-{i:012}"), "name": format!("Prospect {i}"),
+            "city": "Austin", "country": "US", "contact_name": format!("Contact {i}"),
+            "contact_email": format!("c{i}@example.com"), "contact_title": "Owner",
+            "phone": format!("+1512555{:04}", i % 10_000), "website": "https://example.com",
+            "linkedin_url": null, "stage": "new", "tier": "b", "score": score,
+            "lead_source": "bench", "email_bounced": i % 2 == 0, "archived": false,
+            "created_at": "2026-12-02T04:00:00.123456+00:00",
+            "updated_at": "2026-12-02T04:00:00.123456+00:00"});
+        v.as_object().cloned().unwrap_or_default()
+    };
+    let mut bare = Vec::new();
+    let mut piped = Vec::new();
+    for round in 1..=rounds {
+        // Baseline: the same rows straight to the fake, unpaced.
+        let fake = fake_d1::FakeD1::start(SCHEMA).await;
+        let mut config = D1Config::from_settings(&settings("postgres://unused", &fake.url))?;
+        config.rate_per_min = u32::MAX;
+        let api = D1Api::new(&config, Duration::from_secs(30)).context("the D1 API")?;
+        let writes: Vec<Write> = (0..changes)
+            .map(|i| Write::Upsert {
+                table: "prospects".into(),
+                row: row(i, 1),
+            })
+            .collect();
+        let started = Instant::now();
+        let (results, sent) = push::write(&api, &Columns::default(), &writes).await;
+        let took = started.elapsed();
+        anyhow::ensure!(
+            results.iter().all(|r| r.is_ok()),
+            "the baseline's writes failed"
+        );
+        bare.push((changes as f64 / took.as_secs_f64(), sent.requests));
+
+        // The service: capture, outbox, dispatcher, batch push.
+        let fake = fake_d1::FakeD1::start(SCHEMA).await;
+        let bench = BenchDb::create(server.clone()).await?;
+        let result = async {
+            let config = Config::from_settings(&settings(&bench.url, &fake.url))?;
+            let pool = db::pool(&bench.url, POOL_SIZE)?;
+            // The rows exist (without capture); the changes are measured.
+            pool.get()
+                .await?
+                .batch_execute(&format!(
+                    "SET syncbridge.origin = 'd1';
+                     INSERT INTO prospects (id, name, city, country, contact_name, contact_email,
+                         contact_title, phone, website, stage, tier, score, lead_source,
+                         email_bounced, archived)
+                     SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+                            'Prospect ' || i, 'Austin', 'US', 'Contact ' || i,
+                            'c' || i || '@example.com', 'Owner', '+1512555' || lpad((i % 10000)::text, 4, '0'),
+                            'https://example.com', 'new', 'b', 0, 'bench', i % 2 = 0, false
+                     FROM generate_series(0, {}) AS i;
+                     RESET syncbridge.origin;",
+                    changes - 1
+                ))
+                .await?;
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let app = App::start(config, pool.clone(), listener).await?;
+            let before = fake.requests().len();
+            let started = Instant::now();
+            let per = changes.div_ceil(4);
+            let mut writers = Vec::new();
+            for w in 0..4 {
+                let pool = pool.clone();
+                writers.push(tokio::spawn(async move {
+                    let c = pool.get().await?;
+                    let (lo, hi) = (w * per, ((w + 1) * per).min(changes));
+                    let mut at = lo;
+                    while at < hi {
+                        let end = (at + 100).min(hi);
+                        c.execute(
+                            "UPDATE prospects SET score = score + 1
+                             WHERE id IN (SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid
+                                          FROM generate_series($1::int, $2::int) AS i)",
+                            &[&(at as i32), &(end as i32 - 1)],
+                        )
+                        .await?;
+                        at = end;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                }));
+            }
+            for w in writers {
+                w.await??;
+            }
+            let committed = started.elapsed();
+            let c = pool.get().await?;
+            loop {
+                let left: i64 = c
+                    .query_one(
+                        "SELECT count(*) FROM sync_outbox WHERE provider = 'd1' AND status <> 'done'",
+                        &[],
+                    )
+                    .await?
+                    .get(0);
+                if left == 0 {
+                    break;
+                }
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(600),
+                    "{left} changes still not pushed after 10 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let took = started.elapsed();
+            app.shutdown().await;
+            let in_d1 = fake.rows("SELECT count(*) AS n FROM prospects WHERE score = 1")[0]["n"]
+                .as_i64()
+                .unwrap_or(0);
+            anyhow::ensure!(in_d1 as usize == changes, "D1 has {in_d1} of the changes");
+            let requests = fake.requests()[before..]
+                .iter()
+                .filter(|r| r.statements.iter().any(|s| s.starts_with("INSERT")))
+                .count();
+            Ok::<_, anyhow::Error>((changes as f64 / took.as_secs_f64(), requests, committed, took))
+        }
+        .await;
+        bench.drop_db().await?;
+        let (rate_e2e, requests, committed, took) = result?;
+        piped.push((rate_e2e, requests as u64));
+        println!(
+            "  round {round}: bare D1 fake {:>8.0} rows/s in {} requests | syncbridge {:>8.0} rows/s in {} write requests (committed in {:.2} s, in D1 after {:.2} s)",
+            bare[round - 1].0,
+            bare[round - 1].1,
+            rate_e2e,
+            requests,
+            committed.as_secs_f64(),
+            took.as_secs_f64()
+        );
+    }
+    let mean = |v: &[(f64, u64)]| v.iter().map(|x| x.0).sum::<f64>() / v.len() as f64;
+    let floor = 60.0 / rate as f64;
+    println!(
+        "mean: bare {:.0} rows/s, syncbridge {:.0} rows/s (ratio {:.2}); the pacing alone allows one request every {:.2} s",
+        mean(&bare),
+        mean(&piped),
+        mean(&piped) / mean(&bare),
+        floor
     );
     Ok(())
 }
