@@ -214,8 +214,10 @@ async fn a_d1_table_with_fewer_columns_gets_the_columns_it_has() {
         2,
     )
     .await;
-    // A column added to D1 later is written after the "no such column"
-    // error (or the next read of its columns) — and one dropped too.
+    // A column added to D1 later: the cached columns lack it, so a change
+    // is written without it until the columns are read again — after a
+    // "no such column" error (forced here by dropping a cached column), or
+    // at the next reconciliation or full resync.
     fake.exec("ALTER TABLE prospects ADD COLUMN city TEXT;");
     exec(
         &app,
@@ -225,9 +227,6 @@ async fn a_d1_table_with_fewer_columns_gets_the_columns_it_has() {
         ),
     )
     .await;
-    // The cached columns lack city: the row is written without it until
-    // the cache is refreshed, which a "no such column" error does. Drop a
-    // cached column to force one.
     fake.exec("ALTER TABLE prospects DROP COLUMN stage;");
     exec(
         &app,

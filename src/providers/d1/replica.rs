@@ -131,6 +131,9 @@ async fn rows_after(
 /// row D1 confirmed. Stops at the first row D1 did not take (the error
 /// names it); what came before stays confirmed.
 pub async fn reconcile(api: &D1Api, columns: &Columns, ctx: &JobCtx) -> Result<Value, String> {
+    // D1's tables are read again each run: a column added there since is
+    // written from now on.
+    columns.forget();
     let db = ctx.pool.get().await.map_err(db_err)?;
     let mut summary = Map::new();
     let mut sent = Sent::default();
@@ -390,6 +393,7 @@ pub async fn resync(api: &D1Api, columns: &Columns, ctx: &JobCtx) -> Result<Valu
         .ok_or("a full resync names its table (entity)")?;
     let t =
         table(name).ok_or_else(|| format!("D1 mirrors {}, not {name}", push::TABLES.join(", ")))?;
+    columns.forget();
     let db = ctx.pool.get().await.map_err(db_err)?;
     let total: i64 = db
         .query_one(&format!("SELECT count(*) FROM {t}"), &[])
