@@ -197,7 +197,15 @@ impl Dispatcher {
             metrics::histogram!("syncbridge_push_seconds", "provider" => name.as_str())
                 .record(started.elapsed());
             let mut closed = Vec::new();
-            for ((rec, c), result) in to_push.iter().zip(results) {
+            // One result per change; a provider answering fewer leaves the
+            // rest to be retried, never unrecorded.
+            let mut results = results.into_iter();
+            for (rec, c) in &to_push {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(PushError::Transient(
+                        "the provider answered no result for this record".into(),
+                    ))
+                });
                 let outcome = match result {
                     Ok(pushed) => {
                         if outbox::leaves_state(&rec.table, &pushed) {
