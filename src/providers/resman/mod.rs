@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub mod config;
+pub mod wire;
 
 use super::signature::{self, HmacKey};
 use super::{header, keep_headers, Delivery, Provider, Reject, Verified, WebhookRequest};
