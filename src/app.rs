@@ -170,6 +170,7 @@ impl App {
                 }),
             });
         }
+        jobs.push(scheduler::archiving(&pool));
         workers.push(tokio::spawn(scheduler::run_scheduled(
             jobs,
             work_cancel.clone(),

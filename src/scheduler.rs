@@ -399,3 +399,39 @@ pub async fn run_scheduled(jobs: Vec<Scheduled>, cancel: CancellationToken) {
         }
     }
 }
+
+/// The seed's archiving (ResMan's control tables: `archive_old_sync_logs`,
+/// `archive_resolved_conflicts`, `cleanup_old_queue_items`), daily, what
+/// `pg_cron` would run on Supabase.
+pub fn archiving(pool: &Pool) -> Scheduled {
+    const DAILY: Duration = Duration::from_secs(24 * 3600);
+    let pool = pool.clone();
+    Scheduled {
+        name: "archive".into(),
+        every: DAILY,
+        run: Box::new(move |stop| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                run_job(
+                    &pool,
+                    "archive",
+                    serde_json::json!({}),
+                    Some(DAILY),
+                    stop,
+                    async |ctx: &JobCtx| {
+                        let c = ctx.pool.get().await.map_err(|e| e.to_string())?;
+                        c.batch_execute(
+                            "SELECT archive_old_sync_logs();
+                         SELECT archive_resolved_conflicts();
+                         SELECT cleanup_old_queue_items();",
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        Ok(serde_json::json!({"archived": true}))
+                    },
+                )
+                .await
+            })
+        }),
+    }
+}

@@ -498,3 +498,81 @@ async fn replay_without_a_server_then_export_round_trips_byte_for_byte() {
     assert_eq!(n, before);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn resman_tables_of_the_application_keep_their_columns_and_rows() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    syncbridge::db::migrate::down(&mut db.client().await, 99)
+        .await
+        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE property (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text, units int);
+         CREATE TABLE \"user\" (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), first_name text,
+                                email text, avatar_url text);
+         CREATE TABLE conversation (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                                    property_id uuid REFERENCES property (id),
+                                    user_id uuid REFERENCES \"user\" (id), channel text,
+                                    is_qualified boolean NOT NULL DEFAULT false);
+         INSERT INTO property (name, units) VALUES ('Elm Court', 40);
+         INSERT INTO \"user\" (first_name, email, avatar_url) VALUES ('Dana', 'd@x.example', 'a.png');
+         INSERT INTO conversation (property_id, user_id, channel, is_qualified)
+             SELECT p.id, u.id, 'sms', true FROM property p, \"user\" u;",
+    )
+    .await
+    .unwrap();
+    syncbridge::db::migrate::up(&mut db.client().await)
+        .await
+        .unwrap();
+    let added: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name IN ('conversation', 'user')
+               AND column_name IN ('resman_lead_id', 'resman_sync_status', 'resman_contact_id',
+                                   'ai_intent_summary', 'resman_status')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // resman_sync_status on both.
+    assert_eq!(added, 6);
+    // Captured for ResMan from now on.
+    c.batch_execute("UPDATE conversation SET channel = 'web'")
+        .await
+        .unwrap();
+    let queued: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sync_outbox WHERE provider = 'resman' AND table_name = 'conversation'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 1);
+    syncbridge::db::migrate::down(&mut db.client().await, 99)
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT p.units, u.avatar_url, c.channel, c.is_qualified
+             FROM conversation c JOIN property p ON p.id = c.property_id JOIN \"user\" u ON u.id = c.user_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 40);
+    assert_eq!(row.get::<_, String>(1), "a.png");
+    assert_eq!(row.get::<_, String>(2), "web");
+    assert!(row.get::<_, bool>(3));
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name IN ('conversation', 'user', 'property') AND column_name LIKE 'resman%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "only syncbridge's columns are removed");
+}

@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_teli_schema"),
     migration!(15, "0015_d1_schema"),
     migration!(16, "0016_d1_replica"),
+    migration!(17, "0017_resman_schema"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

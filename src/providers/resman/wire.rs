@@ -138,66 +138,70 @@ pub fn lead_xml(lead: &Lead) -> String {
     let mut w = Writer::new(Cursor::new(Vec::new()));
     let result: Result<(), std::io::Error> = (|| {
         w.write_event(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)))?;
-        w.create_element("LeadManagement").write_inner_content(|w| {
-            w.create_element("Prospects").write_inner_content(|w| {
-                w.create_element("Prospect").write_inner_content(|w| {
-                    w.create_element("Customers").write_inner_content(|w| {
-                        w.create_element("Customer")
-                            .with_attribute(("Type", "prospect"))
-                            .write_inner_content(|w| {
-                                if let Some(id) = &lead.prospect_id {
-                                    w.create_element("Identification")
-                                        .with_attributes([
-                                            ("IDType", "ProspectID"),
-                                            ("IDValue", id.as_str()),
-                                        ])
-                                        .write_empty()?;
-                                }
-                                w.create_element("Name").write_inner_content(|w| {
-                                    if let Some(f) = &lead.first_name {
-                                        text_element(w, "FirstName", f)?;
+        w.create_element("LeadManagement")
+            .write_inner_content(|w| {
+                w.create_element("Prospects").write_inner_content(|w| {
+                    w.create_element("Prospect").write_inner_content(|w| {
+                        w.create_element("Customers").write_inner_content(|w| {
+                            w.create_element("Customer")
+                                .with_attribute(("Type", "prospect"))
+                                .write_inner_content(|w| {
+                                    if let Some(id) = &lead.prospect_id {
+                                        w.create_element("Identification")
+                                            .with_attributes([
+                                                ("IDType", "ProspectID"),
+                                                ("IDValue", id.as_str()),
+                                            ])
+                                            .write_empty()?;
                                     }
-                                    if let Some(l) = &lead.last_name {
-                                        text_element(w, "LastName", l)?;
+                                    w.create_element("Name").write_inner_content(|w| {
+                                        if let Some(f) = &lead.first_name {
+                                            text_element(w, "FirstName", f)?;
+                                        }
+                                        if let Some(l) = &lead.last_name {
+                                            text_element(w, "LastName", l)?;
+                                        }
+                                        Ok(())
+                                    })?;
+                                    if let Some(p) = &lead.phone {
+                                        w.create_element("Phone")
+                                            .with_attribute(("PhoneType", "cell"))
+                                            .write_inner_content(|w| {
+                                                text_element(w, "PhoneNumber", p)
+                                            })?;
+                                    }
+                                    if let Some(e) = &lead.email {
+                                        text_element(w, "Email", e)?;
                                     }
                                     Ok(())
                                 })?;
-                                if let Some(p) = &lead.phone {
-                                    w.create_element("Phone")
-                                        .with_attribute(("PhoneType", "cell"))
-                                        .write_inner_content(|w| text_element(w, "PhoneNumber", p))?;
+                            Ok(())
+                        })?;
+                        w.create_element("Events").write_inner_content(|w| {
+                            let date = lead
+                                .event_date
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                            let event = w.create_element("Event").with_attributes([
+                                ("EventType", lead.event.as_str()),
+                                ("EventDate", date.as_str()),
+                            ]);
+                            match &lead.comments {
+                                Some(c) => {
+                                    event
+                                        .write_inner_content(|w| text_element(w, "Comments", c))?;
                                 }
-                                if let Some(e) = &lead.email {
-                                    text_element(w, "Email", e)?;
+                                None => {
+                                    event.write_empty()?;
                                 }
-                                Ok(())
-                            })?;
-                        Ok(())
-                    })?;
-                    w.create_element("Events").write_inner_content(|w| {
-                        let date = lead
-                            .event_date
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                        let event = w.create_element("Event").with_attributes([
-                            ("EventType", lead.event.as_str()),
-                            ("EventDate", date.as_str()),
-                        ]);
-                        match &lead.comments {
-                            Some(c) => {
-                                event.write_inner_content(|w| text_element(w, "Comments", c))?;
                             }
-                            None => {
-                                event.write_empty()?;
-                            }
-                        }
+                            Ok(())
+                        })?;
                         Ok(())
                     })?;
                     Ok(())
                 })?;
                 Ok(())
             })?;
-            Ok(())
-        })?;
         Ok(())
     })();
     // Writing to memory cannot fail.
@@ -231,10 +235,7 @@ pub struct Envelope {
 pub enum MitsError {
     /// `Status` other than `Success`: ResMan's `ErrorDescription`.
     #[error("ResMan answered {status}: {description}")]
-    Refused {
-        status: String,
-        description: String,
-    },
+    Refused { status: String, description: String },
     /// Not the MITS envelope.
     #[error("ResMan's answer is not its XML envelope: {0}")]
     Malformed(String),
@@ -350,7 +351,9 @@ pub fn parse_envelope(xml: &[u8]) -> Result<Envelope, MitsError> {
         }
     };
     if !root_is_resman {
-        return Err(MitsError::Malformed("the root element is not <ResMan>".into()));
+        return Err(MitsError::Malformed(
+            "the root element is not <ResMan>".into(),
+        ));
     }
     let raw: RawEnvelope =
         quick_xml::de::from_str(text).map_err(|e| MitsError::Malformed(e.to_string()))?;
@@ -453,7 +456,10 @@ mod tests {
             parse_envelope(b"<html>502 Bad Gateway</html>"),
             Err(MitsError::Malformed(_))
         ));
-        assert!(matches!(parse_envelope(b"not xml <"), Err(MitsError::Malformed(_))));
+        assert!(matches!(
+            parse_envelope(b"not xml <"),
+            Err(MitsError::Malformed(_))
+        ));
         assert!(matches!(parse_envelope(b""), Err(MitsError::Malformed(_))));
     }
 
@@ -471,9 +477,14 @@ mod tests {
         };
         let xml = lead_xml(&lead);
         assert!(xml.starts_with(r#"<?xml version="1.0" encoding="utf-8"?><LeadManagement><Prospects><Prospect><Customers><Customer Type="prospect"><Identification IDType="ProspectID" IDValue="P-1"/>"#), "{xml}");
-        assert!(xml.contains("<FirstName>Dana &lt;script&gt;</FirstName>"), "{xml}");
+        assert!(
+            xml.contains("<FirstName>Dana &lt;script&gt;</FirstName>"),
+            "{xml}"
+        );
         assert!(!xml.contains("<Evil/>"), "{xml}");
-        assert!(xml.contains(r#"<Event EventType="Appointment" EventDate="2025-03-14T15:00:00Z"><Comments>"#));
+        assert!(xml.contains(
+            r#"<Event EventType="Appointment" EventDate="2025-03-14T15:00:00Z"><Comments>"#
+        ));
         // It reads back as what was written.
         #[derive(Deserialize)]
         struct Back {
