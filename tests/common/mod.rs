@@ -12,6 +12,7 @@
 pub mod fake_d1;
 pub mod fake_keap;
 pub mod fake_openphone;
+pub mod fake_resman;
 pub mod fake_teli;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+pub mod api;
 pub mod config;
 pub mod wire;
 
