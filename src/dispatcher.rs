@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DispatcherConfig;
 use crate::db::outbox::{self, DueRecord};
 use crate::db::{DbError, Pool};
-use crate::providers::{Change, Provider, PushError, Registry};
+use crate::providers::{Change, Provider, PushError, PushOutcome, Registry};
 
 /// Records pushed at once per provider (the provider's pacer still spaces
 /// the requests).
@@ -47,13 +47,18 @@ pub struct DrainStats {
     pub pushed: usize,
     pub retried: usize,
     pub failed: usize,
+    /// Changes the provider does not take (`skipped`).
+    pub skipped: usize,
 }
 
 enum Done {
     Pushed,
     Retried,
     Failed,
+    /// Claimed elsewhere, or held by a conflict.
     Skipped,
+    /// The provider does not take the change (`PushError::Skipped`).
+    Declined,
 }
 
 impl Done {
@@ -62,7 +67,8 @@ impl Done {
             Done::Pushed => "pushed",
             Done::Retried => "retried",
             Done::Failed => "failed",
-            Done::Skipped => "skipped",
+            Done::Skipped => "held",
+            Done::Declined => "skipped",
         }
     }
 }
@@ -132,6 +138,10 @@ impl Dispatcher {
                             stats.failed += 1;
                             progressed = true;
                         }
+                        Done::Declined => {
+                            stats.skipped += 1;
+                            progressed = true;
+                        }
                         Done::Skipped => {}
                     }
                 }
@@ -179,13 +189,9 @@ impl Dispatcher {
                     outcomes.push(Done::Failed);
                     continue;
                 }
-                changes.push(Change {
-                    table: rec.table.clone(),
-                    record_id: rec.record_id,
-                    row: c.row.clone(),
-                    deleted_row: c.deleted_row.clone(),
-                    remote_version: c.remote_version,
-                });
+                let mut change = change_of(&rec, &c);
+                change.context = provider.push_context(&tx, &change).await?;
+                changes.push(change);
                 to_push.push((rec, c));
             }
             let started = Instant::now();
@@ -199,8 +205,9 @@ impl Dispatcher {
             let mut closed = Vec::new();
             // One result per change; a provider answering fewer leaves the
             // rest to be retried, never unrecorded.
+            let took = started.elapsed();
             let mut results = results.into_iter();
-            for (rec, c) in &to_push {
+            for ((rec, c), change) in to_push.iter().zip(&changes) {
                 let result = results.next().unwrap_or_else(|| {
                     Err(PushError::Transient(
                         "the provider answered no result for this record".into(),
@@ -214,6 +221,9 @@ impl Dispatcher {
                         } else {
                             closed.extend_from_slice(&c.ids);
                         }
+                        provider
+                            .after_push(&tx, change, PushOutcome::Pushed(&pushed), took)
+                            .await?;
                         let lag = (Utc::now() - c.first_change_at)
                             .to_std()
                             .unwrap_or_default();
@@ -221,7 +231,7 @@ impl Dispatcher {
                             .record(lag);
                         Done::Pushed
                     }
-                    Err(e) => self.failed(&tx, name, rec, c, e).await?,
+                    Err(e) => self.failed(&tx, provider, rec, c, change, e, took).await?,
                 };
                 outcomes.push(outcome);
             }
@@ -241,14 +251,24 @@ impl Dispatcher {
     /// Records a failed push: a retry at the backoff's time (a 429's
     /// `Retry-After` when later), or `failed` after the last attempt or a
     /// permanent error.
+    #[allow(clippy::too_many_arguments)]
     async fn failed(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        provider: crate::domain::ProviderName,
+        p: &dyn Provider,
         rec: &DueRecord,
         claimed: &outbox::ClaimedRecord,
+        change: &Change,
         e: PushError,
+        took: std::time::Duration,
     ) -> Result<Done, DbError> {
+        let provider = p.name();
+        if let PushError::Skipped(reason) = &e {
+            outbox::record_skipped(tx, provider, claimed, reason).await?;
+            p.after_push(tx, change, PushOutcome::Skipped(reason), took)
+                .await?;
+            return Ok(Done::Declined);
+        }
         let attempt = claimed.attempts + 1;
         let permanent = matches!(e, PushError::Permanent(_));
         let after = match &e {
@@ -262,7 +282,18 @@ impl Dispatcher {
         };
         tracing::warn!(provider = %provider, table = %rec.table, record = %rec.record_id,
             attempt, error = %e, final = retry_at.is_none(), "push failed");
-        outbox::record_failure(tx, provider, rec, claimed, &e.to_string(), retry_at).await?;
+        let error = e.to_string();
+        outbox::record_failure(tx, provider, rec, claimed, &error, retry_at).await?;
+        p.after_push(
+            tx,
+            change,
+            PushOutcome::Failed {
+                error: &error,
+                last: retry_at.is_none(),
+            },
+            took,
+        )
+        .await?;
         Ok(if retry_at.is_some() {
             Done::Retried
         } else {
@@ -291,21 +322,19 @@ impl Dispatcher {
             return Ok(Done::Failed);
         }
         let exists = claimed.row.is_some();
-        let change = Change {
-            table: rec.table.clone(),
-            record_id: rec.record_id,
-            row: claimed.row.clone(),
-            deleted_row: claimed.deleted_row.clone(),
-            remote_version: claimed.remote_version,
-        };
+        let mut change = change_of(&rec, &claimed);
+        change.context = provider.push_context(&tx, &change).await?;
         let started = Instant::now();
         let result = provider.push(&change).await;
+        let took = started.elapsed();
         let name = provider.name().as_str();
-        metrics::histogram!("syncbridge_push_seconds", "provider" => name)
-            .record(started.elapsed());
+        metrics::histogram!("syncbridge_push_seconds", "provider" => name).record(took);
         let done = match result {
             Ok(pushed) => {
                 outbox::record_success(&tx, provider.name(), &rec, &claimed, &pushed, exists)
+                    .await?;
+                provider
+                    .after_push(&tx, &change, PushOutcome::Pushed(&pushed), took)
                     .await?;
                 let lag = (Utc::now() - claimed.first_change_at)
                     .to_std()
@@ -321,11 +350,28 @@ impl Dispatcher {
                 outbox::reconcile_before_push(&tx, provider.name(), &rec, &claimed, &obj).await?;
                 Done::Retried
             }
-            Err(e) => self.failed(&tx, provider.name(), &rec, &claimed, e).await?,
+            Err(e) => {
+                self.failed(&tx, provider, &rec, &claimed, &change, e, took)
+                    .await?
+            }
         };
         tx.commit().await?;
         metrics::counter!("syncbridge_pushes_total", "provider" => name, "result" => done.label())
             .increment(1);
         Ok(done)
+    }
+}
+
+/// The change a claimed record is pushed as (its context read after).
+fn change_of(rec: &DueRecord, c: &outbox::ClaimedRecord) -> Change {
+    Change {
+        table: rec.table.clone(),
+        record_id: rec.record_id,
+        row: c.row.clone(),
+        deleted_row: c.deleted_row.clone(),
+        remote_version: c.remote_version,
+        changed: c.changed.clone(),
+        created: c.created,
+        context: serde_json::Value::Null,
     }
 }

@@ -69,6 +69,10 @@ pub struct ClaimedRecord {
     /// The record's size as JSON when it is over [`MAX_RECORD_BYTES`]:
     /// then neither `row` nor `deleted_row` was read.
     pub oversized: Option<i32>,
+    /// The columns the claimed changes changed.
+    pub changed: Vec<String>,
+    /// Whether an insert is among them.
+    pub created: bool,
 }
 
 /// A record is read for a push only up to this size as JSON.
@@ -109,7 +113,7 @@ pub async fn claim_record(
     // bounded by its concurrency times this).
     let sql = format!(
         "WITH claimed AS (
-             SELECT id, attempts, created_at, old_row FROM sync_outbox
+             SELECT id, attempts, created_at, old_row, changed_columns, operation FROM sync_outbox
              WHERE provider = $1 AND table_name = $2 AND record_id = $3 AND status = 'pending'
              ORDER BY id
              FOR UPDATE SKIP LOCKED),
@@ -129,7 +133,10 @@ pub async fn claim_record(
                           AND status = 'open'),
                 (SELECT remote_version FROM sync_links
                  WHERE entity_type = $2 AND local_id = $3 AND provider = $1 AND slot = 'primary'),
-                (SELECT max(len) FROM sized)
+                (SELECT max(len) FROM sized),
+                (SELECT coalesce(array_agg(DISTINCT c ORDER BY c), '{{}}')
+                 FROM claimed, unnest(claimed.changed_columns) AS c),
+                bool_or(operation = 'INSERT')
          FROM claimed",
         postgres_protocol::escape::escape_identifier(&rec.table)
     );
@@ -174,6 +181,8 @@ pub async fn claim_record(
         oversized: row
             .get::<_, Option<i32>>(8)
             .filter(|&n| n as usize > MAX_RECORD_BYTES),
+        changed: row.get::<_, Option<Vec<String>>>(9).unwrap_or_default(),
+        created: row.get::<_, Option<bool>>(10).unwrap_or(false),
     }))
 }
 
@@ -221,7 +230,8 @@ pub async fn claim_records(
                                  AND status = 'open')
                AND pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2 || ':' || r::text, 7))),
          claimed AS (
-             SELECT o.id, o.record_id, o.attempts, o.created_at, o.old_row
+             SELECT o.id, o.record_id, o.attempts, o.created_at, o.old_row, o.changed_columns,
+                    o.operation
              FROM sync_outbox o JOIN locked ON o.record_id = locked.r
              WHERE o.provider = $1 AND o.table_name = $2 AND o.status = 'pending'
              ORDER BY o.id
@@ -229,12 +239,16 @@ pub async fn claim_records(
          grouped AS (
              SELECT record_id, array_agg(id ORDER BY id) AS ids, max(attempts) AS attempts,
                     min(created_at) AS first_at,
-                    (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1] AS old_row
+                    (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1] AS old_row,
+                    bool_or(operation = 'INSERT') AS created
              FROM claimed GROUP BY record_id)
          SELECT g.record_id, g.ids, g.attempts, g.first_at,
                 CASE WHEN octet_length(g.old_row::text) <= $4::int THEN g.old_row END,
                 CASE WHEN octet_length(r.j::text) <= $4::int THEN r.j END,
-                greatest(octet_length(r.j::text), octet_length(g.old_row::text))
+                greatest(octet_length(r.j::text), octet_length(g.old_row::text)),
+                (SELECT coalesce(array_agg(DISTINCT c ORDER BY c), '{{}}')
+                 FROM claimed k, unnest(k.changed_columns) AS c WHERE k.record_id = g.record_id),
+                g.created
          FROM grouped g
          LEFT JOIN LATERAL (SELECT to_jsonb(t) AS j FROM {} t WHERE t.id = g.record_id) r ON true
          ORDER BY g.ids[1]",
@@ -269,6 +283,8 @@ pub async fn claim_records(
                     oversized: row
                         .get::<_, Option<i32>>(6)
                         .filter(|&n| n as usize > MAX_RECORD_BYTES),
+                    changed: row.get::<_, Option<Vec<String>>>(7).unwrap_or_default(),
+                    created: row.get::<_, Option<bool>>(8).unwrap_or(false),
                 },
             )
         })
@@ -431,6 +447,29 @@ pub async fn record_pushed_state(
             }
         }
     }
+    Ok(())
+}
+
+/// The provider does not take these changes (`PushError::Skipped`): they
+/// are `skipped` with the reason, never retried.
+pub async fn record_skipped(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    claimed: &ClaimedRecord,
+    reason: &str,
+) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT set_config('syncbridge.origin', $1, true)",
+        &[&provider.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE sync_outbox SET status = 'skipped', processed_at = now(), error = $2,
+                attempts = attempts + 1
+         WHERE id = ANY($1)",
+        &[&claimed.ids, &reason],
+    )
+    .await?;
     Ok(())
 }
 

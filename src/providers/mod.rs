@@ -112,6 +112,27 @@ pub struct Change {
     /// a provider that can read before it writes refuses to overwrite a
     /// newer one ([`PushError::RemoteChanged`]).
     pub remote_version: Option<DateTime<Utc>>,
+    /// The columns the claimed changes changed (none for an insert).
+    pub changed: Vec<String>,
+    /// Whether an insert is among the claimed changes.
+    pub created: bool,
+    /// What the provider read for the push beyond the row
+    /// ([`Provider::push_context`]), `null` if nothing.
+    pub context: serde_json::Value,
+}
+
+/// How a push ended, for the provider's own bookkeeping
+/// ([`Provider::after_push`]).
+#[derive(Debug)]
+pub enum PushOutcome<'a> {
+    Pushed(&'a Pushed),
+    /// Not pushed, on purpose (`PushError::Skipped`).
+    Skipped(&'a str),
+    /// Failed; `last` when no retry follows.
+    Failed {
+        error: &'a str,
+        last: bool,
+    },
 }
 
 /// What a successful push left on the provider's side.
@@ -184,6 +205,10 @@ pub type PrepareFuture<'a> = std::pin::Pin<
 
 pub type BatchApplyFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Option<Applied>, DbError>> + Send + 'a>,
+>;
+
+pub type ContextFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, DbError>> + Send + 'a>,
 >;
 
 pub type FlushFuture<'a> =
@@ -385,6 +410,30 @@ pub trait Provider: Send + Sync + 'static {
             }
             out
         })
+    }
+
+    /// Reads what a push of `change` needs beyond the record's row, in the
+    /// dispatcher's transaction (so with the claim's locks held); it
+    /// arrives as `Change::context`.
+    fn push_context<'a, 't: 'a>(
+        &'a self,
+        _tx: &'a deadpool_postgres::Transaction<'t>,
+        _change: &'a Change,
+    ) -> ContextFuture<'a> {
+        Box::pin(async { Ok(serde_json::Value::Null) })
+    }
+
+    /// The provider's own bookkeeping of a push's end (its status columns,
+    /// its log, its health), in the dispatcher's transaction with
+    /// `syncbridge.origin` set to the provider.
+    fn after_push<'a, 't: 'a>(
+        &'a self,
+        _tx: &'a deadpool_postgres::Transaction<'t>,
+        _change: &'a Change,
+        _outcome: PushOutcome<'a>,
+        _took: std::time::Duration,
+    ) -> FlushFuture<'a> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Whether this provider's hints are fetched (`fetch` works).

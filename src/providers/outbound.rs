@@ -25,6 +25,11 @@ pub enum PushError {
     /// The provider has no credentials for outbound calls.
     #[error("{0}")]
     Disabled(&'static str),
+    /// Not pushed, on purpose (the provider does not take this change: a
+    /// paused integration, a record that is not for it yet): the change is
+    /// `skipped` with this reason, never retried.
+    #[error("{0}")]
+    Skipped(String),
     /// The remote object changed since syncbridge last saw it: nothing was
     /// written; the caller applies this state under the conflict rules and
     /// pushes what they decide.
