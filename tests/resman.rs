@@ -212,3 +212,295 @@ async fn prospects_are_read_since_a_time_with_faults_retried() {
         1
     );
 }
+
+// ---------------------------------------------------------------------------
+// Conversations become leads: through capture, the outbox and the dispatcher
+// ---------------------------------------------------------------------------
+
+const PROPERTY_LOCAL: &str = "00000000-0000-4000-8000-00000000000a";
+const CONV: &str = "00000000-0000-4000-8000-0000000c0001";
+const USER: &str = "00000000-0000-4000-8000-0000000a0001";
+
+async fn spawn(fake: &FakeResMan, extra: &[(&'static str, &str)]) -> common::TestApp {
+    let url = fake.url.clone();
+    let extra: Vec<(&'static str, String)> =
+        extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let app = common::TestApp::spawn_with(move |s| {
+        s.set("RESMAN_API_URL", url.clone());
+        s.set("RESMAN_LEGACY_API_URL", url);
+        s.set("RESMAN_INTEGRATION_PARTNER_ID", fake_resman::PARTNER_ID);
+        s.set("RESMAN_API_KEY", fake_resman::API_KEY);
+        s.set("RESMAN_API_RATE", "1000");
+        s.set("RESMAN_RETRY_BASE_MS", "10");
+        s.set("SYNCBRIDGE_PUSH_TIMEOUT_MS", "500");
+        for (k, v) in extra {
+            s.set(k, v);
+        }
+    })
+    .await;
+    app.client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO property (id, name) VALUES ('{PROPERTY_LOCAL}', 'Elm Court');
+             INSERT INTO resman_integration (property_id, resman_property_id, api_credentials)
+             VALUES ('{PROPERTY_LOCAL}', '{PROPERTY}', '{{\"account_id\": \"{}\"}}');
+             INSERT INTO \"user\" (id, first_name, last_name, email, phone)
+             VALUES ('{USER}', 'Dana', 'Ortiz', 'dana@ortiz.example', '+14155550142');
+             INSERT INTO conversation (id, property_id, user_id, status)
+             VALUES ('{CONV}', '{PROPERTY_LOCAL}', '{USER}', 'open');",
+            fake_resman::ACCOUNT
+        ))
+        .await
+        .unwrap();
+    app
+}
+
+async fn scalar(app: &common::TestApp, sql: &str) -> i64 {
+    app.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn text(app: &common::TestApp, sql: &str) -> Option<String> {
+    app.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Waits (20 s at most) until nothing is pending for ResMan.
+async fn drained(app: &common::TestApp) {
+    for _ in 0..400 {
+        if scalar(
+            app,
+            "SELECT count(*) FROM sync_outbox WHERE provider = 'resman' AND status = 'pending'",
+        )
+        .await
+            == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ResMan pushes still pending");
+}
+
+async fn exec(app: &common::TestApp, sql: &str) {
+    app.client().await.batch_execute(sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_qualified_conversation_becomes_one_lead_and_updates_it_after() {
+    let fake = FakeResMan::start().await;
+    let app = spawn(&fake, &[]).await;
+    drained(&app).await;
+    // Not a lead yet: nothing sent.
+    assert!(fake.prospects().is_empty());
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    exec(&app, &format!("UPDATE conversation SET is_qualified = true, ai_intent_summary = 'Wants a 2BR' WHERE id = '{CONV}'")).await;
+    drained(&app).await;
+    let prospects = fake.prospects();
+    assert_eq!(prospects.len(), 1);
+    let id = prospects[0].prospect_id.clone();
+    assert_eq!(prospects[0].email.as_deref(), Some("dana@ortiz.example"));
+    assert_eq!(
+        prospects[0].events[0],
+        ("Email".into(), Some("Wants a 2BR".into()))
+    );
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT resman_lead_id::text FROM conversation WHERE id = '{CONV}'")
+        )
+        .await,
+        Some(id.clone())
+    );
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT resman_sync_status::text FROM conversation WHERE id = '{CONV}'")
+        )
+        .await
+        .as_deref(),
+        Some("synced")
+    );
+    assert_eq!(
+        text(
+            &app,
+            "SELECT resman_lead_id::text FROM lead_sync_mapping WHERE mapping_status = 'active'"
+        )
+        .await,
+        Some(id.clone())
+    );
+    let logged = scalar(&app, "SELECT count(*) FROM lead_sync_log WHERE sync_status = 'success' AND sync_type = 'create' AND processing_time_ms IS NOT NULL").await;
+    assert_eq!(logged, 1);
+    // A booked tour updates the same prospect; so does the user's new phone.
+    exec(
+        &app,
+        &format!("UPDATE conversation SET is_book_tour = true WHERE id = '{CONV}'"),
+    )
+    .await;
+    drained(&app).await;
+    exec(
+        &app,
+        &format!("UPDATE \"user\" SET phone = '+14155550199' WHERE id = '{USER}'"),
+    )
+    .await;
+    drained(&app).await;
+    let prospects = fake.prospects();
+    assert_eq!(prospects.len(), 1, "never a second prospect");
+    assert_eq!(prospects[0].events.last().unwrap().0, "Appointment");
+    assert_eq!(prospects[0].phone.as_deref(), Some("+14155550199"));
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT resman_contact_id::text FROM \"user\" WHERE id = '{USER}'")
+        )
+        .await,
+        Some(prospects[0].person_id.clone())
+    );
+    // The tour: an update of the conversation's lead; the phone: the
+    // user's leads enriched.
+    let kinds: Vec<String> = app
+        .client()
+        .await
+        .query(
+            "SELECT sync_type::text FROM lead_sync_log ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kinds, ["create", "update", "enrichment"]);
+}
+
+#[tokio::test]
+async fn a_create_retried_after_a_timeout_makes_one_prospect() {
+    let fake = FakeResMan::start().await;
+    let app = spawn(&fake, &[]).await;
+    drained(&app).await;
+    // The searches (by e-mail, then phone) answer; the create is made but
+    // answered too late.
+    fake.fail_next([
+        Fault::Pass,
+        Fault::Pass,
+        Fault::Slow(Duration::from_millis(1500)),
+    ]);
+    exec(
+        &app,
+        &format!("UPDATE conversation SET is_qualified = true WHERE id = '{CONV}'"),
+    )
+    .await;
+    drained(&app).await;
+    let prospects = fake.prospects();
+    assert_eq!(prospects.len(), 1, "{prospects:?}");
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT resman_lead_id::text FROM conversation WHERE id = '{CONV}'")
+        )
+        .await,
+        Some(prospects[0].prospect_id.clone())
+    );
+    let posts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "MITS/PostLeadManagement4_0")
+        .count();
+    assert_eq!(posts, 2, "the retry updated what the first attempt made");
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT count(*) FROM lead_sync_log WHERE sync_status = 'failed'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_paused_property_is_left_alone_and_failures_past_the_threshold_show_error() {
+    let fake = FakeResMan::start().await;
+    let app = spawn(
+        &fake,
+        &[
+            ("SYNCBRIDGE_RESMAN_ERROR_THRESHOLD", "2"),
+            ("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    drained(&app).await;
+    exec(&app, "UPDATE resman_integration SET sync_status = 'paused'").await;
+    exec(
+        &app,
+        &format!("UPDATE conversation SET is_qualified = true WHERE id = '{CONV}'"),
+    )
+    .await;
+    drained(&app).await;
+    assert!(
+        fake.requests().is_empty(),
+        "a paused property is not pushed"
+    );
+    assert_eq!(
+        text(&app, "SELECT error::text FROM sync_outbox WHERE provider = 'resman' AND table_name = 'conversation' AND status = 'skipped' ORDER BY id DESC LIMIT 1").await.as_deref(),
+        Some("the property's ResMan integration is paused")
+    );
+    // Active again; ResMan fails twice: the integration shows error.
+    exec(&app, "UPDATE resman_integration SET sync_status = 'active'").await;
+    fake.fail_next([
+        Fault::Status(500),
+        Fault::Status(500),
+        Fault::Status(500),
+        Fault::Status(500),
+        Fault::Status(500),
+        Fault::Status(500),
+        Fault::Status(500),
+        Fault::Status(500),
+    ]);
+    exec(
+        &app,
+        &format!("UPDATE conversation SET ai_intent_summary = 'x' WHERE id = '{CONV}'"),
+    )
+    .await;
+    drained(&app).await;
+    let (status, count): (String, i32) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT sync_status::text, error_count FROM resman_integration",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((status.as_str(), count), ("error", 2));
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT resman_sync_status::text FROM conversation WHERE id = '{CONV}'")
+        )
+        .await
+        .as_deref(),
+        Some("failed")
+    );
+    // A success brings it back.
+    exec(
+        &app,
+        &format!("UPDATE conversation SET ai_intent_summary = 'y' WHERE id = '{CONV}'"),
+    )
+    .await;
+    drained(&app).await;
+    let (status, count): (String, i32) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT sync_status::text, error_count FROM resman_integration",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((status.as_str(), count), ("active", 0));
+    assert_eq!(fake.prospects().len(), 1);
+}

@@ -10,10 +10,15 @@ use serde::Deserialize;
 
 pub mod api;
 pub mod config;
+pub mod push;
+pub mod store;
 pub mod wire;
 
 use super::signature::{self, HmacKey};
-use super::{header, keep_headers, Delivery, Provider, Reject, Verified, WebhookRequest};
+use super::{
+    header, keep_headers, Change, ContextFuture, Delivery, FlushFuture, Provider, PushError,
+    PushFuture, PushOutcome, Reject, Verified, WebhookRequest,
+};
 use crate::config::Config;
 use crate::domain::{parse_provider_time, DedupKey, ProviderName};
 
@@ -26,22 +31,35 @@ const KEPT_HEADERS: &[&str] = &[
 ];
 
 pub struct ResMan {
-    key: HmacKey,
+    key: Option<HmacKey>,
     tolerance: Option<std::time::Duration>,
+    api: Option<api::ResManApi>,
+    config: config::ResManConfig,
 }
+
+const WEBHOOKS_DISABLED: &str = "ResMan notifications are disabled: set RESMAN_WEBHOOK_SECRET";
 
 impl ResMan {
     pub fn from_config(c: &Config) -> Result<ResMan, &'static str> {
         // Validated when the configuration was built (check_settings).
-        let key = config::ResManConfig::from_settings(&c.settings)
-            .ok()
-            .and_then(|r| r.webhook_secret)
-            .clone()
-            .ok_or("ResMan notifications are disabled: set RESMAN_WEBHOOK_SECRET")?;
+        let config = config::ResManConfig::from_settings(&c.settings)
+            .map_err(|_| "the ResMan configuration is invalid")?;
+        let api = api::ResManApi::new(&config, c.push_timeout);
+        if config.webhook_secret.is_none() && api.is_none() {
+            return Err("ResMan is disabled: set RESMAN_INTEGRATION_PARTNER_ID and RESMAN_API_KEY (and RESMAN_WEBHOOK_SECRET for a relay's notifications)");
+        }
         Ok(ResMan {
-            key,
+            key: config.webhook_secret.clone(),
             tolerance: c.signature_tolerance,
+            api,
+            config,
         })
+    }
+
+    fn api(&self) -> Result<&api::ResManApi, PushError> {
+        self.api.as_ref().ok_or(PushError::Disabled(
+            "ResMan's API is not configured: set RESMAN_INTEGRATION_PARTNER_ID and RESMAN_API_KEY",
+        ))
     }
 }
 
@@ -62,15 +80,61 @@ impl Provider for ResMan {
         ProviderName::ResMan
     }
 
+    fn webhooks_disabled(&self) -> Option<&'static str> {
+        self.key.is_none().then_some(WEBHOOKS_DISABLED)
+    }
+
+    fn pushes(&self) -> Result<&'static [&'static str], &'static str> {
+        match self.api {
+            Some(_) => Ok(&["conversation", "user"]),
+            None => Err("ResMan's API is not configured: set RESMAN_INTEGRATION_PARTNER_ID and RESMAN_API_KEY"),
+        }
+    }
+
+    fn push<'a>(&'a self, change: &'a Change) -> PushFuture<'a> {
+        Box::pin(async move {
+            let api = self.api()?;
+            let account = self.config.account_id.as_deref();
+            match change.table.as_str() {
+                "conversation" => push::conversation(api, account, change).await,
+                "user" => push::user(api, account, change).await,
+                other => Err(PushError::Permanent(format!(
+                    "{other} is not a table syncbridge pushes to ResMan"
+                ))),
+            }
+        })
+    }
+
+    fn push_context<'a, 't: 'a>(
+        &'a self,
+        tx: &'a deadpool_postgres::Transaction<'t>,
+        change: &'a Change,
+    ) -> ContextFuture<'a> {
+        Box::pin(store::push_context(tx, change))
+    }
+
+    fn after_push<'a, 't: 'a>(
+        &'a self,
+        tx: &'a deadpool_postgres::Transaction<'t>,
+        change: &'a Change,
+        outcome: PushOutcome<'a>,
+        took: std::time::Duration,
+    ) -> FlushFuture<'a> {
+        Box::pin(store::after_push(
+            tx,
+            change,
+            outcome,
+            took,
+            self.config.error_threshold,
+        ))
+    }
+
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
-        signature::verify_standard_headers(
-            &self.key,
-            req.headers,
-            req.body,
-            req.now,
-            self.tolerance,
-        )
-        .map_err(|e| Reject::Unauthorized(e.to_string()))?;
+        let Some(key) = &self.key else {
+            return Err(Reject::Unauthorized(WEBHOOKS_DISABLED.into()));
+        };
+        signature::verify_standard_headers(key, req.headers, req.body, req.now, self.tolerance)
+            .map_err(|e| Reject::Unauthorized(e.to_string()))?;
         let id = header(req.headers, "webhook-id").unwrap_or_default();
         let n: Notification = serde_json::from_slice(req.body).map_err(|e| {
             Reject::BadRequest(format!("body is not a ResMan change notification: {e}"))
@@ -89,9 +153,10 @@ impl Provider for ResMan {
     }
 
     fn resign(&self, headers: &mut HeaderMap, body: &[u8], now: DateTime<Utc>) {
+        let Some(key) = &self.key else { return };
         if let Some(id) = header(headers, "webhook-id").map(str::to_owned) {
             let ts = now.timestamp();
-            let sig = signature::sign_standard(&self.key, &id, ts, body);
+            let sig = signature::sign_standard(key, &id, ts, body);
             super::openphone::set(headers, "webhook-timestamp", &ts.to_string());
             super::openphone::set(headers, "webhook-signature", &sig);
         }
