@@ -497,6 +497,11 @@ pub async fn scheduled(
         .iter()
         .filter_map(|p| Some((p.name(), p.puller()?.every()?)))
         .collect();
+    let wakes: Vec<(ProviderName, Arc<tokio::sync::Notify>)> = registry
+        .enabled()
+        .iter()
+        .filter_map(|p| Some((p.name(), p.puller()?.wake()?)))
+        .collect();
     let Some(shortest) = jobs.iter().map(|(_, every)| *every).min() else {
         return;
     };
@@ -527,8 +532,30 @@ pub async fn scheduled(
                 return;
             }
         }
+        let woken = async {
+            if wakes.is_empty() {
+                return std::future::pending().await;
+            }
+            let waits = wakes.iter().map(|(name, w)| {
+                Box::pin(async move {
+                    w.notified().await;
+                    *name
+                })
+            });
+            futures_util::future::select_all(waits).await.0
+        };
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
+            name = woken => {
+                // Asked for now: run it whatever the interval (one run at a
+                // time still, under its lock).
+                let options = PullOptions { stop: cancel.clone(), ..Default::default() };
+                if let Err(e) = run(&pool, &registry, &router, &runs, name, options).await {
+                    if !matches!(e, RunError::Busy(_)) {
+                        tracing::warn!(provider = %name, error = %e, "pull on demand could not run");
+                    }
+                }
+            }
             _ = cancel.cancelled() => return,
         }
     }

@@ -289,9 +289,13 @@ async fn a_qualified_conversation_becomes_one_lead_and_updates_it_after() {
     let fake = FakeResMan::start().await;
     let app = spawn(&fake, &[]).await;
     drained(&app).await;
-    // Not a lead yet: nothing sent.
+    // Not a lead yet: nothing sent (the polls read, they write nothing).
     assert!(fake.prospects().is_empty());
-    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    assert!(
+        fake.requests().iter().all(|r| r.method == "GET /Prospects"),
+        "{:?}",
+        fake.requests()
+    );
     exec(&app, &format!("UPDATE conversation SET is_qualified = true, ai_intent_summary = 'Wants a 2BR' WHERE id = '{CONV}'")).await;
     drained(&app).await;
     let prospects = fake.prospects();
@@ -423,10 +427,18 @@ async fn a_paused_property_is_left_alone_and_failures_past_the_threshold_show_er
         &[
             ("SYNCBRIDGE_RESMAN_ERROR_THRESHOLD", "2"),
             ("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", "2"),
+            ("SYNCBRIDGE_RESMAN_POLL_INTERVAL_S", "3600"),
         ],
     )
     .await;
     drained(&app).await;
+    // The schedule's first poll (at start) is done before faults are set.
+    for _ in 0..100 {
+        if scalar(&app, "SELECT count(*) FROM sync_pull_runs WHERE provider = 'resman' AND finished_at IS NOT NULL").await >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     exec(&app, "UPDATE resman_integration SET sync_status = 'paused'").await;
     exec(
         &app,
@@ -435,8 +447,9 @@ async fn a_paused_property_is_left_alone_and_failures_past_the_threshold_show_er
     .await;
     drained(&app).await;
     assert!(
-        fake.requests().is_empty(),
-        "a paused property is not pushed"
+        fake.requests().iter().all(|r| r.method == "GET /Prospects"),
+        "a paused property is not pushed: {:?}",
+        fake.requests()
     );
     assert_eq!(
         text(&app, "SELECT error::text FROM sync_outbox WHERE provider = 'resman' AND table_name = 'conversation' AND status = 'skipped' ORDER BY id DESC LIMIT 1").await.as_deref(),
@@ -503,4 +516,252 @@ async fn a_paused_property_is_left_alone_and_failures_past_the_threshold_show_er
     };
     assert_eq!((status.as_str(), count), ("active", 0));
     assert_eq!(fake.prospects().len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Prospects polled back: status, people, conflicts, notifications
+// ---------------------------------------------------------------------------
+
+const ADMIN: &str = "resman-admin-token";
+
+/// A conversation qualified and pushed: its prospect's id.
+async fn mapped(app: &common::TestApp, fake: &FakeResMan) -> String {
+    drained(app).await;
+    exec(
+        app,
+        &format!("UPDATE conversation SET is_qualified = true WHERE id = '{CONV}'"),
+    )
+    .await;
+    drained(app).await;
+    fake.prospects()[0].prospect_id.clone()
+}
+
+async fn sync_all(app: &common::TestApp) -> serde_json::Value {
+    let r = app
+        .http
+        .post(app.url("/api/resman/sync-all"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_status_change_in_resman_reaches_the_conversation_in_one_poll() {
+    let fake = FakeResMan::start().await;
+    let app = spawn(
+        &fake,
+        &[
+            ("SYNCBRIDGE_ADMIN_TOKEN", ADMIN),
+            ("SYNCBRIDGE_RESMAN_POLL_INTERVAL_S", "3600"),
+        ],
+    )
+    .await;
+    let id = mapped(&app, &fake).await;
+    fake.edit(&id, |p| {
+        p.status = "Lost".into();
+        p.lost_reason = Some("Rented elsewhere".into());
+    });
+    // A prospect the leasing office entered: recorded, not dropped.
+    let walk_in = fake.add(PROPERTY, "Kim", "kim@x.example", "Prospect");
+    let s = sync_all(&app).await;
+    assert_eq!(s["errors"], serde_json::json!([]), "{s}");
+    let r = app
+        .client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT resman_status, resman_lost_reason FROM conversation WHERE id = '{CONV}'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("Lost"));
+    assert_eq!(
+        r.get::<_, Option<String>>(1).as_deref(),
+        Some("Rented elsewhere")
+    );
+    assert_eq!(
+        text(
+            &app,
+            "SELECT mapping_status::text FROM lead_sync_mapping WHERE conversation_id IS NULL"
+        )
+        .await
+        .as_deref(),
+        Some("from_resman")
+    );
+    assert_eq!(
+        text(&app, "SELECT resman_lead_id::text FROM lead_sync_mapping WHERE mapping_status = 'from_resman'").await,
+        Some(walk_in)
+    );
+    assert_eq!(scalar(&app, "SELECT count(*) FROM lead_sync_log WHERE sync_direction = 'from_resman' AND sync_type = 'status_change'").await, 1);
+    // Polled again: the overlap's repeats are duplicates, nothing changes.
+    let again = sync_all(&app).await;
+    assert_eq!(again["stored"], 0, "{again}");
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT count(*) FROM sync_outbox WHERE provider = 'resman' AND status = 'pending'"
+        )
+        .await,
+        0,
+        "no echo back"
+    );
+    let asked: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET /Prospects")
+        .filter_map(|r| r.fields.get("modifiedSince").cloned())
+        .collect();
+    assert!(asked.len() >= 2);
+    assert!(
+        asked.windows(2).all(|w| w[0] <= w[1]),
+        "the cursor never moves back: {asked:?}"
+    );
+    let cursor = text(
+        &app,
+        "SELECT position->>'cursor' FROM sync_cursors WHERE name LIKE 'resman.poll.%'",
+    )
+    .await;
+    assert!(cursor.is_some(), "the cursor is stored after the commit");
+}
+
+#[tokio::test]
+async fn a_notification_polls_its_property_at_once() {
+    let fake = FakeResMan::start().await;
+    let app = spawn(&fake, &[("SYNCBRIDGE_RESMAN_POLL_INTERVAL_S", "3600")]).await;
+    let id = mapped(&app, &fake).await;
+    // The schedule's first poll ran at start; the next is an hour away.
+    for _ in 0..100 {
+        if scalar(&app, "SELECT count(*) FROM sync_pull_runs WHERE provider = 'resman' AND finished_at IS NOT NULL").await >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.edit(&id, |p| p.status = "Applicant".into());
+    let body =
+        format!(r#"{{"type":"prospect.updated","propertyId":"{PROPERTY}","prospectId":"{id}"}}"#);
+    let key = syncbridge::providers::signature::HmacKey::from_whsec(common::RESMAN_WEBHOOK_SECRET)
+        .unwrap();
+    let ts = Utc::now().timestamp();
+    let sig =
+        syncbridge::providers::signature::sign_standard(&key, "msg_note_1", ts, body.as_bytes());
+    let (status, _) = app
+        .post(
+            "/webhooks/resman",
+            &[
+                ("content-type", "application/json".into()),
+                ("webhook-id", "msg_note_1".into()),
+                ("webhook-timestamp", ts.to_string()),
+                ("webhook-signature", sig),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    for _ in 0..200 {
+        if text(
+            &app,
+            &format!("SELECT resman_status FROM conversation WHERE id = '{CONV}'"),
+        )
+        .await
+        .as_deref()
+            == Some("Applicant")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the notification did not poll the property");
+}
+
+#[tokio::test]
+async fn both_sides_changed_is_decided_by_the_rules_and_on_record() {
+    let fake = FakeResMan::start().await;
+    let app = spawn(
+        &fake,
+        &[
+            ("SYNCBRIDGE_ADMIN_TOKEN", ADMIN),
+            ("SYNCBRIDGE_RESMAN_POLL_INTERVAL_S", "3600"),
+        ],
+    )
+    .await;
+    let id = mapped(&app, &fake).await;
+    // Here: a new e-mail (not pushed: the property only syncs from ResMan
+    // for now); there: another e-mail and a new last name, later.
+    exec(
+        &app,
+        "UPDATE resman_integration SET sync_direction = 'from_resman'",
+    )
+    .await;
+    exec(
+        &app,
+        &format!("UPDATE \"user\" SET email = 'dana.local@x.example' WHERE id = '{USER}'"),
+    )
+    .await;
+    drained(&app).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    fake.edit(&id, |p| {
+        p.email = Some("dana.resman@x.example".into());
+        p.last_name = Some("Ortiz-Lee".into());
+    });
+    let s = sync_all(&app).await;
+    assert_eq!(s["stored"], 1, "{s}");
+    // last_write_wins (the default): ResMan's later e-mail stands; its
+    // last name (changed there only) is taken.
+    let r = app
+        .client()
+        .await
+        .query_one(
+            &format!("SELECT email, last_name FROM \"user\" WHERE id = '{USER}'"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "dana.resman@x.example");
+    assert_eq!(r.get::<_, String>(1), "Ortiz-Lee");
+    let c = app
+        .client()
+        .await
+        .query_one(
+            "SELECT conflict_type::text, conflict_severity::text, resolution_status::text, resolution_strategy::text, conversation_id::text
+             FROM lead_sync_conflicts",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.get::<_, String>(0), "field_mismatch");
+    assert_eq!(c.get::<_, String>(1), "medium", "a contact field");
+    assert_eq!(c.get::<_, String>(2), "auto_resolved");
+    assert_eq!(c.get::<_, String>(3), "resman_wins");
+    assert_eq!(c.get::<_, String>(4), CONV);
+    // A manual rule leaves the next one for review.
+    exec(&app, "INSERT INTO sync_conflict_rules (entity_type, field, strategy) VALUES ('user', 'phone', 'manual')").await;
+    exec(
+        &app,
+        &format!("UPDATE \"user\" SET phone = '+14155550111' WHERE id = '{USER}'"),
+    )
+    .await;
+    fake.edit(&id, |p| p.phone = Some("+14155550122".into()));
+    // (The local phone may have been pushed already: then only ResMan
+    // changed it since, and it is taken; otherwise both changed.)
+    let _ = sync_all(&app).await;
+    let pending = scalar(
+        &app,
+        "SELECT count(*) FROM lead_sync_conflicts WHERE resolution_status = 'pending'",
+    )
+    .await;
+    let phone = text(
+        &app,
+        &format!("SELECT phone FROM \"user\" WHERE id = '{USER}'"),
+    )
+    .await;
+    assert!(
+        (pending == 1 && phone.as_deref() == Some("+14155550111"))
+            || (pending == 0 && phone.as_deref() == Some("+14155550122")),
+        "{pending} {phone:?}"
+    );
 }

@@ -299,6 +299,12 @@ pub trait Pull: Send + Sync {
         None
     }
 
+    /// Rung when a run is wanted now (a notification named something to
+    /// pull): the scheduler then runs it without waiting for the interval.
+    fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// One run. Errors of single items and of the provider's API belong in
     /// the report (`ok: false`); `Err` is for a run that could not go on.
     fn pull<'a, 'r>(&'a self, run: &'a mut crate::pull::PullRun<'r>) -> PullFuture<'a>

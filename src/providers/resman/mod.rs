@@ -9,18 +9,23 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub mod api;
+pub mod apply;
 pub mod config;
+pub mod poll;
 pub mod push;
 pub mod store;
 pub mod wire;
 
 use super::signature::{self, HmacKey};
 use super::{
-    header, keep_headers, Change, ContextFuture, Delivery, FlushFuture, Provider, PushError,
-    PushFuture, PushOutcome, Reject, Verified, WebhookRequest,
+    header, keep_headers, ApplyCtx, ApplyFuture, AuditFuture, Change, ContextFuture, Delivery,
+    FlushFuture, NormaliseError, Provider, Pull, PullError, PullFuture, PushError, PushFuture,
+    PushOutcome, Reject, StoredEvent, Verified, WebhookRequest,
 };
+use crate::apply::Applied;
 use crate::config::Config;
 use crate::domain::{parse_provider_time, DedupKey, ProviderName};
+use crate::events::DomainEvent;
 
 const KEPT_HEADERS: &[&str] = &[
     "content-type",
@@ -35,6 +40,8 @@ pub struct ResMan {
     tolerance: Option<std::time::Duration>,
     api: Option<api::ResManApi>,
     config: config::ResManConfig,
+    /// Rung by a notification: poll now.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 const WEBHOOKS_DISABLED: &str = "ResMan notifications are disabled: set RESMAN_WEBHOOK_SECRET";
@@ -53,6 +60,7 @@ impl ResMan {
             tolerance: c.signature_tolerance,
             api,
             config,
+            wake: Default::default(),
         })
     }
 
@@ -82,6 +90,51 @@ impl Provider for ResMan {
 
     fn webhooks_disabled(&self) -> Option<&'static str> {
         self.key.is_none().then_some(WEBHOOKS_DISABLED)
+    }
+
+    fn routes_events(&self) -> bool {
+        true
+    }
+
+    /// A polled prospect (`prospect`) or a relay's notification (any other
+    /// type: it names a property to poll).
+    fn normalise(&self, event: &StoredEvent<'_>) -> Result<Vec<DomainEvent>, NormaliseError> {
+        let value: serde_json::Value = serde_json::from_slice(event.body)?;
+        Ok(vec![DomainEvent::Record {
+            kind: if event.event_type == Some("prospect") {
+                "prospect"
+            } else {
+                "notification"
+            },
+            value,
+        }])
+    }
+
+    fn apply_event<'a, 't: 'a>(
+        &'a self,
+        ctx: &'a ApplyCtx<'a, 't>,
+        event: &'a DomainEvent,
+    ) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            match event {
+                DomainEvent::Record {
+                    kind: "prospect",
+                    value,
+                } => apply::prospect(ctx, value).await,
+                DomainEvent::Record {
+                    kind: "notification",
+                    value,
+                } => apply::notification(ctx, value, &self.wake).await,
+                other => Ok(Applied::Ignored(format!(
+                    "resman applies no {} events",
+                    other.kind()
+                ))),
+            }
+        })
+    }
+
+    fn puller(&self) -> Option<&dyn Pull> {
+        self.api.is_some().then_some(self as &dyn Pull)
     }
 
     fn pushes(&self) -> Result<&'static [&'static str], &'static str> {
@@ -160,5 +213,57 @@ impl Provider for ResMan {
             super::openphone::set(headers, "webhook-timestamp", &ts.to_string());
             super::openphone::set(headers, "webhook-signature", &sig);
         }
+    }
+}
+
+impl Pull for ResMan {
+    fn unit(&self) -> &'static str {
+        "prospects"
+    }
+
+    fn ready(&self) -> Result<(), &'static str> {
+        self.config.api_missing().map_or(Ok(()), Err)
+    }
+
+    /// Each round polls the properties that are due (their own frequency,
+    /// or flagged by a notification).
+    fn every(&self) -> Option<std::time::Duration> {
+        Some(self.config.poll_every)
+    }
+
+    fn wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.wake.clone())
+    }
+
+    fn pull<'a, 'r>(&'a self, run: &'a mut crate::pull::PullRun<'r>) -> PullFuture<'a>
+    where
+        'r: 'a,
+    {
+        Box::pin(async move {
+            let api = self.api().map_err(PullError::Api)?;
+            poll::run(api, &self.config, run).await
+        })
+    }
+
+    /// The mapped and unmapped prospects and the conversations waiting for
+    /// a lead: `{mappedProspects, unmappedProspects, unpushedLeads}`.
+    fn audit<'a>(&'a self, db: &'a deadpool_postgres::Client) -> AuditFuture<'a> {
+        Box::pin(async move {
+            let r = db
+                .query_one(
+                    "SELECT (SELECT count(*) FROM lead_sync_mapping WHERE mapping_status = 'active'),
+                            (SELECT count(*) FROM lead_sync_mapping WHERE mapping_status = 'from_resman'),
+                            (SELECT count(*) FROM conversation
+                             WHERE (is_qualified OR is_book_tour) AND resman_lead_id IS NULL)",
+                    &[],
+                )
+                .await
+                .map_err(|e| PullError::Db(e.into()))?;
+            Ok(serde_json::json!({
+                "mappedProspects": r.get::<_, i64>(0),
+                "unmappedProspects": r.get::<_, i64>(1),
+                "unpushedLeads": r.get::<_, i64>(2),
+            }))
+        })
     }
 }
