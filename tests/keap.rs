@@ -643,3 +643,64 @@ async fn a_second_edit_under_the_same_keap_timestamp_is_applied_not_skipped() {
     assert_eq!(stale, 1, "the repeat of the same state is skipped");
     app.stop().await;
 }
+
+/// A PATCH whose answer is lost (a timeout) may have landed over a Keap
+/// edit made between the push's read and its write: the push reads again,
+/// finds its write there, and declares the window like any write over a
+/// read (`pushed_over_read`), never leaving the overwrite unrecorded.
+#[tokio::test]
+async fn a_patch_answered_too_late_still_declares_its_window() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let local: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO sync_contacts (email, first_name, last_name)
+             VALUES ('ana@ruiz.example', 'Ana', 'Ruiz') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let keap_id = wait_pushed(&c, local).await;
+    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    // A Keap user renames her between the push's GET and its PATCH; the
+    // PATCH lands but is answered after the push's 1 s timeout.
+    fake.on_next_patch(
+        keap_id,
+        |c| c["given_name"] = json!("Anita"),
+        Duration::from_millis(1500),
+    );
+    c.execute(
+        "UPDATE sync_contacts SET first_name = 'Ana María' WHERE id = $1",
+        &[&local],
+    )
+    .await
+    .unwrap();
+    let mut window = None;
+    for _ in 0..400 {
+        window = c
+            .query_opt(
+                "SELECT detail FROM sync_audit_log
+                 WHERE entity_id = $1 AND decision = 'pushed_over_read'",
+                &[&local],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, Value>(0));
+        if window.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let window = window.expect("the write over the read is declared");
+    assert_eq!(window["fields"], json!(["first_name"]), "{window}");
+    let read: chrono::DateTime<chrono::Utc> =
+        window["read_version"].as_str().unwrap().parse().unwrap();
+    let written: chrono::DateTime<chrono::Utc> =
+        window["written_version"].as_str().unwrap().parse().unwrap();
+    assert!(read < written, "{window}");
+    assert_eq!(fake.contact(keap_id).unwrap()["given_name"], "Ana María");
+    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    app.stop().await;
+}

@@ -173,6 +173,17 @@ struct Inner {
     /// `None`: Keap's limits (5/s, 240/min); tests of other things may
     /// lift them (`set_limits`).
     limits: Option<(usize, usize)>,
+    /// The next PATCH of this contact: a Keap user's edit lands first, and
+    /// the PATCH is answered only after the delay (applied all the same).
+    on_patch: Option<OnPatch>,
+}
+
+type ContactEdit = Box<dyn FnOnce(&mut Value) + Send>;
+
+struct OnPatch {
+    id: i64,
+    edit: ContactEdit,
+    answer_after: Duration,
 }
 
 enum Admission {
@@ -550,6 +561,23 @@ impl FakeKeap {
         self.lock().put(Kind::Contact, c)
     }
 
+    /// The next PATCH of contact `id` finds `edit` made by a Keap user just
+    /// before it (between a push's read and its write), is applied over it,
+    /// and is answered only after `answer_after` (a client timing out then
+    /// does not know it landed).
+    pub fn on_next_patch(
+        &self,
+        id: i64,
+        edit: impl FnOnce(&mut Value) + Send + 'static,
+        answer_after: Duration,
+    ) {
+        self.lock().on_patch = Some(OnPatch {
+            id,
+            edit: Box::new(edit),
+            answer_after,
+        });
+    }
+
     /// Applies `edit` to a stored contact and bumps its `last_updated`.
     pub fn edit_contact(&self, id: i64, edit: impl FnOnce(&mut Value)) -> Value {
         self.lock().edit(Kind::Contact, id, edit)
@@ -903,7 +931,24 @@ async fn route(
             }
         }),
         ("PATCH", ["contacts", id]) => {
-            with_id(Kind::Contact, id, |id| patch_contact(fake, id, query, body))
+            let hook = id.parse::<i64>().ok().and_then(|n| {
+                let mut inner = fake.lock();
+                match inner.on_patch.take() {
+                    Some(h) if h.id == n => {
+                        inner.edit(Kind::Contact, n, h.edit);
+                        Some(h.answer_after)
+                    }
+                    other => {
+                        inner.on_patch = other;
+                        None
+                    }
+                }
+            });
+            let response = with_id(Kind::Contact, id, |id| patch_contact(fake, id, query, body));
+            if let Some(d) = hook {
+                tokio::time::sleep(d).await;
+            }
+            response
         }
         ("DELETE", ["contacts", id]) => with_id(Kind::Contact, id, |id| {
             match fake.lock().contacts.items.remove(&id) {

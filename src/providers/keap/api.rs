@@ -324,7 +324,7 @@ impl Api {
                 if body.is_empty() {
                     current
                 } else {
-                    let answer = self
+                    let patched = self
                         .0
                         .call(
                             reqwest::Method::PATCH,
@@ -332,12 +332,44 @@ impl Api {
                             &[],
                             Some(&Value::Object(body.clone())),
                         )
-                        .await?
-                        .ok_or_else(|| {
-                            PushError::Permanent(format!(
-                                "Keap contact {id} no longer exists (deleted in Keap)"
-                            ))
-                        })?;
+                        .await;
+                    let answer = match patched {
+                        Ok(a) => a,
+                        // The answer was lost (a timeout, a dropped
+                        // connection): the PATCH may have been applied all
+                        // the same, over whatever Keap got since the read.
+                        // Read again: a write that landed is a write over
+                        // the read, declared like any other (below); one
+                        // that did not is retried.
+                        Err(PushError::Transient(why)) => {
+                            let again = self
+                                .0
+                                .call(
+                                    reqwest::Method::GET,
+                                    &path,
+                                    &[("optional_properties", "custom_fields")],
+                                    None,
+                                )
+                                .await
+                                .ok()
+                                .flatten();
+                            let landed = again.as_ref().and_then(|a| {
+                                let now = remote_object("contact", "sync_contacts", a)?;
+                                let left = changed_body(row, &now.fields);
+                                body.keys().all(|k| !left.contains_key(k)).then_some(())
+                            });
+                            match landed {
+                                Some(()) => again,
+                                None => return Err(PushError::Transient(why)),
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    .ok_or_else(|| {
+                        PushError::Permanent(format!(
+                            "Keap contact {id} no longer exists (deleted in Keap)"
+                        ))
+                    })?;
                     // The answer is the whole contact: if a field this PATCH
                     // did not write differs from what the GET showed, someone
                     // changed it in between. That state must be applied
