@@ -351,8 +351,8 @@ SELECT s.id,
                  ORDER BY array_position(ARRAY['critical', 'high', 'medium', 'low'], v.severity::text)
                  LIMIT 1), 'low')::varchar(20) AS conflict_severity,
        (CASE WHEN s.status = 'open' THEN 'pending'
-             WHEN s.resolution_strategy IS NOT NULL AND s.resolution_strategy <> 'manual'
-                  AND s.resolved_by IS NULL THEN 'auto_resolved'
+             -- decided by the rules: recorded already resolved, in one go
+             WHEN s.resolved_at = s.detected_at THEN 'auto_resolved'
              ELSE 'resolved' END)::varchar(50) AS resolution_status,
        (CASE s.resolution_strategy
              WHEN 'prefer_remote' THEN 'resman_wins'

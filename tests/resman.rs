@@ -765,3 +765,102 @@ async fn both_sides_changed_is_decided_by_the_rules_and_on_record() {
         "{pending} {phone:?}"
     );
 }
+
+#[tokio::test]
+async fn a_manual_conflict_waits_for_review_and_is_resolved_through_the_api() {
+    let fake = FakeResMan::start().await;
+    let app = spawn(
+        &fake,
+        &[
+            ("SYNCBRIDGE_ADMIN_TOKEN", ADMIN),
+            ("SYNCBRIDGE_RESMAN_POLL_INTERVAL_S", "3600"),
+        ],
+    )
+    .await;
+    let id = mapped(&app, &fake).await;
+    exec(&app, "INSERT INTO sync_conflict_rules (entity_type, field, strategy) VALUES ('user', '*', 'manual')").await;
+    exec(
+        &app,
+        "UPDATE resman_integration SET sync_direction = 'from_resman'",
+    )
+    .await;
+    exec(
+        &app,
+        &format!("UPDATE \"user\" SET email = 'dana.here@x.example' WHERE id = '{USER}'"),
+    )
+    .await;
+    drained(&app).await;
+    fake.edit(&id, |p| p.email = Some("dana.there@x.example".into()));
+    sync_all(&app).await;
+    // Left as it is here, for review.
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT email FROM \"user\" WHERE id = '{USER}'")
+        )
+        .await
+        .as_deref(),
+        Some("dana.here@x.example")
+    );
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT resman_sync_status::text FROM \"user\" WHERE id = '{USER}'")
+        )
+        .await
+        .as_deref(),
+        Some("conflict")
+    );
+    let conflict = text(
+        &app,
+        "SELECT id::text FROM lead_sync_conflicts WHERE resolution_status = 'pending'",
+    )
+    .await
+    .unwrap();
+    let listed = app
+        .http
+        .get(app.url("/api/sync/conflicts?provider=resman"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), reqwest::StatusCode::OK);
+    // Resolved with ResMan's version.
+    let r = app
+        .http
+        .post(app.url(&format!("/api/sync/conflicts/{conflict}/resolve")))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"resolution": "remote", "notes": "ResMan is right"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "{:?}", r.text().await);
+    assert_eq!(
+        text(
+            &app,
+            &format!("SELECT email FROM \"user\" WHERE id = '{USER}'")
+        )
+        .await
+        .as_deref(),
+        Some("dana.there@x.example")
+    );
+    assert_eq!(
+        text(&app, &format!("SELECT resolution_status::text || '/' || resolution_strategy::text FROM lead_sync_conflicts WHERE id = '{conflict}'")).await.as_deref(),
+        Some("resolved/resman_wins")
+    );
+    assert_eq!(
+        scalar(&app, "SELECT count(*) FROM sync_outbox WHERE provider = 'resman' AND table_name = 'user' AND status = 'pending'").await,
+        0,
+        "ResMan's own version is not pushed back"
+    );
+    // A second resolution of the same conflict is refused.
+    let again = app
+        .http
+        .post(app.url(&format!("/api/sync/conflicts/{conflict}/resolve")))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"resolution": "local"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);
+}

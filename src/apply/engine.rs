@@ -851,7 +851,7 @@ pub enum Choice {
 }
 
 impl Choice {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Choice::Local => "local",
             Choice::Remote => "remote",
@@ -859,7 +859,7 @@ impl Choice {
         }
     }
 
-    fn strategy(&self) -> Strategy {
+    pub fn strategy(&self) -> Strategy {
         match self {
             Choice::Local => Strategy::PreferLocal,
             Choice::Remote => Strategy::PreferRemote,

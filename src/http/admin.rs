@@ -466,15 +466,44 @@ pub async fn resolve_conflict(
         _ => return Err(bad("resolution is local, remote or merged")),
     };
     let mut c = client(&app).await?;
-    let resolved = engine::resolve_conflict(
-        &mut c,
-        crate::providers::entity,
-        id,
-        choice,
-        body.resolved_by,
-        body.notes.as_deref(),
-    )
-    .await?;
+    // A conflict on a table a provider writes itself (not an engine
+    // entity) is that provider's to resolve.
+    let owner = c
+        .query_opt(
+            "SELECT provider, entity_type FROM sync_conflicts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db::DbError::from)?
+        .and_then(|r| {
+            let table: String = r.get(1);
+            if crate::providers::entity(&table).is_some() {
+                return None;
+            }
+            let p = ProviderName::parse(&r.get::<_, String>(0))?;
+            app.providers
+                .get(p)
+                .ok()
+                .filter(|p| p.resolves_conflicts())
+                .cloned()
+        });
+    let resolved = match owner {
+        Some(p) => {
+            p.resolve_conflict(&mut c, id, choice, body.resolved_by, body.notes.as_deref())
+                .await?
+        }
+        None => {
+            engine::resolve_conflict(
+                &mut c,
+                crate::providers::entity,
+                id,
+                choice,
+                body.resolved_by,
+                body.notes.as_deref(),
+            )
+            .await?
+        }
+    };
     app.wake.dispatcher.notify_one();
     Ok(Json(resolved))
 }

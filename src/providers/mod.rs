@@ -315,6 +315,14 @@ pub trait Pull: Send + Sync {
     fn audit<'a>(&'a self, db: &'a deadpool_postgres::Client) -> AuditFuture<'a>;
 }
 
+pub type ResolveFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Value, crate::apply::engine::ResolveError>>
+            + Send
+            + 'a,
+    >,
+>;
+
 pub type JobFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send + 'a>>;
 
@@ -511,6 +519,29 @@ pub trait Provider: Send + Sync + 'static {
     /// `syncbridge pull <name>` and `POST /api/<name>/sync-all`.
     fn puller(&self) -> Option<&dyn Pull> {
         None
+    }
+
+    /// Whether this provider resolves its own conflicts on tables that are
+    /// not engine entities ([`Provider::resolve_conflict`]).
+    fn resolves_conflicts(&self) -> bool {
+        false
+    }
+
+    /// Resolves one of its conflicts (an operator's choice through the
+    /// admin API) on a table the provider writes itself.
+    fn resolve_conflict<'a>(
+        &'a self,
+        _client: &'a mut deadpool_postgres::Client,
+        id: uuid::Uuid,
+        _choice: crate::apply::engine::Choice,
+        _resolved_by: Option<uuid::Uuid>,
+        _notes: Option<&'a str>,
+    ) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            Err(crate::apply::engine::ResolveError::Invalid(format!(
+                "conflict {id} is not one this provider resolves"
+            )))
+        })
     }
 
     /// The provider's jobs (reconciliation, full resync), if it has any.

@@ -407,3 +407,133 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
     .await?;
     Ok(applied)
 }
+
+/// An operator's resolution of a ResMan conflict on a user's contact
+/// fields: `remote` writes ResMan's version (as ResMan's own write: nothing
+/// goes back); `local` keeps the user and pushes it to its leads; `merged`
+/// writes the given values (captured, so pushed like any local change).
+/// The conflict row is closed and the resolution audited.
+pub async fn resolve(
+    client: &mut deadpool_postgres::Client,
+    id: uuid::Uuid,
+    choice: engine::Choice,
+    resolved_by: Option<uuid::Uuid>,
+    notes: Option<&str>,
+) -> Result<Value, engine::ResolveError> {
+    use engine::{Choice, ResolveError};
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT entity_type, entity_id, keap_data, supabase_data, status, remote_id
+             FROM sync_conflicts WHERE id = $1 AND provider = 'resman' FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or(ResolveError::NotFound(id))?;
+    let status: String = row.get(4);
+    if status != "open" {
+        return Err(ResolveError::NotOpen(id, status));
+    }
+    let table: String = row.get(0);
+    if table != "user" {
+        return Err(ResolveError::Invalid(format!(
+            "a ResMan conflict on {table} is resolved by pushing its conversation again; only user conflicts take a choice"
+        )));
+    }
+    let user: uuid::Uuid = row.get(1);
+    let remote: Value = row.get(2);
+    let local: Value = row.get(3);
+    let restrict = |m: &Map<String, Value>| -> Map<String, Value> {
+        m.iter()
+            .filter(|(k, _)| FIELDS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let (values, origin) = match &choice {
+        Choice::Remote => (
+            restrict(remote.as_object().unwrap_or(&Map::new())),
+            "resman",
+        ),
+        Choice::Local => (Map::new(), "local"),
+        Choice::Merged(m) => {
+            let unknown: Vec<&str> = m
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !FIELDS.contains(k))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(ResolveError::Invalid(format!(
+                    "a ResMan person has {}, not {}",
+                    FIELDS.join(", "),
+                    unknown.join(", ")
+                )));
+            }
+            (m.clone(), "local")
+        }
+    };
+    // ResMan's version is ResMan's own write (not captured for it); a
+    // local or merged one is a local change (captured: pushed).
+    tx.execute(
+        "SELECT set_config('syncbridge.origin', $1, true)",
+        &[&origin],
+    )
+    .await?;
+    let after: Value = tx
+        .query_opt(
+            "UPDATE \"user\" AS u SET
+                 first_name = CASE WHEN $2::jsonb ? 'first_name' THEN $2->>'first_name' ELSE u.first_name END,
+                 last_name = CASE WHEN $2::jsonb ? 'last_name' THEN $2->>'last_name' ELSE u.last_name END,
+                 email = CASE WHEN $2::jsonb ? 'email' THEN $2->>'email' ELSE u.email END,
+                 phone = CASE WHEN $2::jsonb ? 'phone' THEN $2->>'phone' ELSE u.phone END,
+                 resman_sync_status = CASE WHEN $3 AND u.resman_contact_id IS NOT NULL THEN 'synced'
+                                           ELSE 'not_synced' END
+             WHERE u.id = $1 RETURNING to_jsonb(u)",
+            &[&user, &Value::Object(values.clone()), &matches!(choice, Choice::Remote)],
+        )
+        .await?
+        .ok_or_else(|| ResolveError::Invalid(format!("user {user} no longer exists")))?
+        .get(0);
+    if matches!(choice, Choice::Local) {
+        // Nothing changed here: queue the push of the user's leads.
+        tx.execute(
+            "INSERT INTO sync_outbox (provider, table_name, record_id, operation, origin)
+             VALUES ('resman', 'user', $1, 'SYNC', 'syncbridge')",
+            &[&user],
+        )
+        .await?;
+    }
+    let resolved = restrict(after.as_object().unwrap_or(&Map::new()));
+    let conflict: Value = tx
+        .query_one(
+            "UPDATE sync_conflicts SET status = 'resolved', resolution = $2,
+                    resolution_strategy = $3, resolved_at = now(), resolved_by = $4,
+                    resolution_notes = $5, resolved_data = $6
+             WHERE id = $1 RETURNING to_jsonb(sync_conflicts)",
+            &[
+                &id,
+                &choice.name(),
+                &choice.strategy().as_str(),
+                &resolved_by,
+                &notes,
+                &Value::Object(resolved.clone()),
+            ],
+        )
+        .await?
+        .get(0);
+    engine::audit(
+        &tx,
+        "user",
+        user,
+        "RESOLVE",
+        ProviderName::ResMan,
+        None,
+        &format!("resolved_{}", choice.name()),
+        &json!({"local": local, "remote": remote, "merged": resolved, "after": after,
+                "conflict_id": id, "resolution": choice.name(), "resolved_by": resolved_by,
+                "resman_lead_id": row.get::<_, Option<String>>(5)}),
+        &values.keys().cloned().collect::<Vec<_>>(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(conflict)
+}

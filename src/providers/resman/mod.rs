@@ -20,7 +20,7 @@ use super::signature::{self, HmacKey};
 use super::{
     header, keep_headers, ApplyCtx, ApplyFuture, AuditFuture, Change, ContextFuture, Delivery,
     FlushFuture, NormaliseError, Provider, Pull, PullError, PullFuture, PushError, PushFuture,
-    PushOutcome, Reject, StoredEvent, Verified, WebhookRequest,
+    PushOutcome, Reject, ResolveFuture, StoredEvent, Verified, WebhookRequest,
 };
 use crate::apply::Applied;
 use crate::config::Config;
@@ -131,6 +131,21 @@ impl Provider for ResMan {
                 ))),
             }
         })
+    }
+
+    fn resolves_conflicts(&self) -> bool {
+        true
+    }
+
+    fn resolve_conflict<'a>(
+        &'a self,
+        client: &'a mut deadpool_postgres::Client,
+        id: uuid::Uuid,
+        choice: crate::apply::engine::Choice,
+        resolved_by: Option<uuid::Uuid>,
+        notes: Option<&'a str>,
+    ) -> ResolveFuture<'a> {
+        Box::pin(apply::resolve(client, id, choice, resolved_by, notes))
     }
 
     fn puller(&self) -> Option<&dyn Pull> {
