@@ -601,6 +601,21 @@ async fn a_status_change_in_resman_reaches_the_conversation_in_one_poll() {
     // Polled again: the overlap's repeats are duplicates, nothing changes.
     let again = sync_all(&app).await;
     assert_eq!(again["stored"], 0, "{again}");
+    // The status shows the property.
+    let status: serde_json::Value = app
+        .http
+        .get(app.url("/api/sync/status"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let property = &status["provider_status"]["resman"]["properties"][0];
+    assert_eq!(property["property_name"], "Elm Court", "{status}");
+    assert_eq!(property["sync_status"], "active");
+    assert!(property["poll"]["cursor"].is_string(), "{property}");
     assert_eq!(
         scalar(
             &app,

@@ -128,6 +128,23 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         }
     }
     v["pulls"] = Value::Object(pulls);
+    // What each provider shows of itself (ResMan: its properties).
+    let mut own = serde_json::Map::new();
+    for p in app.providers.enabled() {
+        match p.status(&c).await {
+            Ok(Value::Null) => {}
+            Ok(s) => {
+                own.insert(p.name().as_str().to_owned(), s);
+            }
+            Err(e) => {
+                own.insert(
+                    p.name().as_str().to_owned(),
+                    json!({"error": e.to_string()}),
+                );
+            }
+        }
+    }
+    v["provider_status"] = Value::Object(own);
     // Every job's last run (reconciliation, full resync, integrity) and
     // the last integrity results.
     v["jobs"] = Value::Object(crate::scheduler::last_runs(&c).await?);

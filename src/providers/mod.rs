@@ -521,6 +521,12 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// What the status API shows of this provider beyond the generic
+    /// counts (ResMan: each property), or `null`.
+    fn status<'a>(&'a self, _db: &'a deadpool_postgres::Client) -> AuditFuture<'a> {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
     /// Whether this provider resolves its own conflicts on tables that are
     /// not engine entities ([`Provider::resolve_conflict`]).
     fn resolves_conflicts(&self) -> bool {

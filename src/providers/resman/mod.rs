@@ -133,6 +133,28 @@ impl Provider for ResMan {
         })
     }
 
+    /// Each property: its integration's state, queue and conflicts
+    /// (`property_sync_status`), and where its polls stand.
+    fn status<'a>(&'a self, db: &'a deadpool_postgres::Client) -> AuditFuture<'a> {
+        Box::pin(async move {
+            let row = db
+                .query_one(
+                    "SELECT coalesce(jsonb_agg(to_jsonb(s) || jsonb_build_object(
+                         'resman_property_id', i.resman_property_id,
+                         'sync_direction', i.sync_direction, 'sync_frequency', i.sync_frequency,
+                         'last_error', i.last_error, 'poll', c.position)
+                         ORDER BY s.property_name, s.property_id), '[]')
+                     FROM property_sync_status s
+                     JOIN resman_integration i ON i.property_id = s.property_id
+                     LEFT JOIN sync_cursors c ON c.name = 'resman.poll.' || s.property_id",
+                    &[],
+                )
+                .await
+                .map_err(|e| PullError::Db(e.into()))?;
+            Ok(serde_json::json!({"properties": row.get::<_, serde_json::Value>(0)}))
+        })
+    }
+
     fn resolves_conflicts(&self) -> bool {
         true
     }
