@@ -879,3 +879,87 @@ async fn a_manual_conflict_waits_for_review_and_is_resolved_through_the_api() {
         .unwrap();
     assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);
 }
+
+/// Issue 14's "done when", with the real binary: `serve` against the fake
+/// ResMan; `UPDATE conversation SET is_qualified = true` in psql makes one
+/// lead and stores its id; a status change in ResMan reaches the
+/// conversation.
+#[tokio::test]
+async fn serve_makes_a_lead_from_psql_and_brings_the_status_back() {
+    let fake = FakeResMan::start().await;
+    let db = common::TestDb::create().await;
+    let c = db.client().await;
+    c.batch_execute(&format!(
+        "INSERT INTO property (id, name) VALUES ('{PROPERTY_LOCAL}', 'Elm Court');
+         INSERT INTO resman_integration (property_id, resman_property_id, api_credentials)
+         VALUES ('{PROPERTY_LOCAL}', '{PROPERTY}', '{{\"account_id\": \"{}\"}}');
+         INSERT INTO \"user\" (id, first_name, last_name, email) VALUES ('{USER}', 'Dana', 'Ortiz', 'dana@ortiz.example');
+         INSERT INTO conversation (id, property_id, user_id, status) VALUES ('{CONV}', '{PROPERTY_LOCAL}', '{USER}', 'open');",
+        fake_resman::ACCOUNT
+    ))
+    .await
+    .unwrap();
+    let serve = common::ServeProcess::start(
+        &db.url,
+        &[
+            ("RESMAN_API_URL", &fake.url),
+            ("RESMAN_LEGACY_API_URL", &fake.url),
+            ("RESMAN_INTEGRATION_PARTNER_ID", fake_resman::PARTNER_ID),
+            ("RESMAN_API_KEY", fake_resman::API_KEY),
+            ("RESMAN_API_RATE", "1000"),
+            ("SYNCBRIDGE_RESMAN_POLL_INTERVAL_S", "1"),
+            ("SYNCBRIDGE_INTEGRITY_INTERVAL_S", "0"),
+        ],
+    );
+    serve.answers("/readyz", reqwest::StatusCode::OK).await;
+    let out = tokio::process::Command::new("psql")
+        .args([
+            db.url.as_str(),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            &format!("UPDATE conversation SET is_qualified = true WHERE id = '{CONV}'"),
+        ])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lead = None;
+    for _ in 0..400 {
+        lead = c
+            .query_one(
+                &format!("SELECT resman_lead_id::text FROM conversation WHERE id = '{CONV}'"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0);
+        if lead.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lead = lead.expect("the lead's id is stored");
+    assert_eq!(fake.prospects().len(), 1);
+    assert_eq!(fake.prospects()[0].prospect_id, lead);
+    fake.edit(&lead, |p| p.status = "Applicant".into());
+    for _ in 0..400 {
+        let s: Option<String> = c
+            .query_one(
+                &format!("SELECT resman_status FROM conversation WHERE id = '{CONV}'"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if s.as_deref() == Some("Applicant") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ResMan's status never reached the conversation");
+}
