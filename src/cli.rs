@@ -569,7 +569,7 @@ async fn export(
             })
             .unwrap_or_default();
         let body: Vec<u8> = row.get(4);
-        let fixture = Fixture::from_stored(p, headers, &body, row.get(5));
+        let fixture = Fixture::from_stored(p, kind.as_deref(), headers, &body, row.get(5));
         let safe_kind: String = kind
             .unwrap_or_else(|| "event".into())
             .chars()

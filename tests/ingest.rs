@@ -544,9 +544,16 @@ async fn every_fixture_replays_to_the_expected_state_and_replaying_again_changes
     // lock first and apply (the newer then wins anyway), so its status
     // would depend on timing instead of saying `skipped_stale`.
     // The admin token: Teli's pulled deliveries replay through the admin API.
+    // ResMan's API credentials: its polled prospects replay through its
+    // pull's delivery route (nothing is ever sent to ResMan: no property
+    // has an integration).
     let app = TestApp::spawn_with(|s| {
         s.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
         s.set("SYNCBRIDGE_ADMIN_TOKEN", "replay-admin-token");
+        s.set("RESMAN_INTEGRATION_PARTNER_ID", "1000");
+        s.set("RESMAN_API_KEY", "replay-resman-key");
+        s.set("RESMAN_API_URL", "http://127.0.0.1:9");
+        s.set("RESMAN_LEGACY_API_URL", "http://127.0.0.1:9");
     })
     .await;
     let c = app.client().await;
@@ -713,6 +720,18 @@ async fn every_fixture_replays_to_the_expected_state_and_replaying_again_changes
         "only the late older contact update is stale and only the unknown type ignored"
     );
     // Nothing rejected was stored; every accepted one was, once.
+    // The polled prospect is recorded though no conversation maps to it.
+    assert_eq!(
+        c.query_one(
+            "SELECT status || '/' || lost_reason FROM resman_prospects
+             WHERE prospect_id = '3f1d9a52-1c0b-4e2a-9c1e-0d3b8c7a6e11'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0),
+        "Lost/Rented elsewhere"
+    );
     let accepted = results.iter().filter(|r| r.answer == "accepted").count() as i64;
     assert_eq!(
         count(&c, "SELECT count(*) FROM webhook_events").await,

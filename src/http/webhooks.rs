@@ -35,7 +35,7 @@ pub async fn signed(
     body: Body,
 ) -> Response {
     match route(&provider, Webhook::Signed) {
-        Ok(name) => ingest(&app, name, None, headers, body).await,
+        Ok(name) => ingest(&app, name, None, headers, body, false).await,
         Err(e) => e.into_response(),
     }
 }
@@ -49,7 +49,7 @@ pub async fn with_token(
     body: Body,
 ) -> Response {
     match route(&provider, Webhook::PathToken) {
-        Ok(name) => ingest(&app, name, Some(token), headers, body).await,
+        Ok(name) => ingest(&app, name, Some(token), headers, body, false).await,
         Err(e) => e.into_response(),
     }
 }
@@ -63,8 +63,15 @@ pub async fn pulled(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match route(&provider, Webhook::Pulled) {
-        Ok(name) => ingest(&app, name, None, headers, body).await,
+    // A pulled provider's route, and that of any provider with a pull
+    // whose webhooks are something else (ResMan: its polled prospects).
+    let name = route(&provider, Webhook::Pulled).or_else(|e| {
+        ProviderName::parse(&provider)
+            .filter(|n| app.providers.get(*n).is_ok_and(|p| p.puller().is_some()))
+            .ok_or(e)
+    });
+    match name {
+        Ok(name) => ingest(&app, name, None, headers, body, true).await,
         Err(e) => e.into_response(),
     }
 }
@@ -90,9 +97,10 @@ async fn ingest(
     token: Option<String>,
     headers: HeaderMap,
     body: Body,
+    pulled: bool,
 ) -> Response {
     let started = Instant::now();
-    let response = match handle(app, name, token, headers, body).await {
+    let response = match handle(app, name, token, headers, body, pulled).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -119,9 +127,16 @@ async fn handle(
     token: Option<String>,
     headers: HeaderMap,
     body: Body,
+    pulled: bool,
 ) -> Result<Response, ApiError> {
     count(name, "received", "");
-    let provider = app.providers.webhooks(name).map_err(|why| {
+    // A pulled delivery needs the provider, not its webhooks.
+    let provider = if pulled {
+        app.providers.get(name)
+    } else {
+        app.providers.webhooks(name)
+    }
+    .map_err(|why| {
         count(name, "rejected", "disabled");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "provider disabled", why)
     })?;
@@ -161,7 +176,7 @@ async fn handle(
         }
     })?;
 
-    let verified = verify(provider, token, headers, body)
+    let verified = verify(provider, token, headers, body, pulled)
         .await
         .map_err(|r| match r {
             Reject::Unauthorized(why) => {
@@ -222,6 +237,7 @@ async fn verify(
     token: Option<String>,
     headers: HeaderMap,
     body: Bytes,
+    pulled: bool,
 ) -> Result<Verified, Reject> {
     let large = body.len() >= OFFLOAD_VERIFY_BYTES;
     let run = move |provider: &dyn Provider| {
@@ -230,6 +246,7 @@ async fn verify(
             headers: &headers,
             body: &body,
             now: Utc::now(),
+            pulled,
         };
         let verified = provider.verify(&req)?;
         if let Verified::Delivery(d) = &verified {

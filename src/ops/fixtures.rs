@@ -78,6 +78,7 @@ impl Fixture {
     /// A fixture for a stored delivery.
     pub fn from_stored(
         provider: ProviderName,
+        event_type: Option<&str>,
         headers: BTreeMap<String, String>,
         body: &[u8],
         received_at: DateTime<Utc>,
@@ -89,7 +90,9 @@ impl Fixture {
         Fixture {
             provider: provider.as_str().to_owned(),
             method: "POST".into(),
-            path: webhook_path(provider),
+            path: crate::providers::plugin(provider)
+                .and_then(|p| p.replay_path(event_type))
+                .unwrap_or_else(|| webhook_path(provider)),
             headers,
             body,
             body_base64,
@@ -177,14 +180,32 @@ mod tests {
     fn stored_round_trip_keeps_bytes_and_falls_back_to_base64() {
         let at = Utc::now();
         let h = BTreeMap::from([("openphone-signature".to_owned(), "hmac;1;1;x".to_owned())]);
-        let f = Fixture::from_stored(ProviderName::OpenPhone, h.clone(), b"{\"a\":1}", at);
+        let f = Fixture::from_stored(ProviderName::OpenPhone, None, h.clone(), b"{\"a\":1}", at);
         let back: Fixture = serde_json::from_str(&f.to_file_text()).unwrap();
         assert_eq!(back.body_bytes().unwrap(), b"{\"a\":1}");
         assert_eq!(back.headers, h);
-        let bin = Fixture::from_stored(ProviderName::Keap, h, &[0xff, 0x00, 0x7b], at);
+        let bin = Fixture::from_stored(ProviderName::Keap, None, h, &[0xff, 0x00, 0x7b], at);
         assert!(bin.body.is_none());
         assert_eq!(bin.body_bytes().unwrap(), vec![0xff, 0x00, 0x7b]);
         assert_eq!(bin.path, "/webhooks/keap/{token}");
+        // A delivery its pull stored replays to the pulled route, a
+        // notification to the webhook.
+        let polled = Fixture::from_stored(
+            ProviderName::ResMan,
+            Some("prospect"),
+            BTreeMap::new(),
+            b"{}",
+            at,
+        );
+        assert_eq!(polled.path, "/api/resman/deliveries");
+        let note = Fixture::from_stored(
+            ProviderName::ResMan,
+            Some("prospect.updated"),
+            BTreeMap::new(),
+            b"{}",
+            at,
+        );
+        assert_eq!(note.path, "/webhooks/resman");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct WebhookRequest<'a> {
     /// The raw body; a verified delivery keeps it without a copy.
     pub body: &'a bytes::Bytes,
     pub now: DateTime<Utc>,
+    /// A recorded pulled delivery (`POST /api/{name}/deliveries`, behind
+    /// the admin token), not a webhook.
+    pub pulled: bool,
 }
 
 /// What a verified request is.
@@ -618,6 +621,10 @@ pub struct Plugin {
     /// How its webhooks arrive, if it sends any.
     pub webhook: Webhook,
     pub entities: &'static [&'static Entity],
+    /// Event types of deliveries its pull stores though its webhooks are
+    /// signed (ResMan's polled prospects): they replay to
+    /// `/api/{name}/deliveries`.
+    pub pulled_kinds: &'static [&'static str],
     pub build: fn(&Config) -> Result<Arc<dyn Provider>, &'static str>,
 }
 
@@ -641,6 +648,16 @@ pub enum Webhook {
 pub const TOKEN_PLACEHOLDER: &str = "{token}";
 
 impl Plugin {
+    /// The path a stored delivery of this type replays to.
+    pub fn replay_path(&self, event_type: Option<&str>) -> Option<String> {
+        match event_type {
+            Some(t) if self.pulled_kinds.contains(&t) => {
+                Some(format!("/api/{}/deliveries", self.name))
+            }
+            _ => self.webhook_path(),
+        }
+    }
+
     /// The path a provider's webhooks arrive on (with the token
     /// placeholder for [`Webhook::PathToken`]).
     pub fn webhook_path(&self) -> Option<String> {
@@ -669,6 +686,7 @@ pub const PROVIDERS: &[Plugin] = &[
         check: |s| openphone::config::OpenPhoneConfig::from_settings(s).map(drop),
         webhook: Webhook::Signed,
         entities: openphone::entities::ENTITIES,
+        pulled_kinds: &[],
         build: |c| built(openphone::OpenPhone::from_config(c)),
     },
     Plugin {
@@ -676,6 +694,7 @@ pub const PROVIDERS: &[Plugin] = &[
         check: |s| keap::config::KeapConfig::from_settings(s).map(drop),
         webhook: Webhook::PathToken,
         entities: keap::entities::ENTITIES,
+        pulled_kinds: &[],
         build: |c| built(keap::Keap::from_config(c)),
     },
     Plugin {
@@ -683,6 +702,7 @@ pub const PROVIDERS: &[Plugin] = &[
         check: |s| teli::config::TeliConfig::from_settings(s).map(drop),
         webhook: Webhook::Pulled,
         entities: &[],
+        pulled_kinds: &[],
         build: |c| built(teli::Teli::from_config(c)),
     },
     Plugin {
@@ -690,6 +710,7 @@ pub const PROVIDERS: &[Plugin] = &[
         check: |s| d1::config::D1Config::from_settings(s).map(drop),
         webhook: Webhook::Pulled,
         entities: &[],
+        pulled_kinds: &[],
         build: |c| built(d1::D1::from_config(c)),
     },
     Plugin {
@@ -697,6 +718,7 @@ pub const PROVIDERS: &[Plugin] = &[
         check: |s| resman::config::ResManConfig::from_settings(s).map(drop),
         webhook: Webhook::Signed,
         entities: &[],
+        pulled_kinds: &["prospect"],
         build: |c| built(resman::ResMan::from_config(c)),
     },
 ];

@@ -167,6 +167,7 @@ fn run_pipeline(
         headers,
         body: &body,
         now: now(),
+        pulled: false,
     };
     let Ok(Verified::Delivery(d)) = provider.verify(&req) else {
         return false;

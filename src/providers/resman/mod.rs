@@ -220,6 +220,14 @@ impl Provider for ResMan {
     }
 
     fn verify(&self, req: &WebhookRequest<'_>) -> Result<Verified, Reject> {
+        if req.pulled {
+            // A recorded polled prospect (behind the admin token).
+            let value: serde_json::Value = serde_json::from_slice(req.body)
+                .map_err(|e| Reject::BadRequest(format!("not a ResMan prospect: {e}")))?;
+            return poll::delivery(&value)
+                .map(Verified::Delivery)
+                .map_err(Reject::BadRequest);
+        }
         let Some(key) = &self.key else {
             return Err(Reject::Unauthorized(WEBHOOKS_DISABLED.into()));
         };
