@@ -46,14 +46,15 @@ pub enum Strategy {
 
 impl Strategy {
     /// Parses a strategy name; the seeds' provider-named priorities map onto
-    /// `prefer_local` / `prefer_remote`.
+    /// `prefer_local` / `prefer_remote`, ResMan's `merged` and
+    /// `manual_review` onto `merge` and `manual`.
     pub fn parse(s: &str) -> Option<Strategy> {
         Some(match s {
             "last_write_wins" => Strategy::LastWriteWins,
             "prefer_local" | "supabase_wins" | "domiq_wins" | "local_wins" => Strategy::PreferLocal,
             "prefer_remote" | "keap_wins" | "resman_wins" | "remote_wins" => Strategy::PreferRemote,
-            "merge" => Strategy::Merge,
-            "manual" => Strategy::Manual,
+            "merge" | "merged" => Strategy::Merge,
+            "manual" | "manual_review" => Strategy::Manual,
             _ => return None,
         })
     }
@@ -421,6 +422,9 @@ mod tests {
         );
         assert_eq!(Strategy::parse("keap_wins"), Some(Strategy::PreferRemote));
         assert_eq!(Strategy::parse("domiq_wins"), Some(Strategy::PreferLocal));
+        assert_eq!(Strategy::parse("resman_wins"), Some(Strategy::PreferRemote));
+        assert_eq!(Strategy::parse("merged"), Some(Strategy::Merge));
+        assert_eq!(Strategy::parse("manual_review"), Some(Strategy::Manual));
         assert_eq!(Strategy::parse("resman_wins"), Some(Strategy::PreferRemote));
         assert_eq!(Strategy::parse("newest"), None);
     }
