@@ -343,11 +343,15 @@ impl Dispatcher {
                     .record(lag);
                 Done::Pushed
             }
-            Err(PushError::RemoteChanged(obj)) => {
+            Err(PushError::RemoteChanged { object, wrote }) => {
                 // Read before write found a newer remote state: apply it
                 // under the rules now; the changes stay pending and the
                 // next round pushes what the rules decided.
-                outbox::reconcile_before_push(&tx, provider.name(), &rec, &claimed, &obj).await?;
+                if let Some(w) = &wrote {
+                    outbox::declare_write_window(&tx, provider.name(), &rec, w).await?;
+                }
+                outbox::reconcile_before_push(&tx, provider.name(), &rec, &claimed, &object)
+                    .await?;
                 Done::Retried
             }
             Err(e) => {

@@ -491,7 +491,12 @@ async fn run(base: u64) {
         }
         return;
     }
-    // Three schedules at a time: most of a schedule is waiting.
+    // Three schedules at a time (SYNCBRIDGE_CONVERGENCE_PARALLEL): most of
+    // a schedule is waiting.
+    let parallel = std::env::var("SYNCBRIDGE_CONVERGENCE_PARALLEL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     use futures_util::StreamExt;
     let failures: Vec<String> = futures_util::stream::iter(0..schedules())
         .map(|i| async move {
@@ -502,7 +507,7 @@ async fn run(base: u64) {
                 )
             })
         })
-        .buffer_unordered(3)
+        .buffer_unordered(parallel)
         .filter_map(|f| async move { f })
         .collect()
         .await;

@@ -704,3 +704,72 @@ async fn a_patch_answered_too_late_still_declares_its_window() {
     wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_patch_whose_answer_shows_another_edit_still_declares_its_window() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let local: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO sync_contacts (email, first_name, last_name)
+             VALUES ('eva@luna.example', 'Eva', 'Luna') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let keap_id = wait_pushed(&c, local).await;
+    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    // Between the push's GET and its PATCH a Keap user edits both names:
+    // the PATCH (last name only) goes over her last name, and its answer
+    // shows her first name. The first name is reconciled; the overwritten
+    // last name must be declared, not lost silently.
+    fake.on_next_patch(
+        keap_id,
+        |c| {
+            c["given_name"] = json!("Evita");
+            c["family_name"] = json!("Luna-Keap");
+        },
+        Duration::ZERO,
+    );
+    c.execute(
+        "UPDATE sync_contacts SET last_name = 'Luna Local' WHERE id = $1",
+        &[&local],
+    )
+    .await
+    .unwrap();
+    let row = wait_contact(&c, keap_id, "first name reconciled", |r| {
+        r["first_name"] == "Evita" && r["sync_status"] == "synced"
+    })
+    .await;
+    assert_eq!(row["last_name"], "Luna Local");
+    let windows: Vec<Value> = c
+        .query(
+            "SELECT detail FROM sync_audit_log
+             WHERE entity_id = $1 AND decision = 'pushed_over_read'",
+            &[&local],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(windows[0]["fields"], json!(["last_name"]), "{windows:?}");
+    let read: chrono::DateTime<chrono::Utc> = windows[0]["read_version"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let written: chrono::DateTime<chrono::Utc> = windows[0]["written_version"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(read < written, "{windows:?}");
+    let remote = fake.contact(keap_id).unwrap();
+    assert_eq!(remote["given_name"], "Evita");
+    assert_eq!(remote["family_name"], "Luna Local");
+    app.stop().await;
+}

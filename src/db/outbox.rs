@@ -328,6 +328,35 @@ pub async fn record_success(
     record_pushed_state(tx, provider, rec, pushed, record_exists).await
 }
 
+/// Audits a write that went over a state read just before it
+/// (`pushed_over_read`): an edit made on the provider's side between the
+/// two, to one of these fields, was overwritten unseen.
+pub async fn declare_write_window(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+    w: &crate::providers::WriteWindow,
+) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO sync_audit_log (entity_type, entity_id, operation, changed_fields,
+             sync_source, sync_destination, decision, detail)
+         VALUES ($1, $2, 'PUSH', $3, 'local', $4, 'pushed_over_read', $5)",
+        &[
+            &rec.table,
+            &rec.record_id,
+            &w.fields,
+            &provider.as_str(),
+            &serde_json::json!({
+                "read_version": w.read_version,
+                "written_version": w.written_version,
+                "fields": w.fields,
+            }),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Whether a push's result writes anything past closing its changes
 /// ([`record_pushed_state`]).
 pub fn leaves_state(table: &str, pushed: &Pushed) -> bool {
@@ -385,24 +414,7 @@ pub async fn record_pushed_state(
             .await?;
     }
     if let Some(w) = &pushed.write_window {
-        // The push wrote over a state it had just read: declare the window.
-        tx.execute(
-            "INSERT INTO sync_audit_log (entity_type, entity_id, operation, changed_fields,
-                 sync_source, sync_destination, decision, detail)
-             VALUES ($1, $2, 'PUSH', $3, 'local', $4, 'pushed_over_read', $5)",
-            &[
-                &rec.table,
-                &rec.record_id,
-                &w.fields,
-                &provider.as_str(),
-                &serde_json::json!({
-                    "read_version": w.read_version,
-                    "written_version": w.written_version,
-                    "fields": w.fields,
-                }),
-            ],
-        )
-        .await?;
+        declare_write_window(tx, provider, rec, w).await?;
     }
     for (slot, remote) in &pushed.links {
         match remote {

@@ -30,11 +30,16 @@ pub enum PushError {
     /// `skipped` with this reason, never retried.
     #[error("{0}")]
     Skipped(String),
-    /// The remote object changed since syncbridge last saw it: nothing was
-    /// written; the caller applies this state under the conflict rules and
-    /// pushes what they decide.
+    /// The remote object changed since syncbridge last saw it: the caller
+    /// applies this state under the conflict rules and pushes what they
+    /// decide. `wrote` is set when a write went out all the same (over a
+    /// read that someone else's edit overtook, seen only in the write's
+    /// answer): its window is declared like a successful push's.
     #[error("the remote object changed since it was last synced")]
-    RemoteChanged(Box<super::RemoteObject>),
+    RemoteChanged {
+        object: Box<super::RemoteObject>,
+        wrote: Option<Box<super::WriteWindow>>,
+    },
 }
 
 impl PushError {

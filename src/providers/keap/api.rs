@@ -316,7 +316,10 @@ impl Api {
                         .remote_version
                         .is_none_or(|known| obj.version > known)
                 {
-                    return Err(PushError::RemoteChanged(Box::new(obj)));
+                    return Err(PushError::RemoteChanged {
+                        object: Box::new(obj),
+                        wrote: None,
+                    });
                 }
                 // Only what differs from Keap's current state goes out, so
                 // fields changed in Keap meanwhile are never overwritten.
@@ -379,14 +382,21 @@ impl Api {
                         remote_object("contact", "sync_contacts", &answer).ok_or_else(|| {
                             PushError::Transient("Keap answered a contact without an id".into())
                         })?;
-                    if changed_elsewhere(&obj.fields, &after.fields, &body) {
-                        return Err(PushError::RemoteChanged(Box::new(after)));
-                    }
-                    pushed.write_window = Some(WriteWindow {
+                    let window = WriteWindow {
                         read_version: obj.version,
                         written_version: after.version,
                         fields: written_columns(&body),
-                    });
+                    };
+                    if changed_elsewhere(&obj.fields, &after.fields, &body) {
+                        // The write is in all the same, over whatever else
+                        // changed since the read: its window is declared
+                        // too, not only the other fields reconciled.
+                        return Err(PushError::RemoteChanged {
+                            object: Box::new(after),
+                            wrote: Some(Box::new(window)),
+                        });
+                    }
+                    pushed.write_window = Some(window);
                     answer
                 }
             }
