@@ -150,16 +150,20 @@ impl App {
         // repairs, each once per interval across every process.
         let mut jobs = scheduler::provider_jobs(&pool, &providers);
         if let Some(every) = config.integrity_every {
-            let (pool, registry, router) = (pool.clone(), providers.clone(), config.router.clone());
+            let (pool, registry, config) = (
+                pool.clone(),
+                providers.clone(),
+                std::sync::Arc::new(config.clone()),
+            );
             jobs.push(scheduler::Scheduled {
                 name: "integrity".into(),
                 every,
                 run: Box::new(move |stop| {
-                    let (pool, registry, router) = (pool.clone(), registry.clone(), router.clone());
+                    let (pool, registry, config) = (pool.clone(), registry.clone(), config.clone());
                     Box::pin(async move {
                         scheduler::run_job(&pool, "integrity", serde_json::json!({}), Some(every), stop,
                             async |ctx: &scheduler::JobCtx| {
-                                let r = crate::ops::integrity::run(&ctx.pool, &registry, &router, true)
+                                let r = crate::ops::integrity::run(&ctx.pool, &registry, &config, true)
                                     .await
                                     .map_err(|e| e.to_string())?;
                                 Ok(serde_json::json!({"found": r.findings.len(), "fixed": r.fixed(),

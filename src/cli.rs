@@ -351,7 +351,7 @@ async fn check(mut config: Config, fix: bool, json: bool) -> anyhow::Result<Exit
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let report = crate::ops::integrity::run(&pool, &registry, &config.router, fix).await;
+    let report = crate::ops::integrity::run(&pool, &registry, &config, fix).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

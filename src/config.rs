@@ -157,6 +157,10 @@ pub struct Config {
     /// How often integrity runs with its safe repairs
     /// (`SYNCBRIDGE_INTEGRITY_INTERVAL_S`, 3600; 0: only on demand).
     pub integrity_every: Option<Duration>,
+    /// A queue item (inbox, outbox, fetch) still waiting this long past its
+    /// due time is reported stuck by `check` (`SYNCBRIDGE_STUCK_AFTER_S`,
+    /// 900).
+    pub stuck_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -384,6 +388,7 @@ impl Config {
                 0 => None,
                 n => Some(Duration::from_secs(n)),
             },
+            stuck_after: Duration::from_secs(s.number("SYNCBRIDGE_STUCK_AFTER_S", 900u64)?),
             dispatcher: DispatcherConfig {
                 retry: RetryPolicy {
                     max_attempts: s.number("SYNCBRIDGE_PUSH_MAX_ATTEMPTS", 8)?,

@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_d1_schema"),
     migration!(16, "0016_d1_replica"),
     migration!(17, "0017_resman_schema"),
+    migration!(18, "0018_integrity"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

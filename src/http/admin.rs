@@ -182,8 +182,7 @@ pub async fn integrity_fix(State(app): State<AppState>) -> Result<Json<Value>, A
 }
 
 async fn integrity_run(app: &AppState, fix: bool) -> Result<Json<Value>, ApiError> {
-    let report =
-        crate::ops::integrity::run(&app.pool, &app.providers, &app.config.router, fix).await?;
+    let report = crate::ops::integrity::run(&app.pool, &app.providers, &app.config, fix).await?;
     app.wake.dispatcher.notify_one();
     Ok(Json(json!({
         "started_at": report.started_at,

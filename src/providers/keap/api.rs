@@ -212,6 +212,17 @@ impl Api {
         ))
     }
 
+    /// How many contacts Keap has (the `count` of a one-contact page).
+    pub(super) async fn contact_count(&self) -> Result<u64, PushError> {
+        self.0
+            .call(reqwest::Method::GET, "/contacts", &[("limit", "1")], None)
+            .await?
+            .as_ref()
+            .and_then(|v| v.get("count"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| PushError::Transient("GET /contacts answered without a count".into()))
+    }
+
     pub(super) async fn fetch(&self, object_type: &str, id: &str) -> Result<Fetched, PushError> {
         let (table, path) = object_table(object_type).ok_or_else(|| {
             PushError::Permanent(format!("Keap object type {object_type} is not mirrored"))

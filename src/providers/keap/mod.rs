@@ -20,6 +20,7 @@ use serde_json::Value;
 mod api;
 pub mod config;
 pub mod entities;
+mod integrity;
 mod wire;
 
 use api::Api;
@@ -27,8 +28,9 @@ use wire::*;
 
 use super::outbound::{JsonApi, Pacer, PushError};
 use super::{
-    header, keep_headers, Change, Delivery, FetchFuture, MaintainFuture, NormaliseError, Provider,
-    PushFuture, Reject, StoredEvent, Verified, WebhookRequest,
+    header, keep_headers, Change, Delivery, FetchFuture, IntegrityCtx, IntegrityFuture,
+    MaintainFuture, NormaliseError, Provider, PushFuture, Reject, StoredEvent, Verified,
+    WebhookRequest,
 };
 use crate::config::{Config, Secret};
 use crate::domain::{parse_provider_time, DedupKey, ProviderName};
@@ -186,6 +188,16 @@ impl Provider for Keap {
                 other => Err(PushError::Permanent(format!(
                     "Keap's API cannot update {other}; it is mirrored from Keap only"
                 ))),
+            }
+        })
+    }
+
+    fn integrity<'a>(&'a self, ctx: &'a IntegrityCtx<'a>) -> IntegrityFuture<'a> {
+        Box::pin(async move {
+            match &self.api {
+                Some(api) => integrity::check(api, ctx).await,
+                // Without the API there is nothing to count against.
+                None => Ok(Vec::new()),
             }
         })
     }

@@ -1,5 +1,6 @@
-//! Integrity (SPEC §5.3), written once for every provider: each enabled
-//! provider's checks ([`Provider::integrity`]) run, with `fix` what is safe
+//! Integrity (SPEC §5.3), written once for every provider: the engine's
+//! checks ([`engine`]) and each enabled provider's
+//! ([`crate::providers::Provider::integrity`]) run, with `fix` what is safe
 //! is repaired (a finding repaired by the provider's pull gets that pull),
 //! and the results are stored (`sync_integrity_runs`) for `syncbridge
 //! check`, the status API and the dashboard.
@@ -8,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::RouterConfig;
+pub mod engine;
+
+use crate::config::Config;
 use crate::db::{DbError, Pool};
 use crate::providers::{Finding, Fix, IntegrityCtx, PullOptions, Registry};
 
@@ -43,13 +46,13 @@ fn repaired(f: &Finding) -> bool {
 pub async fn run(
     pool: &Pool,
     registry: &Registry,
-    router: &RouterConfig,
+    config: &Config,
     fix: bool,
 ) -> Result<Report, DbError> {
     let started_at = Utc::now();
-    let mut findings = Vec::new();
     let mut errors = Vec::new();
-    let db = pool.get().await?;
+    let mut db = pool.get().await?;
+    let mut findings = engine::check(&mut db, registry, config.stuck_after, fix).await?;
     for p in registry.enabled() {
         let ctx = IntegrityCtx { db: &db, fix };
         match p.integrity(&ctx).await {
@@ -60,7 +63,7 @@ pub async fn run(
                     match crate::pull::run(
                         pool,
                         registry,
-                        router,
+                        &config.router,
                         &runs,
                         p.name(),
                         PullOptions::default(),
