@@ -127,6 +127,10 @@ impl App {
             health.clone(),
             work_cancel.clone(),
         )));
+        workers.push(tokio::spawn(crate::ops::queues::sample(
+            pool.clone(),
+            work_cancel.clone(),
+        )));
         if let Some(url) = &config.public_url {
             workers.push(tokio::spawn(scheduler::maintain_subscriptions(
                 pool.clone(),

@@ -290,6 +290,13 @@ pub fn resolve(
                 s => (Some(s), decide(s)),
             },
         };
+        if let (Changed::Both, Some(s)) = (changed, strategy) {
+            // A real conflict (both sides changed the field), by the
+            // strategy that decided it.
+            metrics::counter!("syncbridge_conflicts_total", "entity" => entity.to_owned(),
+                              "strategy" => s.as_str())
+            .increment(1);
+        }
         fields.insert(
             field.clone(),
             FieldDecision {

@@ -398,6 +398,16 @@ async fn locked_run(
         }
     };
     runs.set(&progress);
+    let result = match (&progress.error, ok, dry_run) {
+        (Some(_), _, _) => "error",
+        (None, false, _) => "partial",
+        (None, true, true) => "dry_run",
+        (None, true, false) => "ok",
+    };
+    metrics::counter!("syncbridge_pull_runs_total", "provider" => name.as_str(), "result" => result)
+        .increment(1);
+    metrics::counter!("syncbridge_pull_rows_total", "provider" => name.as_str())
+        .increment(progress.seen);
     if let Some(id) = run_id {
         client
             .execute(

@@ -51,7 +51,7 @@ pub fn metrics() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         "syncbridge_webhook_deliveries_total",
         "Webhook deliveries by provider, result (received, accepted, duplicate, rejected, handshake) and reason"
@@ -87,5 +87,44 @@ fn describe() {
         "syncbridge_apply_seconds",
         Unit::Seconds,
         "Time to apply one inbox event"
+    );
+    describe_counter!(
+        "syncbridge_conflicts_total",
+        "Fields changed on both sides, by entity and the strategy that decided them"
+    );
+    describe_counter!(
+        "syncbridge_pushes_total",
+        "Outbound push attempts by provider and result (pushed, retried, failed, skipped)"
+    );
+    describe_histogram!(
+        "syncbridge_push_seconds",
+        Unit::Seconds,
+        "Time of one push call to a provider"
+    );
+    describe_histogram!(
+        "syncbridge_change_to_push_seconds",
+        Unit::Seconds,
+        "End to end: local change committed to the provider acknowledging the push"
+    );
+    describe_counter!(
+        "syncbridge_pull_runs_total",
+        "Pull runs by provider and result (ok, partial, error, dry_run)"
+    );
+    describe_counter!(
+        "syncbridge_pull_rows_total",
+        "Remote rows read by pull runs, by provider"
+    );
+    describe_gauge!(
+        "syncbridge_queue_depth",
+        "Pending items by queue (inbox, outbox, fetch) and provider, sampled every 5 s"
+    );
+    describe_gauge!(
+        "syncbridge_queue_oldest_seconds",
+        Unit::Seconds,
+        "Age of the oldest pending item by queue and provider, sampled every 5 s"
+    );
+    describe_gauge!(
+        "syncbridge_integrity_issues",
+        "Findings of the last integrity run by provider and check"
     );
 }

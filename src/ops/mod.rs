@@ -1,8 +1,9 @@
 //! Operator tools that sit beside the pipeline: recorded fixtures, their
-//! replay and export.
+//! replay and export, integrity checks, queue sampling.
 
 pub mod fixtures;
 pub mod integrity;
+pub mod queues;
 pub mod replay;
 
 /// A duration in seconds as an operator reads it: `45 s`, `12 min`,
