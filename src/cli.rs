@@ -168,15 +168,35 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
             Err(why) => tracing::warn!(%provider, "webhooks disabled: {why}"),
         }
     }
+    let (database, pool) = prepare(&mut config).await?;
+    // On the embedded default, a token of its own (kept in the data
+    // directory), so there is a dashboard to open; never with a real
+    // DATABASE_URL. The token itself is never logged.
+    let mut generated = None;
+    if let (None, Some(pg)) = (&config.admin_token, &database.embedded) {
+        let (token, made) = crate::ops::admin_token::read_or_generate(pg.data_dir())
+            .context("keeping the admin token in the data directory")?;
+        config.admin_token = Some(crate::config::Secret::new(token));
+        generated = Some((crate::ops::admin_token::path(pg.data_dir()), made));
+    }
     if config.admin_token.is_none() {
         tracing::warn!("SYNCBRIDGE_ADMIN_TOKEN is unset: the admin API answers 503");
     }
-    let (database, pool) = prepare(&mut config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {} (SYNCBRIDGE_LISTEN)", config.listen))?;
     let app = App::start(config, pool, listener).await?;
     tracing::info!(addr = %app.addr(), "syncbridge is serving");
+    if let Some((path, made)) = generated {
+        tracing::info!(
+            token_file = %path.display(),
+            "{} admin token (SYNCBRIDGE_ADMIN_TOKEN is unset): open http://{}/ and paste the token \
+             from `cat {}`",
+            if made { "generated an" } else { "using the generated" },
+            app.addr(),
+            path.display()
+        );
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight work");
     app.shutdown().await;

@@ -576,3 +576,122 @@ async fn resman_tables_of_the_application_keep_their_columns_and_rows() {
         .get(0);
     assert_eq!(left, 0, "only syncbridge's columns are removed");
 }
+
+/// `serve` with nothing configured, on the embedded default, as a new user
+/// runs it; stopped with SIGTERM (which stops the cluster it started).
+struct EmbeddedServe {
+    child: std::process::Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl EmbeddedServe {
+    fn start(data_dir: &std::path::Path, log: PathBuf) -> EmbeddedServe {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_syncbridge"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SYNCBRIDGE_DATA_DIR", data_dir)
+            .env("SYNCBRIDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("serve starts");
+        EmbeddedServe {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    async fn ready(&self) {
+        for _ in 0..1200 {
+            if reqwest::get(format!("{}/readyz", self.base))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "serve never became ready:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn serve_on_the_embedded_default_makes_an_admin_token_once_and_a_real_database_none() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("sb-first-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.join("data");
+    let http = reqwest::Client::new();
+
+    let serve = EmbeddedServe::start(&data, dir.join("serve-1.log"));
+    serve.ready().await;
+    let token_file = data.join("admin-token");
+    let token = std::fs::read_to_string(&token_file)
+        .expect("the token is kept in the data directory")
+        .trim()
+        .to_owned();
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only its owner reads it");
+    let status = http
+        .get(format!("{}/api/sync/status", serve.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), reqwest::StatusCode::OK);
+    let base = serve.base.clone();
+    let log = serve.stop();
+    assert!(
+        log.contains("generated an admin token") && log.contains(&format!("open {base}/")),
+        "the log says where to look: {log}"
+    );
+    assert!(!log.contains(&token), "the token itself is never logged");
+
+    // The next start keeps the same token.
+    let serve = EmbeddedServe::start(&data, dir.join("serve-2.log"));
+    serve.ready().await;
+    let status = http
+        .get(format!("{}/api/sync/status", serve.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), reqwest::StatusCode::OK);
+    let log = serve.stop();
+    assert!(log.contains("using the generated admin token"), "{log}");
+
+    // With a real DATABASE_URL nothing is generated: the admin API is off.
+    let db = TestDb::create().await;
+    let mut serve = ServeProcess::start(
+        &db.url,
+        &[("SYNCBRIDGE_DATA_DIR", &dir.join("unused").to_string_lossy())],
+    );
+    serve.answers("/readyz", reqwest::StatusCode::OK).await;
+    let r = http
+        .get(serve.url("/api/sync/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    serve.kill();
+    assert!(!dir.join("unused").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

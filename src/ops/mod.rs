@@ -1,6 +1,7 @@
 //! Operator tools that sit beside the pipeline: recorded fixtures, their
 //! replay and export, integrity checks, queue sampling.
 
+pub mod admin_token;
 pub mod fixtures;
 pub mod integrity;
 pub mod queues;
