@@ -22,7 +22,7 @@ pub fn path(data_dir: &Path) -> PathBuf {
 /// The token kept in `data_dir`, if there is one.
 pub fn read(data_dir: &Path) -> io::Result<Option<String>> {
     let path = path(data_dir);
-    let mut file = match std::fs::File::open(&path) {
+    let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
