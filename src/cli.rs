@@ -55,10 +55,15 @@ pub enum Command {
         /// server answers there; otherwise an in-process pipeline).
         #[arg(long, value_name = "URL")]
         target: Option<String>,
-        /// Re-sign each delivery with the configured secret and the current
-        /// time (recorded signatures expire after the tolerance).
+        /// Re-sign each delivery expected to verify with the configured
+        /// secret and the current time (recorded signatures expire after the
+        /// tolerance); one expected to fail verification goes as recorded.
         #[arg(long)]
         resign: bool,
+        /// Record what each folder's `expected-state.json` queries return
+        /// now as its expected rows, instead of asserting them.
+        #[arg(long)]
+        write_state: bool,
     },
     /// Write stored inbox deliveries as fixture files.
     ExportFixtures {
@@ -121,7 +126,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
             target,
             resign,
-        } => replay(config, paths, target, resign).await,
+            write_state,
+        } => replay(config, paths, target, resign, write_state).await,
         Command::ExportFixtures {
             provider,
             since,
@@ -275,8 +281,12 @@ async fn replay(
     paths: Vec<PathBuf>,
     target: Option<String>,
     resign: bool,
+    write_state: bool,
 ) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+
     let fixtures = fixtures::load(&paths)?;
+    let states = crate::ops::state::files(&paths);
     let registry = Registry::from_config(&config);
     let configured = format!("http://{}", config.listen);
     let running = tokio::net::TcpStream::connect(config.listen).await.is_ok();
@@ -295,6 +305,9 @@ async fn replay(
                 config.admin_token =
                     Some(crate::config::Secret::new(uuid::Uuid::new_v4().to_string()));
             }
+            // Stored first, applied after in arrival order by one drain
+            // (below): the final state is the same on every run.
+            config.router.workers = 0;
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let app = App::start(config.clone(), pool.clone(), listener).await?;
             eprintln!(
@@ -308,13 +321,26 @@ async fn replay(
         }
     };
 
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(fixtures.len() as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} deliveries {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    });
     let replayer = Replayer {
         target,
         providers: &registry,
         resign,
         admin_token: config.admin_token.clone(),
+        progress: progress.clone(),
     };
     let results = replayer.replay(&fixtures).await?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
     let mut mismatches = 0;
     for r in &results {
         let mark = match r.as_expected {
@@ -325,31 +351,114 @@ async fn replay(
             }
             None => "    ",
         };
-        println!("{mark} {} {:<10} {}", r.status, r.answer, r.path.display());
+        let mut line = format!("{mark} {} {:<10} {}", r.status, r.answer, r.path.display());
+        if r.as_expected == Some(false) {
+            if let Some(e) = &r.expected {
+                line.push_str(&format!(" (expected {e})"));
+            }
+        }
+        if let Some(note) = r.note.as_ref().filter(|n| !r.answer.contains(n.as_str())) {
+            line.push_str(&format!(": {note}"));
+        }
+        println!("{line}");
     }
 
-    if let Some((database, pool, app)) = local {
-        // Apply what was stored before stopping.
-        let router = Router::new(pool, &registry, config.router.clone());
-        let stats = router
-            .drain_all(&tokio_util::sync::CancellationToken::new())
-            .await?;
-        println!(
-            "applied {} events ({} ignored, {} stale, {} to retry, {} failed)",
-            stats.processed, stats.ignored, stats.stale, stats.retried, stats.failed
-        );
-        app.shutdown().await;
-        database.close().await;
+    let mut state_failures = 0;
+    match local {
+        Some((database, pool, app)) => {
+            // Apply what was stored, once nothing arrives any more.
+            app.shutdown().await;
+            let router = Router::new(pool, &registry, config.router.clone());
+            let stats = router
+                .drain_all(&tokio_util::sync::CancellationToken::new())
+                .await?;
+            println!(
+                "applied {} events ({} ignored, {} stale, {} to retry, {} failed)",
+                stats.processed, stats.ignored, stats.stale, stats.retried, stats.failed
+            );
+            if !states.is_empty() {
+                let mut c = db::connect(&database.url).await?;
+                state_failures = final_states(&mut c, &states, write_state).await?;
+            }
+            database.close().await;
+        }
+        None if !states.is_empty() => {
+            // The server applies on its own: wait for its inbox to drain,
+            // then read the state from the configured database.
+            let database = Database::open(&config)
+                .await
+                .context("opening the database to check the final state")?;
+            let mut c = db::connect(&database.url).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let pending: i64 = c
+                    .query_one(
+                        "SELECT count(*) FROM webhook_events WHERE status = 'pending'",
+                        &[],
+                    )
+                    .await?
+                    .get(0);
+                if pending == 0 || std::time::Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            state_failures = final_states(&mut c, &states, write_state).await?;
+            drop(c);
+            database.close().await;
+        }
+        None => {}
     }
     println!(
         "{} deliveries replayed, {mismatches} not as expected",
         results.len()
     );
-    Ok(if mismatches == 0 {
+    if !states.is_empty() && !write_state {
+        println!("final state: {state_failures} checks do not hold");
+    }
+    Ok(if mismatches == 0 && state_failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Asserts (or, with `write`, records) each folder's golden final state;
+/// returns the checks that do not hold, each printed with its diff.
+async fn final_states(
+    c: &mut tokio_postgres::Client,
+    files: &[PathBuf],
+    write: bool,
+) -> anyhow::Result<usize> {
+    use crate::ops::state;
+    let mut failures = 0;
+    for path in files {
+        let mut expected = state::read(path)?;
+        let outcomes = state::verify(c, path, &expected).await?;
+        if write {
+            for (check, o) in expected.checks.iter_mut().zip(&outcomes) {
+                check.rows = o.observed.clone();
+            }
+            state::write(path, &expected)?;
+            println!("wrote {} ({} checks)", path.display(), outcomes.len());
+            continue;
+        }
+        for o in outcomes {
+            if o.holds() {
+                println!("ok   state {} ({} rows)", o.name, o.observed.len());
+                continue;
+            }
+            failures += 1;
+            println!("DIFF state {} ({}):", o.name, path.display());
+            for row in &o.missing {
+                println!("  - {row}");
+            }
+            for row in &o.extra {
+                println!("  + {row}");
+            }
+        }
+    }
+    Ok(failures)
 }
 
 /// `syncbridge pull <provider>`: the run with a progress bar on a terminal,

@@ -437,10 +437,13 @@ async fn replay_without_a_server_then_export_round_trips_byte_for_byte() {
         "{}",
         text(&o)
     );
+    // Re-signed, it verifies: a duplicate of what is stored. The fixture
+    // expects `accepted` (its expectation is for an empty inbox), so the
+    // run reports it as not as expected.
     let o = strict(vec!["--resign"]).await.unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("200 duplicate"),
+        String::from_utf8_lossy(&o.stdout).contains("DIFF 200 duplicate"),
         "{}",
         text(&o)
     );
@@ -693,5 +696,146 @@ async fn serve_on_the_embedded_default_makes_an_admin_token_once_and_a_real_data
     assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     serve.kill();
     assert!(!dir.join("unused").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `replay --resign fixtures/` as the README has it: every fixture as
+/// expected (the bad signatures still refused), the golden final state of
+/// `fixtures/expected-state.json` holding; with a secret unset, exit 1 and
+/// why; a state that does not hold printed as a diff.
+#[tokio::test]
+async fn replay_resign_keeps_expectations_and_asserts_the_final_state() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let run = |db: String, args: Vec<String>, extra: Vec<(&'static str, String)>| {
+        let listen = listen.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut env: Vec<(&str, &str)> = vec![
+                ("SYNCBRIDGE_LISTEN", listen.as_str()),
+                // The default tolerance: recorded signatures are stale.
+                ("SYNCBRIDGE_SIGNATURE_TOLERANCE_S", "300"),
+            ];
+            env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+            syncbridge(&db, &args, &env)
+        })
+    };
+    let all = fixtures_dir().display().to_string();
+
+    let db = TestDb::create().await;
+    let o = run(
+        db.url.clone(),
+        vec!["replay".into(), "--resign".into(), all.clone()],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        out.contains(" deliveries replayed, 0 not as expected"),
+        "{out}"
+    );
+    assert!(out.contains("final state: 0 checks do not hold"), "{out}");
+    // A bad signature is not re-signed: it still gets its 401.
+    let tampered = out
+        .lines()
+        .find(|l| l.contains("bad-signature-tampered.json"))
+        .unwrap();
+    assert!(tampered.starts_with("ok   401"), "{tampered}");
+    drop(db);
+
+    // Without the beta secret: the beta fixtures are not as expected, and
+    // the lines say why.
+    let db = TestDb::create().await;
+    let mut cmd_env = vec![("OPENPHONE_WEBHOOK_SECRET", String::new())];
+    cmd_env.push(("RUST_LOG", "error".into()));
+    let o = run(
+        db.url.clone(),
+        vec!["replay".into(), "--resign".into(), all.clone()],
+        cmd_env,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let beta: Vec<&str> = out.lines().filter(|l| l.contains("/beta-")).collect();
+    assert!(!beta.is_empty());
+    for line in &beta {
+        if line.contains("beta-bad-signature") {
+            assert!(line.starts_with("ok   401"), "{line}");
+        } else {
+            assert!(
+                line.starts_with("DIFF 401") && line.contains("OPENPHONE_WEBHOOK_SECRET"),
+                "{line}"
+            );
+        }
+    }
+    assert!(out.contains(", 3 not as expected"), "{out}");
+    assert!(
+        out.contains("DIFF state"),
+        "the final state differs too: {out}"
+    );
+    drop(db);
+
+    // A folder whose golden state does not hold: the diff names the rows.
+    let dir = std::env::temp_dir().join(format!("sb-golden-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["message-received.json", "message-received-duplicate.json"] {
+        std::fs::copy(fixtures_dir().join("openphone").join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.join("expected-state.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"checks": [{
+            "name": "messages",
+            "query": "SELECT body FROM communications",
+            "rows": [{"body": "Is the 3BR still available?"}],
+        }]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let db = TestDb::create().await;
+    let o = run(
+        db.url.clone(),
+        vec![
+            "replay".into(),
+            "--resign".into(),
+            dir.display().to_string(),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        out.contains("2 deliveries replayed, 0 not as expected"),
+        "{out}"
+    );
+    assert!(out.contains("DIFF state messages"), "{out}");
+    assert!(
+        out.contains(r#"  - {"body":"Is the 3BR still available?"}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"  + {"body":"Is the 2BR still available?"}"#),
+        "{out}"
+    );
+    // --write-state records what is there; then it holds.
+    let db2 = TestDb::create().await;
+    let o = run(
+        db2.url.clone(),
+        vec![
+            "replay".into(),
+            "--resign".into(),
+            "--write-state".into(),
+            dir.display().to_string(),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let golden = std::fs::read_to_string(dir.join("expected-state.json")).unwrap();
+    assert!(golden.contains("Is the 2BR still available?"), "{golden}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -63,11 +63,13 @@ pub async fn pulled(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // A pulled provider's route, and that of any provider with a pull
-    // whose webhooks are something else (ResMan: its polled prospects).
+    // A pulled provider's route, and that of any provider whose pull
+    // stores deliveries of its own kinds while its webhooks are something
+    // else (ResMan: its polled prospects). Replaying a recorded one needs
+    // no API credentials; a disabled provider answers with its reason.
     let name = route(&provider, Webhook::Pulled).or_else(|e| {
         ProviderName::parse(&provider)
-            .filter(|n| app.providers.get(*n).is_ok_and(|p| p.puller().is_some()))
+            .filter(|n| providers::plugin(*n).is_some_and(|p| !p.pulled_kinds.is_empty()))
             .ok_or(e)
     });
     match name {

@@ -127,7 +127,9 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), FixtureError> {
             collect(&entry.map_err(io)?.path(), out)?;
         }
     } else if path.extension().is_some_and(|e| e == "json") || path.is_file() {
-        if path.extension().is_some_and(|e| e == "json") {
+        // A folder's golden final state is not a delivery.
+        let golden = path.file_name().is_some_and(|n| n == super::state::FILE);
+        if path.extension().is_some_and(|e| e == "json") && !golden {
             out.push(path.to_owned());
         }
     } else {

@@ -1,7 +1,11 @@
 //! `syncbridge replay`: sends recorded deliveries to a running server over
 //! HTTP, exactly as recorded (or re-signed for now with `--resign`), and
-//! compares each answer with the fixture's `expect`. Replay "without a
-//! server" starts the service in-process on a loopback port and replays
+//! compares each answer with the fixture's `expect`, re-signed or not.
+//! `--resign` re-signs only what is expected to verify: a fixture expected
+//! to get 401 (a bad or missing signature) goes as recorded and must still
+//! get its 401. A delivery whose provider cannot verify it here (its secret
+//! is unset) is not as expected, and the result says why. Replay "without
+//! a server" starts the service in-process on a loopback port and replays
 //! into that, so both paths go through the same HTTP front.
 
 use std::path::{Path, PathBuf};
@@ -19,14 +23,17 @@ pub struct ReplayResult {
     /// `status` of the JSON answer (`accepted`, `duplicate`, …) or the
     /// error detail.
     pub answer: String,
-    /// `None` when the fixture has no expectation or it was re-signed.
+    /// `None` when the fixture has no expectation.
     pub as_expected: Option<bool>,
+    /// The expectation, as `200 accepted`.
+    pub expected: Option<String>,
+    /// Why it is not as expected, when syncbridge can tell (a secret that
+    /// is unset, a provider that is disabled).
+    pub note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("{0}: the path has {{token}} but its provider's webhook token is not set")]
-    NoToken(PathBuf),
     #[error("{path}: {message}")]
     Fixture { path: PathBuf, message: String },
     #[error("{path}: could not deliver to {url}: {source}")]
@@ -44,6 +51,8 @@ pub struct Replayer<'a> {
     /// Sent as the bearer token to `/api/…` paths (a pulled provider's
     /// deliveries are replayed through the admin API).
     pub admin_token: Option<crate::config::Secret>,
+    /// Advanced once per delivery (a progress bar on a terminal).
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 impl Replayer<'_> {
@@ -62,6 +71,9 @@ impl Replayer<'_> {
         let mut out = Vec::with_capacity(fixtures.len());
         for (path, f) in fixtures {
             out.push(self.send(&client, path, f).await?);
+            if let Some(bar) = &self.progress {
+                bar.inc(1);
+            }
         }
         Ok(out)
     }
@@ -77,13 +89,33 @@ impl Replayer<'_> {
             message,
         };
         let body = f.body_bytes().map_err(bad)?;
+        let provider = f.provider().map(|p| (p, self.providers.get(p)));
+        let expected = f.expect.as_ref().map(|e| match &e.outcome {
+            Some(o) => format!("{} {o}", e.status),
+            None => e.status.to_string(),
+        });
+        let unsent = |note: String| ReplayResult {
+            path: path.to_owned(),
+            status: 0,
+            answer: "not sent".into(),
+            as_expected: f.expect.as_ref().map(|_| false),
+            expected: expected.clone(),
+            note: Some(note),
+        };
         let route = if f.path.contains(TOKEN_PLACEHOLDER) {
-            let token = f
-                .provider()
-                .and_then(|p| self.providers.get(p).ok())
-                .and_then(|p| p.path_token())
-                .ok_or_else(|| ReplayError::NoToken(path.to_owned()))?;
-            f.path.replace(TOKEN_PLACEHOLDER, token.expose())
+            let token = provider
+                .as_ref()
+                .and_then(|(_, p)| p.as_ref().ok())
+                .and_then(|p| p.path_token());
+            match token {
+                Some(token) => f.path.replace(TOKEN_PLACEHOLDER, token.expose()),
+                None => {
+                    let name = provider.map_or("its provider".into(), |(p, _)| p.to_string());
+                    return Ok(unsent(format!(
+                        "the path has {TOKEN_PLACEHOLDER} but {name}'s webhook token is not set"
+                    )));
+                }
+            }
         } else {
             f.path.clone()
         };
@@ -94,9 +126,22 @@ impl Replayer<'_> {
             let value = HeaderValue::from_str(v).map_err(|e| bad(format!("header {k:?}: {e}")))?;
             headers.insert(name, value);
         }
-        if self.resign {
-            if let Some(p) = f.provider().and_then(|p| self.providers.get(p).ok()) {
-                p.resign(&mut headers, &body, Utc::now());
+        // Whether this provider could sign the delivery here (its secret is
+        // set): re-signing a copy tells, without touching what is sent.
+        let unsignable = match &provider {
+            Some((_, Ok(p))) => p
+                .resign(&mut headers.clone(), &body, Utc::now())
+                .err()
+                .map(str::to_owned),
+            Some((_, Err(why))) => Some((*why).to_owned()),
+            None => None,
+        };
+        // Only a delivery expected to verify is re-signed: a bad signature
+        // stays bad.
+        let verifies = f.expect.as_ref().is_none_or(|e| e.status != 401);
+        if self.resign && verifies {
+            if let Some((_, Ok(p))) = &provider {
+                let _ = p.resign(&mut headers, &body, Utc::now());
             }
         }
         if route.starts_with("/api/") {
@@ -128,15 +173,19 @@ impl Replayer<'_> {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_owned();
-        let as_expected = match (&f.expect, self.resign) {
-            (Some(e), false) => Some(
-                e.status == status
-                    && match e.outcome.as_deref() {
-                        Some("accepted") => answer == "accepted",
-                        Some("duplicate") => answer == "duplicate",
-                        _ => true,
-                    },
-            ),
+        let as_expected = f.expect.as_ref().map(|e| {
+            e.status == status
+                && match e.outcome.as_deref() {
+                    Some("accepted") => answer == "accepted",
+                    Some("duplicate") => answer == "duplicate",
+                    _ => true,
+                }
+        });
+        let note = match as_expected {
+            Some(false) => unsignable.or_else(|| {
+                (self.resign && !verifies)
+                    .then(|| "sent as recorded (expected not to verify)".to_owned())
+            }),
             _ => None,
         };
         Ok(ReplayResult {
@@ -144,6 +193,8 @@ impl Replayer<'_> {
             status,
             answer,
             as_expected,
+            expected,
+            note,
         })
     }
 }

@@ -565,8 +565,17 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Re-signs a recorded delivery for replay (`replay --resign`):
-    /// replaces the signature headers with fresh ones for `now`.
-    fn resign(&self, _headers: &mut HeaderMap, _body: &[u8], _now: DateTime<Utc>) {}
+    /// replaces the signature headers with fresh ones for `now`, or says
+    /// why it cannot (the secret of the delivery's scheme is not set).
+    /// Providers whose deliveries carry no signature leave them as they are.
+    fn resign(
+        &self,
+        _headers: &mut HeaderMap,
+        _body: &[u8],
+        _now: DateTime<Utc>,
+    ) -> Result<(), &'static str> {
+        Ok(())
+    }
 }
 
 /// Headers worth storing with a delivery, lower-cased. A header sent on

@@ -410,6 +410,7 @@ impl TestApp {
             providers: &registry,
             resign: false,
             admin_token: self.config.admin_token.clone(),
+            progress: None,
         }
         .replay(fixtures)
         .await

@@ -278,21 +278,32 @@ impl Provider for OpenPhone {
         })
     }
 
-    fn resign(&self, headers: &mut HeaderMap, body: &[u8], now: DateTime<Utc>) {
+    fn resign(
+        &self,
+        headers: &mut HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), &'static str> {
         if headers.contains_key("webhook-signature") {
-            if let (Some(key), Some(id)) = (&self.standard_key, header(headers, "webhook-id")) {
-                let id = id.to_owned();
+            let key = self
+                .standard_key
+                .as_ref()
+                .ok_or("OPENPHONE_WEBHOOK_SECRET is unset (beta webhooks)")?;
+            if let Some(id) = header(headers, "webhook-id").map(str::to_owned) {
                 let ts = now.timestamp();
                 let sig = signature::sign_standard(key, &id, ts, body);
                 set(headers, "webhook-timestamp", &ts.to_string());
                 set(headers, "webhook-signature", &sig);
             }
         } else if headers.contains_key(LEGACY_HEADER) {
-            if let Some(key) = &self.legacy_key {
-                let sig = signature::sign_openphone_legacy(key, now.timestamp_millis(), body);
-                set(headers, LEGACY_HEADER, &sig);
-            }
+            let key = self
+                .legacy_key
+                .as_ref()
+                .ok_or("OPENPHONE_WEBHOOK_KEY is unset (legacy webhooks)")?;
+            let sig = signature::sign_openphone_legacy(key, now.timestamp_millis(), body);
+            set(headers, LEGACY_HEADER, &sig);
         }
+        Ok(())
     }
 }
 

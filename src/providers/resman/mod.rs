@@ -250,14 +250,21 @@ impl Provider for ResMan {
         }))
     }
 
-    fn resign(&self, headers: &mut HeaderMap, body: &[u8], now: DateTime<Utc>) {
-        let Some(key) = &self.key else { return };
-        if let Some(id) = header(headers, "webhook-id").map(str::to_owned) {
-            let ts = now.timestamp();
-            let sig = signature::sign_standard(key, &id, ts, body);
-            super::openphone::set(headers, "webhook-timestamp", &ts.to_string());
-            super::openphone::set(headers, "webhook-signature", &sig);
-        }
+    fn resign(
+        &self,
+        headers: &mut HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), &'static str> {
+        let Some(id) = header(headers, "webhook-id").map(str::to_owned) else {
+            return Ok(());
+        };
+        let key = self.key.as_ref().ok_or("RESMAN_WEBHOOK_SECRET is unset")?;
+        let ts = now.timestamp();
+        let sig = signature::sign_standard(key, &id, ts, body);
+        super::openphone::set(headers, "webhook-timestamp", &ts.to_string());
+        super::openphone::set(headers, "webhook-signature", &sig);
+        Ok(())
     }
 }
 
