@@ -90,6 +90,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Full resync of one synced table to one provider: D1 rebuilds its
+    /// copy here, with a progress bar; other providers get every row queued
+    /// for the dispatcher of a running `serve`.
+    Resync {
+        /// The provider (`d1`, `openphone`, `keap`, `resman`).
+        provider: String,
+        /// The synced table (`prospects`, `clients`, `sync_contacts`, …).
+        entity: String,
+    },
     /// Integrity checks; exit 1 when issues remain.
     Check {
         /// Repair what is safe to repair.
@@ -128,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resign,
             write_state,
         } => replay(config, paths, target, resign, write_state).await,
+        Command::Resync { provider, entity } => resync(config, provider, entity).await,
         Command::ExportFixtures {
             provider,
             since,
@@ -423,6 +433,83 @@ async fn replay(
     })
 }
 
+/// `syncbridge resync <provider> <entity>`: a provider's own resync job run
+/// here with a progress bar on a terminal (exit 1 when it fails), or every
+/// row queued in the outbox.
+async fn resync(mut config: Config, provider: String, entity: String) -> anyhow::Result<ExitCode> {
+    use crate::ops::resync::Target;
+    use std::io::IsTerminal;
+
+    let name = crate::domain::ProviderName::parse(&provider)
+        .with_context(|| format!("no provider is called {provider:?}"))?;
+    let (database, pool) = prepare(&mut config).await?;
+    let registry = Registry::from_config(&config);
+    let target = crate::ops::resync::target(&registry, name, &entity)?;
+    let code = match target {
+        Target::Queue => {
+            let c = pool.get().await?;
+            let queued = db::admin::full_resync(&c, &entity, name.as_str()).await?;
+            println!(
+                "queued {queued} {entity} rows for {name}: a running `serve` pushes them \
+                 (see /api/sync/status)"
+            );
+            ExitCode::SUCCESS
+        }
+        Target::Job { provider, key } => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let args = serde_json::json!({"entity": entity});
+            let job = {
+                let (pool, key, stop) = (pool.clone(), key.clone(), stop.clone());
+                tokio::spawn(async move {
+                    scheduler::run_provider_job(&pool, &provider, "resync", &key, args, None, stop)
+                        .await
+                })
+            };
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new(0);
+                if let Ok(style) =
+                    indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} rows {msg}")
+                {
+                    bar.set_style(style);
+                }
+                bar
+            });
+            let c = pool.get().await?;
+            while !job.is_finished() {
+                if let (Some(bar), Ok(runs)) = (&bar, scheduler::last_runs(&c).await) {
+                    let p = &runs
+                        .get(&key)
+                        .map(|r| r["progress"].clone())
+                        .unwrap_or_default();
+                    if let Some(total) = p["total"].as_u64() {
+                        bar.set_length(total);
+                    }
+                    bar.set_position(p["upserted"].as_u64().unwrap_or(0));
+                    bar.set_message(p["phase"].as_str().unwrap_or_default().to_owned());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            drop(c);
+            let run = job.await.context("the resync task")??;
+            match &run.error {
+                None => {
+                    println!("{key}: {}", run.summary);
+                    ExitCode::SUCCESS
+                }
+                Some(e) => {
+                    println!("{key} failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
+    database.close().await;
+    Ok(code)
+}
+
 /// Asserts (or, with `write`, records) each folder's golden final state;
 /// returns the checks that do not hold, each printed with its diff.
 async fn final_states(
@@ -480,7 +567,17 @@ async fn check(mut config: Config, fix: bool, json: bool) -> anyhow::Result<Exit
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let report = crate::ops::integrity::run(&pool, &registry, &config, fix).await;
+    let verb = if fix {
+        "checking and repairing"
+    } else {
+        "checking"
+    };
+    let report = crate::ops::integrity::run_showing(&pool, &registry, &config, fix, &|what| {
+        if let Some(bar) = &bar {
+            bar.set_message(format!("{verb} {what}"));
+        }
+    })
+    .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

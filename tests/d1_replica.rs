@@ -735,3 +735,51 @@ async fn psql(url: &str, sql: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn resync_on_the_command_line_rebuilds_d1_in_the_foreground() {
+    let fake = FakeD1::start(SCHEMA).await;
+    let db = common::TestDb::create().await;
+    let c = db.client().await;
+    c.batch_execute(&format!(
+        "SET syncbridge.origin = 'd1'; {} RESET syncbridge.origin;",
+        prospects_sql(1, 500)
+    ))
+    .await
+    .unwrap();
+    fake.exec("INSERT INTO prospects (id, name) VALUES ('deleted-1', 'stale')");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncbridge"));
+    cmd.args(["resync", "d1", "prospects"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .envs(d1_env(&fake));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("d1.resync.prospects"), "{stdout}");
+    assert_eq!(d1_count(&fake, "SELECT count(*) AS n FROM prospects"), 500);
+    // A table D1 does not take is refused with what it takes.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncbridge"));
+    cmd.args(["resync", "d1", "clients"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .envs(d1_env(&fake));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("d1 syncs prospects, campaigns, mailboxes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

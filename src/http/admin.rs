@@ -234,24 +234,27 @@ pub async fn full(
 ) -> Result<Json<Value>, ApiError> {
     check_name("entity", &req.entity)?;
     let provider = req.provider;
-    let pusher = app
-        .providers
-        .get(provider)
-        .map_err(|why| ApiError::new(StatusCode::CONFLICT, "provider disabled", why))?;
-    let tables = pusher
-        .pushes()
-        .map_err(|why| ApiError::new(StatusCode::CONFLICT, "no outbound sync", why))?;
-    if !tables.contains(&req.entity.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad request",
-            format!("{provider} syncs {}", tables.join(", ")),
-        ));
-    }
-    if pusher.jobs().iter().any(|j| j.name() == "resync") {
+    let target =
+        crate::ops::resync::target(&app.providers, provider, &req.entity).map_err(|refused| {
+            match refused {
+                crate::ops::resync::Refused::Disabled(why) => {
+                    ApiError::new(StatusCode::CONFLICT, "provider disabled", why)
+                }
+                crate::ops::resync::Refused::NoOutbound(why) => {
+                    ApiError::new(StatusCode::CONFLICT, "no outbound sync", why)
+                }
+                e @ crate::ops::resync::Refused::NotSynced { .. } => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "bad request", e.to_string())
+                }
+            }
+        })?;
+    if let crate::ops::resync::Target::Job {
+        provider: pusher,
+        key,
+    } = target
+    {
         // The provider rebuilds the table itself (in the background; its
         // progress is in /api/sync/status under jobs).
-        let key = format!("{provider}.resync.{}", req.entity);
         let (pool, p, args, k) = (
             app.pool.clone(),
             pusher.clone(),

@@ -6,6 +6,7 @@ pub mod fixtures;
 pub mod integrity;
 pub mod queues;
 pub mod replay;
+pub mod resync;
 pub mod state;
 
 /// A duration in seconds as an operator reads it: `45 s`, `12 min`,

@@ -49,11 +49,25 @@ pub async fn run(
     config: &Config,
     fix: bool,
 ) -> Result<Report, DbError> {
+    run_showing(pool, registry, config, fix, &|_| {}).await
+}
+
+/// [`run`], telling `step` what it checks as it goes (a command line's
+/// progress display).
+pub async fn run_showing(
+    pool: &Pool,
+    registry: &Registry,
+    config: &Config,
+    fix: bool,
+    step: &(dyn Fn(&str) + Sync),
+) -> Result<Report, DbError> {
     let started_at = Utc::now();
     let mut errors = Vec::new();
     let mut db = pool.get().await?;
+    step("the engine's links, conflicts, queues and partitions");
     let mut findings = engine::check(&mut db, registry, config.stuck_after, fix).await?;
     for p in registry.enabled() {
+        step(p.name().as_str());
         let ctx = IntegrityCtx { db: &db, fix };
         match p.integrity(&ctx).await {
             Ok(mut found) => {
