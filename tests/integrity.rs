@@ -329,3 +329,61 @@ async fn a_missing_audit_partition_is_found_and_fixed_with_its_stray_rows() {
         .unwrap();
     assert!(again.findings.is_empty(), "{:#?}", again.findings);
 }
+
+/// OpenPhone's own check: a call stored before its client existed is found
+/// and linked by `--fix`, a stranger's call is left alone.
+#[tokio::test]
+async fn a_call_stored_before_its_client_is_linked_by_fix() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let config = syncbridge::config::Config::from_settings(&test_settings(&db.url)).unwrap();
+    let pool = syncbridge::db::pool(&db.url, 2).unwrap();
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    c.batch_execute(
+        "INSERT INTO communications (id, channel, direction, from_number, to_number, openphone_call_id)
+         VALUES ('00000000-0000-4000-8000-0000000000c1', 'call', 'incoming', '+14155550142', '+14155550199', 'AC1'),
+                ('00000000-0000-4000-8000-0000000000c2', 'call', 'outgoing', '+14155550199', '+13105550123', 'AC2');
+         INSERT INTO clients (id, first_name, phone)
+         VALUES ('00000000-0000-4000-8000-00000000da7a', 'Dana', '(415) 555-0142');",
+    )
+    .await
+    .unwrap();
+    let found = syncbridge::ops::integrity::run(&pool, &registry, &config, false)
+        .await
+        .unwrap();
+    let r = serde_json::to_value(&found).unwrap();
+    assert_eq!(checks(&r), ["unlinked_communication"], "{r:#}");
+    let f = finding(&r, "unlinked_communication");
+    assert_eq!(f["provider"], "openphone");
+    assert_eq!(
+        f["examples"],
+        json!(["00000000-0000-4000-8000-0000000000c1"])
+    );
+    let fixed = syncbridge::ops::integrity::run(&pool, &registry, &config, true)
+        .await
+        .unwrap();
+    assert_eq!(fixed.remaining(), 0, "{:#?}", fixed.findings);
+    let linked: Vec<Option<uuid::Uuid>> = c
+        .query("SELECT client_id FROM communications ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        linked,
+        [
+            Some("00000000-0000-4000-8000-00000000da7a".parse().unwrap()),
+            None
+        ]
+    );
+    let audited: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sync_audit_log WHERE decision = 'communication_linked'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+}

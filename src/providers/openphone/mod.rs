@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub mod batch;
 pub mod config;
 pub mod entities;
+mod integrity;
 mod push;
 pub mod store;
 mod wire;
@@ -23,8 +24,8 @@ use super::edge::AnyObject;
 use super::outbound::{JsonApi, Pacer, PushError};
 use super::signature::{self, HmacKey};
 use super::{
-    header, keep_headers, Change, Delivery, NormaliseError, Provider, PushFuture, Reject,
-    StoredEvent, Verified, WebhookRequest,
+    header, keep_headers, Change, Delivery, IntegrityCtx, IntegrityFuture, NormaliseError,
+    Provider, PushFuture, Reject, StoredEvent, Verified, WebhookRequest,
 };
 use super::{ApplyCtx, ApplyFuture, BatchWrites, PrepareFuture};
 use crate::apply::Applied;
@@ -276,6 +277,10 @@ impl Provider for OpenPhone {
                 ))),
             }
         })
+    }
+
+    fn integrity<'a>(&'a self, ctx: &'a IntegrityCtx<'a>) -> IntegrityFuture<'a> {
+        Box::pin(integrity::check(ctx))
     }
 
     fn resign(
