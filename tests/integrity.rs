@@ -40,6 +40,20 @@ fn finding<'a>(r: &'a Value, check: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {check} finding: {r:#}"))
 }
 
+/// What `integrity::run` needs, for the test settings on `db`.
+fn runner(
+    db: &TestDb,
+) -> (
+    syncbridge::db::Pool,
+    syncbridge::providers::Registry,
+    syncbridge::config::Config,
+) {
+    let config = syncbridge::config::Config::from_settings(&test_settings(&db.url)).unwrap();
+    let pool = syncbridge::db::pool(&db.url, 2).unwrap();
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    (pool, registry, config)
+}
+
 fn checks(r: &Value) -> Vec<String> {
     let mut c: Vec<String> = r["findings"]
         .as_array()
@@ -270,9 +284,7 @@ async fn check_reports_one_of_each_problem_and_fix_repairs_the_safe_ones() {
 async fn a_missing_audit_partition_is_found_and_fixed_with_its_stray_rows() {
     let db = TestDb::create().await;
     let c = db.client().await;
-    let config = syncbridge::config::Config::from_settings(&test_settings(&db.url)).unwrap();
-    let pool = syncbridge::db::pool(&db.url, 2).unwrap();
-    let registry = syncbridge::providers::Registry::from_config(&config);
+    let (pool, registry, config) = runner(&db);
     c.batch_execute(
         "DO $$ BEGIN
              EXECUTE format('DROP TABLE %I', 'sync_audit_log_'
@@ -336,9 +348,7 @@ async fn a_missing_audit_partition_is_found_and_fixed_with_its_stray_rows() {
 async fn a_call_stored_before_its_client_is_linked_by_fix() {
     let db = TestDb::create().await;
     let c = db.client().await;
-    let config = syncbridge::config::Config::from_settings(&test_settings(&db.url)).unwrap();
-    let pool = syncbridge::db::pool(&db.url, 2).unwrap();
-    let registry = syncbridge::providers::Registry::from_config(&config);
+    let (pool, registry, config) = runner(&db);
     c.batch_execute(
         "INSERT INTO communications (id, channel, direction, from_number, to_number, openphone_call_id)
          VALUES ('00000000-0000-4000-8000-0000000000c1', 'call', 'incoming', '+14155550142', '+14155550199', 'AC1'),
