@@ -397,3 +397,39 @@ async fn a_call_stored_before_its_client_is_linked_by_fix() {
         .get(0);
     assert_eq!(audited, 1);
 }
+
+/// ResMan's own check: a conversation whose `resman_lead_id` is not the lead
+/// it is linked to is reported, and only that one.
+#[tokio::test]
+async fn a_conversation_holding_another_lead_id_is_reported() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let (pool, registry, config) = runner(&db);
+    c.batch_execute(
+        "INSERT INTO conversation (id, resman_lead_id) VALUES
+             ('00000000-0000-4000-8000-0000000000a1', 'L-1'),
+             ('00000000-0000-4000-8000-0000000000a2', 'L-typo');
+         INSERT INTO sync_links (entity_type, local_id, provider, remote_id) VALUES
+             ('conversation', '00000000-0000-4000-8000-0000000000a1', 'resman', 'L-1'),
+             ('conversation', '00000000-0000-4000-8000-0000000000a2', 'resman', 'L-2');",
+    )
+    .await
+    .unwrap();
+    let found = syncbridge::ops::integrity::run(&pool, &registry, &config, true)
+        .await
+        .unwrap();
+    let r = serde_json::to_value(&found).unwrap();
+    assert_eq!(checks(&r), ["lead_mismatch"], "{r:#}");
+    let f = finding(&r, "lead_mismatch");
+    assert_eq!(f["provider"], "resman");
+    assert_eq!(
+        f["examples"],
+        json!(["00000000-0000-4000-8000-0000000000a2"])
+    );
+    assert_eq!(
+        f["fix"],
+        json!({"kind": "report"}),
+        "never repaired by itself"
+    );
+    assert_eq!(found.remaining(), 1);
+}

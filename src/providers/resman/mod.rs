@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub mod api;
 pub mod apply;
 pub mod config;
+mod integrity;
 pub mod poll;
 pub mod push;
 pub mod store;
@@ -19,8 +20,9 @@ pub mod wire;
 use super::signature::{self, HmacKey};
 use super::{
     header, keep_headers, ApplyCtx, ApplyFuture, AuditFuture, Change, ContextFuture, Delivery,
-    FlushFuture, NormaliseError, Provider, Pull, PullError, PullFuture, PushError, PushFuture,
-    PushOutcome, Reject, ResolveFuture, StoredEvent, Verified, WebhookRequest,
+    FlushFuture, IntegrityCtx, IntegrityFuture, NormaliseError, Provider, Pull, PullError,
+    PullFuture, PushError, PushFuture, PushOutcome, Reject, ResolveFuture, StoredEvent, Verified,
+    WebhookRequest,
 };
 use crate::apply::Applied;
 use crate::config::Config;
@@ -248,6 +250,10 @@ impl Provider for ResMan {
             headers: keep_headers(req.headers, KEPT_HEADERS),
             body: req.body.clone(),
         }))
+    }
+
+    fn integrity<'a>(&'a self, ctx: &'a IntegrityCtx<'a>) -> IntegrityFuture<'a> {
+        Box::pin(integrity::check(ctx))
     }
 
     fn resign(
