@@ -1,0 +1,934 @@
+//! The operator dashboard (SPEC §5.4) in a real headless Chromium, driven
+//! through chromedriver (WebDriver, `fantoccini`), against the real
+//! `syncbridge serve` binary, a fresh database and the fake providers.
+//! Every page state the tests reach is saved as a screenshot under
+//! `target/tmp/dashboard/` for a reviewer to look at.
+//!
+//! Without `/usr/bin/chromium` and `/usr/bin/chromedriver` (or `CHROMIUM`
+//! / `CHROMEDRIVER`) the browser tests print why and pass; with
+//! `SYNCBRIDGE_REQUIRE_BROWSER=1` (CI) they fail instead.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fake_openphone::{self, FakeOpenPhone};
+use common::fake_teli::{self, make_call, FakeTeli};
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const ADMIN: &str = "dashboard-admin-token-7c1e";
+/// How long any one thing may take to show up (a generous deadline, not
+/// a measurement).
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Evaluates `$body` (an `Option`) until it is `Some`, or panics naming
+/// `$what` after [`WAIT`].
+macro_rules! eventually {
+    ($what:expr, $body:expr) => {{
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = $body {
+                break v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {}", $what);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }};
+}
+
+// ---- the browser ---------------------------------------------------------
+
+fn screenshot_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard")
+}
+
+fn find_binary(var: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    path.is_file().then_some(path)
+}
+
+/// Chromedriver (in a process group of its own, with the Chromium it
+/// starts) and a WebDriver session on a fresh profile.
+struct Browser {
+    client: Client,
+    driver: Child,
+    profile: PathBuf,
+}
+
+impl Browser {
+    /// `None` (after saying why) when no browser is installed and CI does
+    /// not require one.
+    async fn start() -> Option<Browser> {
+        let chromium = find_binary("CHROMIUM", "/usr/bin/chromium");
+        let driver = find_binary("CHROMEDRIVER", "/usr/bin/chromedriver");
+        let (Some(chromium), Some(driver)) = (chromium, driver) else {
+            let why = "no /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)";
+            if std::env::var("SYNCBRIDGE_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+                panic!("SYNCBRIDGE_REQUIRE_BROWSER=1 but {why}");
+            }
+            eprintln!("skipping the dashboard browser test: {why}");
+            return None;
+        };
+        let port = free_port();
+        let mut cmd = Command::new(&driver);
+        cmd.arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group: the drop kills chromedriver and every
+        // Chromium process it started, whatever state the test ended in.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().expect("chromedriver starts");
+        let status = format!("http://127.0.0.1:{port}/status");
+        let ready = eventually!("chromedriver to answer", {
+            if let Ok(Some(code)) = child.try_wait() {
+                panic!("chromedriver exited at start: {code}");
+            }
+            match reqwest::get(&status).await {
+                Ok(r) => r.json::<Value>().await.ok(),
+                Err(_) => None,
+            }
+        });
+        assert_eq!(ready["value"]["ready"], true, "{ready}");
+
+        let profile = std::env::temp_dir().join(format!("sb-chromium-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&profile).expect("a profile directory");
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--hide-scrollbars",
+                    format!("--user-data-dir={}", profile.display()),
+                    "--window-size=1280,900",
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session in Chromium");
+        std::fs::create_dir_all(screenshot_dir()).expect("the screenshot directory");
+        Some(Browser {
+            client,
+            driver: child,
+            profile,
+        })
+    }
+
+    /// Ends the session (Chromium quits), then the drop stops chromedriver.
+    async fn quit(self) {
+        let _ = self.client.clone().close().await;
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("the page loads");
+    }
+
+    /// The element's rendered text, if it is there.
+    async fn text(&self, css: &str) -> Option<String> {
+        let e = self.client.find(Locator::Css(css)).await.ok()?;
+        e.text().await.ok()
+    }
+
+    async fn displayed(&self, css: &str) -> bool {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until `css` shows exactly `want`.
+    async fn wait_text(&self, css: &str, want: &str) {
+        let mut last: Option<String>;
+        eventually!(format!("{css} to read {want:?} (last: {last:?})"), {
+            last = self.text(css).await;
+            (last.as_deref() == Some(want)).then_some(())
+        });
+    }
+
+    /// Clicks `css` once it is there and enabled (an element redrawn
+    /// between finding and clicking is found again).
+    async fn click(&self, css: &str) {
+        eventually!(format!("{css} to be clickable"), {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(e) if e.is_enabled().await.unwrap_or(false) => e.click().await.ok(),
+                _ => None,
+            }
+        });
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|_| panic!("{css} is on the page"));
+        e.clear().await.expect("the field clears");
+        e.send_keys(text).await.expect("the field takes keys");
+    }
+
+    /// Saves the whole page (the window grown to its height) as `name`.png.
+    async fn shot(&self, name: &str) {
+        let height = self
+            .client
+            .execute("return document.documentElement.scrollHeight", vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(900)
+            .clamp(600, 5000);
+        let (width, _) = self.window_size().await;
+        let _ = self.client.set_window_size(width, height as u32).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let path = screenshot_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("the screenshot is written");
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    async fn window_size(&self) -> (u32, u32) {
+        let w = self
+            .client
+            .execute("return [window.outerWidth, window.outerHeight]", vec![])
+            .await
+            .unwrap_or(json!([1280, 900]));
+        (
+            w[0].as_u64().unwrap_or(1280) as u32,
+            w[1].as_u64().unwrap_or(900) as u32,
+        )
+    }
+
+    /// Enters the admin token at the prompt.
+    async fn sign_in(&self, token: &str) {
+        self.type_into("#token", token).await;
+        self.click("#login-submit").await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and the browser it started.
+        let pgid = self.driver.id() as i32;
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+// ---- the service ---------------------------------------------------------
+
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn admin_put(serve: &ServeProcess, path: &str, body: Value) -> Value {
+    let r = reqwest::Client::new()
+        .put(serve.url(path))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+async fn client_row(c: &tokio_postgres::Client, id: Uuid) -> Value {
+    c.query_one("SELECT to_jsonb(c) FROM clients c WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_client_status(c: &tokio_postgres::Client, id: Uuid, want: &str) -> Value {
+    eventually!(format!("client {id} to be {want}"), {
+        let row = client_row(c, id).await;
+        (row["sync_status"] == want).then_some(row)
+    })
+}
+
+async fn insert_client(c: &tokio_postgres::Client, first: &str, last: &str, phone: &str) -> Uuid {
+    c.query_one(
+        "INSERT INTO clients (first_name, last_name, email, phone, company)
+         VALUES ($1, $2, lower($1) || '@example.com', $3, 'Ortiz Realty') RETURNING id",
+        &[&first, &last, &phone],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// A client whose push OpenPhone refuses for good (422): `failed`.
+async fn failed_push(fake: &FakeOpenPhone, c: &tokio_postgres::Client, first: &str) -> Uuid {
+    fake.fail_next([fake_openphone::Fault::Status(422)]);
+    let id = insert_client(c, first, "Park", "(212) 555-0187").await;
+    wait_client_status(c, id, "failed").await;
+    id
+}
+
+fn serve_env<'a>(op: &'a str, teli: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("SYNCBRIDGE_ADMIN_TOKEN", ADMIN),
+        ("OPENPHONE_API_KEY", fake_openphone::API_KEY),
+        ("OPENPHONE_API_URL", op),
+        ("OPENPHONE_WEBHOOK_KEY", OPENPHONE_WEBHOOK_KEY),
+        // A failed push waits (the test decides what happens next).
+        ("SYNCBRIDGE_RETRY_BASE_MS", "600000"),
+        ("SYNCBRIDGE_PUSH_TIMEOUT_MS", "2000"),
+        ("SYNCBRIDGE_INTEGRITY_INTERVAL_S", "0"),
+        ("SYNCBRIDGE_D1_PUSH_INTERVAL_S", "0"),
+        ("TELI_API_KEY", fake_teli::API_KEY),
+        ("TELI_API_URL", teli),
+        ("TELI_ORGANIZATION_ID", fake_teli::ORG),
+        ("TELI_API_RATE", "1000"),
+        ("TELI_RETRY_BASE_MS", "20"),
+    ]
+}
+
+/// The numbers the page must show, read from the database itself.
+async fn expected_counts(c: &tokio_postgres::Client) -> Value {
+    json!({
+        "pending": count(c, "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending')
+                                  + (SELECT count(*) FROM sync_outbox WHERE status = 'pending')").await,
+        "failed": count(c, "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'failed')
+                                 + (SELECT count(*) FROM sync_outbox WHERE status = 'failed')").await,
+        "conflicts": count(c, "SELECT count(*) FROM sync_conflicts WHERE status = 'open'").await,
+        "clients": {
+            "synced": count(c, "SELECT count(*) FROM clients WHERE sync_status = 'synced'").await,
+            "pending": count(c, "SELECT count(*) FROM clients WHERE coalesce(sync_status, 'pending') = 'pending'").await,
+            "failed": count(c, "SELECT count(*) FROM clients WHERE sync_status = 'failed'").await,
+            "conflict": count(c, "SELECT count(*) FROM clients WHERE sync_status = 'conflict'").await,
+        },
+    })
+}
+
+async fn shown_counts(b: &Browser) -> Value {
+    let n = |s: Option<String>| s.and_then(|s| s.trim().parse::<i64>().ok());
+    let cell = |k: &str| format!("#record-rows tr[data-table=\"clients\"] td[data-status=\"{k}\"]");
+    json!({
+        "pending": n(b.text("#count-pending").await),
+        "failed": n(b.text("#count-failed").await),
+        "conflicts": n(b.text("#count-conflicts").await),
+        "clients": {
+            "synced": n(b.text(&cell("synced")).await),
+            "pending": n(b.text(&cell("pending")).await),
+            "failed": n(b.text(&cell("failed")).await),
+            "conflict": n(b.text(&cell("conflict")).await),
+        },
+    })
+}
+
+// ---- the tests -----------------------------------------------------------
+
+#[tokio::test]
+async fn the_page_asks_for_the_token_shows_the_databases_counts_and_resolves_a_conflict_by_clicking(
+) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let op = FakeOpenPhone::start().await;
+    let teli = FakeTeli::start().await;
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let serve = ServeProcess::start(&db.url, &serve_env(&op.url, &teli.url));
+    serve.answers("/readyz", StatusCode::OK).await;
+    admin_put(
+        &serve,
+        "/api/sync/conflict-rules",
+        json!({"entity_type": "clients", "field": "last_name", "strategy": "manual"}),
+    )
+    .await;
+
+    // Dana is synced to OpenPhone; Lee's push is refused for good.
+    let dana = insert_client(&c, "Dana", "Ortiz", "(415) 555-0142").await;
+    let row = wait_client_status(&c, dana, "synced").await;
+    let contact_id = row["openphone_contact_id"].as_str().unwrap().to_owned();
+    failed_push(&op, &c, "Lee").await;
+
+    // Dana's last name is edited here (the push fails once and waits) and
+    // in OpenPhone: a conflict the rule leaves to the operator.
+    op.fail_next([fake_openphone::Fault::Status(503)]);
+    let before = op.requests().len();
+    c.execute(
+        "UPDATE clients SET last_name = 'Local' WHERE id = $1",
+        &[&dana],
+    )
+    .await
+    .unwrap();
+    op.wait_for("the held push", |r| r.len() > before).await;
+    eventually!("the held push to be recorded", {
+        (count(
+            &c,
+            "SELECT count(*) FROM sync_outbox WHERE status = 'pending' AND attempts > 0",
+        )
+        .await
+            > 0)
+        .then_some(())
+    });
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let contact = op.edit_contact(&contact_id, &at, |c| {
+        c["defaultFields"]["lastName"] = json!("Remote");
+        c["defaultFields"]["company"] = json!("Remote Co");
+    });
+    let body = serde_json::to_vec(&json!({
+        "id": format!("EV{}", Uuid::new_v4().simple()), "object": "event",
+        "apiVersion": "v3", "createdAt": at, "type": "contact.updated",
+        "data": {"object": contact}
+    }))
+    .unwrap();
+    let mut req = reqwest::Client::new()
+        .post(serve.url("/webhooks/openphone"))
+        .body(body.clone());
+    for (k, v) in openphone_headers(&body, chrono::Utc::now().timestamp_millis()) {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+    wait_client_status(&c, dana, "conflict").await;
+
+    // Without the token the page is the prompt and nothing else.
+    browser.goto(&serve.url("/")).await;
+    eventually!(
+        "the token prompt",
+        browser.displayed("#token").await.then_some(())
+    );
+    assert!(
+        !browser.displayed("#dashboard").await,
+        "no data before the token"
+    );
+    let rows: i64 = browser
+        .client
+        .execute(
+            "return document.querySelectorAll('#dashboard tbody tr, #conflicts article').length",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert_eq!(rows, 0, "nothing from the API is in the page");
+    browser.shot("01-token-prompt").await;
+
+    // A wrong token is refused and the prompt stays.
+    browser.sign_in("not-the-token").await;
+    eventually!("the refusal", {
+        browser
+            .text("#login-error")
+            .await
+            .filter(|t| t.contains("refused"))
+    });
+    assert!(!browser.displayed("#dashboard").await);
+
+    // The right one: the counts are the database's.
+    browser.sign_in(ADMIN).await;
+    eventually!(
+        "the dashboard",
+        browser.displayed("#dashboard").await.then_some(())
+    );
+    let stored: Value = browser
+        .client
+        .execute(
+            "return sessionStorage.getItem('syncbridge.adminToken')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, json!(ADMIN), "the token is kept for the tab");
+    let local: Value = browser
+        .client
+        .execute("return localStorage.length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(local, json!(0), "and nowhere else");
+    let mut last: Value;
+    eventually!(
+        format!("the page to show the database's counts (last: {last})"),
+        {
+            let want = expected_counts(&c).await;
+            last = shown_counts(&browser).await;
+            (last == want).then_some(())
+        }
+    );
+    assert_eq!(last["conflicts"], 1, "{last}");
+    assert_eq!(last["clients"]["failed"], 1, "{last}");
+    assert_eq!(last["clients"]["conflict"], 1, "{last}");
+    // The last sync of each direction is listed per provider.
+    eventually!("openphone's rows in the last-sync table", {
+        let inbound = browser
+            .text("#sync-rows tr[data-provider=\"openphone\"][data-direction=\"inbound\"]")
+            .await;
+        let outbound = browser
+            .text("#sync-rows tr[data-provider=\"openphone\"][data-direction=\"outbound\"]")
+            .await;
+        (inbound.is_some() && outbound.is_some()).then_some(())
+    });
+    browser.shot("02-overview").await;
+
+    // The conflict shows both versions field by field.
+    let card = "#conflicts article[data-id]";
+    eventually!(
+        "the conflict card",
+        browser.displayed(card).await.then_some(())
+    );
+    let field = "#conflicts tr[data-field=\"last_name\"]";
+    assert_eq!(
+        browser.text(&format!("{field} td.local")).await.as_deref(),
+        Some("Local")
+    );
+    assert_eq!(
+        browser.text(&format!("{field} td.remote")).await.as_deref(),
+        Some("Remote")
+    );
+    // An edited merge, saved by clicking.
+    browser
+        .type_into(
+            &format!("{field} input[data-field=\"last_name\"]"),
+            "Ortiz-Reyes",
+        )
+        .await;
+    browser.shot("03-conflict-resolving").await;
+    browser
+        .click("#conflicts button[data-action=\"merged\"]")
+        .await;
+    let row = eventually!("the merge in Postgres", {
+        let row = client_row(&c, dana).await;
+        (row["last_name"] == "Ortiz-Reyes").then_some(row)
+    });
+    assert_ne!(row["sync_status"], "conflict", "{row}");
+    let resolution: (String, Option<String>) = {
+        let r = c
+            .query_one(
+                "SELECT status, resolution FROM sync_conflicts WHERE entity_id = $1",
+                &[&dana],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        resolution,
+        ("resolved".to_owned(), Some("merged".to_owned()))
+    );
+    browser.wait_text("#count-conflicts", "0").await;
+    eventually!(
+        "the card to go",
+        (!browser.displayed(card).await).then_some(())
+    );
+    browser.shot("03b-conflict-resolved").await;
+
+    // The same page on a phone: one column, nothing cut off.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    let overflow: Value = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, json!(false), "the page fits a phone's width");
+    browser.shot("02b-overview-phone").await;
+
+    browser.quit().await;
+    drop(serve);
+}
+
+#[tokio::test]
+async fn sync_all_calls_shows_progress_and_the_summary_and_a_failed_push_is_retried_by_clicking() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let op = FakeOpenPhone::start().await;
+    let teli = FakeTeli::start().await;
+    const JOE: &str = "agent_abc123";
+    const PIZZA: &str = "agent_xyz789";
+    let t0 = 1_741_968_000_000_i64;
+    for n in 0..5 {
+        teli.add(make_call(
+            &format!("call_{n:04}"),
+            if n < 3 { JOE } else { PIZZA },
+            "inbound",
+            Some(if n % 2 == 0 {
+                "+14155550101"
+            } else {
+                "+14155550102"
+            }),
+            Some("+14155550100"),
+            t0 + n * 60_000,
+            json!({}),
+        ));
+    }
+    teli.add(make_call(
+        "call_0099",
+        "agent_unknown",
+        "inbound",
+        Some("+14155550103"),
+        Some("+14155550100"),
+        t0,
+        json!({}),
+    ));
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    c.batch_execute(&format!(
+        "INSERT INTO businesses (name, teli_agent_id) VALUES
+             ('Joe''s Barber', '{JOE}'), ('Pizza Palace', '{PIZZA}')"
+    ))
+    .await
+    .unwrap();
+    let serve = ServeProcess::start(&db.url, &serve_env(&op.url, &teli.url));
+    serve.answers("/readyz", StatusCode::OK).await;
+    let lee = failed_push(&op, &c, "Lee").await;
+
+    browser.goto(&serve.url("/")).await;
+    browser.sign_in(ADMIN).await;
+    browser.wait_text("#sync-all-teli", "Sync all calls").await;
+
+    // The run is slowed down by the fake so the page has a run to follow.
+    teli.fail_next((0..4).map(|_| fake_teli::Fault::Slow(Duration::from_millis(1500))));
+    browser.click("#sync-all-teli").await;
+    eventually!("the run's progress", {
+        browser
+            .text("[data-pull=\"teli\"] .progress-text")
+            .await
+            .filter(|t| t.starts_with("Running"))
+    });
+    browser.shot("04a-sync-all-running").await;
+    let total = "[data-pull=\"teli\"] dd[data-key=\"totalCalls\"]";
+    browser.wait_text(total, "6").await;
+    let synced = count(&c, "SELECT count(*) FROM messages").await;
+    assert_eq!(synced, 5, "the five calls of known agents are stored");
+    assert_eq!(
+        browser
+            .text("[data-pull=\"teli\"] dd[data-key=\"syncedCalls\"]")
+            .await
+            .as_deref(),
+        Some(synced.to_string().as_str())
+    );
+    assert_eq!(
+        browser
+            .text("[data-pull=\"teli\"] dd[data-key=\"newCustomers\"]")
+            .await
+            .as_deref(),
+        Some(
+            count(&c, "SELECT count(*) FROM customers")
+                .await
+                .to_string()
+                .as_str()
+        )
+    );
+    assert_eq!(
+        browser
+            .text("[data-pull=\"teli\"] dd[data-key=\"skippedCalls\"]")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    let by_business = browser
+        .text("[data-pull=\"teli\"] dd[data-key=\"callsByBusiness\"]")
+        .await
+        .unwrap_or_default();
+    assert!(
+        by_business.contains("Joe's Barber: 3") && by_business.contains("Pizza Palace: 2"),
+        "{by_business}"
+    );
+    assert!(
+        browser.displayed("#sync-all-teli:enabled").await,
+        "the button is back"
+    );
+    browser.shot("04-sync-all-finished").await;
+
+    // The failed push is listed; retry sends it again (OpenPhone is fine
+    // now) and it leaves the list.
+    let row = format!("#failed-rows tr[data-record-id=\"{lee}\"]");
+    eventually!(
+        "the failed push in the list",
+        browser.displayed(&row).await.then_some(())
+    );
+    let error = browser
+        .text(&format!("{row} .error-cell"))
+        .await
+        .unwrap_or_default();
+    assert!(error.contains("422"), "{error}");
+    browser.shot("05-failed-push").await;
+    browser
+        .click(&format!("{row} button[data-action=\"retry\"]"))
+        .await;
+    let status: String = eventually!("the retried push in the outbox", {
+        let s: String = c
+            .query_one(
+                "SELECT status FROM sync_outbox WHERE record_id = $1 ORDER BY id DESC LIMIT 1",
+                &[&lee],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (s != "failed").then_some(s)
+    });
+    assert!(["pending", "done"].contains(&status.as_str()), "{status}");
+    wait_client_status(&c, lee, "synced").await;
+    assert!(
+        op.writes().iter().any(|w| w.method == "POST"
+            && w.body
+                .as_ref()
+                .is_some_and(|b| b["defaultFields"]["firstName"] == "Lee")),
+        "the contact reached OpenPhone: {:?}",
+        op.writes()
+    );
+    eventually!(
+        "the row to leave the list",
+        (!browser.displayed(&row).await).then_some(())
+    );
+    browser.wait_text("#failed-count", "0").await;
+    browser.shot("06-failed-push-retried").await;
+
+    // Recent events: the pulled calls; replaying one sends it through the
+    // router again.
+    let (event_id, processed_at): (i64, chrono::DateTime<chrono::Utc>) = eventually!(
+        "a processed teli event",
+        c.query_opt(
+            "SELECT id, processed_at FROM webhook_events
+             WHERE provider = 'teli' AND status = 'processed' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+    );
+    let event_row = format!("#event-rows tr[data-event-id=\"{event_id}\"]");
+    eventually!(
+        "the event in the list",
+        browser.displayed(&event_row).await.then_some(())
+    );
+    browser
+        .click(&format!("{event_row} button[data-action=\"replay\"]"))
+        .await;
+    eventually!("the replayed event to be applied again", {
+        let r = c
+            .query_one(
+                "SELECT status, processed_at FROM webhook_events WHERE id = $1",
+                &[&event_id],
+            )
+            .await
+            .unwrap();
+        let at: Option<chrono::DateTime<chrono::Utc>> = r.get(1);
+        (r.get::<_, String>(0) != "pending" && at.is_some_and(|at| at > processed_at)).then_some(())
+    });
+    eventually!("the replay note", {
+        browser
+            .text("#events-note")
+            .await
+            .filter(|t| t.contains(&format!("#{event_id}")))
+    });
+    // Its stored body opens below the list, as text.
+    browser
+        .click(&format!("{event_row} button[data-action=\"view\"]"))
+        .await;
+    eventually!("the event's body", {
+        browser
+            .text("#event-detail-body")
+            .await
+            .filter(|t| t.contains("call_"))
+    });
+    browser.shot("07-event-replayed").await;
+
+    // Integrity: a run with fixes, its results on the page and stored.
+    browser.click("#integrity-fix").await;
+    eventually!("the integrity results", {
+        browser
+            .text("#integrity-summary")
+            .await
+            .filter(|t| t.starts_with("Last run with fixes"))
+    });
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM sync_integrity_runs WHERE fix").await,
+        1
+    );
+    browser.shot("08-integrity-fixed").await;
+
+    browser.quit().await;
+    drop(serve);
+}
+
+// ---- without a browser: headers and the failed-push list -------------------
+
+/// Whether an HTML text has an `on…=` attribute (an inline handler).
+fn has_inline_handler(html: &str) -> bool {
+    html.match_indices(" on").any(|(i, _)| {
+        let rest = &html[i + 3..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase())
+            .collect();
+        !name.is_empty() && rest[name.len()..].starts_with('=')
+    })
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_without_the_token_under_a_strict_policy() {
+    let app = TestApp::spawn_with(|s| s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN)).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/assets/dashboard.js", "text/javascript"),
+        ("/assets/dashboard.css", "text/css"),
+        ("/assets/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers();
+        let header = |k: &str| {
+            h.get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        let csp = header("content-security-policy");
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    }
+    let html = app
+        .http
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Every script is a file of this origin: nothing inline, no CDN.
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script src=\"/assets/").count()
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no outside assets"
+    );
+    assert!(!has_inline_handler(&html), "no inline handlers");
+    let js = app
+        .http
+        .get(app.url("/assets/dashboard.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for banned in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "localStorage",
+    ] {
+        assert!(!js.contains(banned), "the script uses {banned}");
+    }
+    // The data stays behind the token.
+    let r = app
+        .http
+        .get(app.url("/api/sync/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_outbox_endpoint_lists_failed_pushes_for_the_retry_button() {
+    let fake = FakeOpenPhone::start().await;
+    let url = fake.url.clone();
+    let app = TestApp::spawn_with(move |s| {
+        s.set("SYNCBRIDGE_ADMIN_TOKEN", ADMIN);
+        s.set("OPENPHONE_API_KEY", fake_openphone::API_KEY);
+        s.set("OPENPHONE_API_URL", url);
+        s.set("SYNCBRIDGE_PUSH_TIMEOUT_MS", "2000");
+    })
+    .await;
+    let c = app.client().await;
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = app.http.get(app.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, _) = get("/api/sync/outbox", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, b) = get("/api/sync/outbox", Some(ADMIN)).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::OK,
+            json!({"changes": [], "next_before_id": null})
+        )
+    );
+
+    let ok = insert_client(&c, "Dana", "Ortiz", "(415) 555-0142").await;
+    wait_client_status(&c, ok, "synced").await;
+    let lee = failed_push(&fake, &c, "Lee").await;
+    let (s, b) = get("/api/sync/outbox", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let changes = b["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{b}");
+    let change = &changes[0];
+    assert_eq!(change["record_id"], json!(lee.to_string()));
+    assert_eq!(change["provider"], "openphone");
+    assert_eq!(change["table_name"], "clients");
+    assert_eq!(change["status"], "failed");
+    assert!(
+        change["error"].as_str().unwrap().contains("422"),
+        "{change}"
+    );
+    assert!(change.get("old_row").is_none(), "no row images");
+
+    let (s, b) = get("/api/sync/outbox?status=done", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["changes"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["changes"][0]["record_id"], json!(ok.to_string()));
+    let (s, b) = get("/api/sync/outbox?status=failed&provider=keap", Some(ADMIN)).await;
+    assert_eq!((s, b["changes"].clone()), (StatusCode::OK, json!([])));
+    let (s, b) = get("/api/sync/outbox?limit=1&status=done", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["next_before_id"], b["changes"][0]["id"]);
+    for bad in [
+        "/api/sync/outbox?status=bogus",
+        "/api/sync/outbox?provider=nobody",
+        "/api/sync/outbox?limit=0",
+        "/api/sync/outbox?before_id=0",
+    ] {
+        let (s, b) = get(bad, Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        assert!(b["detail"].is_string(), "{b}");
+    }
+    app.stop().await;
+}
