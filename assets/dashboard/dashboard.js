@@ -111,6 +111,10 @@
     if (lastRefresh) setText("refreshed", "updated " + ago(lastRefresh.toISOString()));
   }
 
+  function plural(n, word) {
+    return n + " " + word + (n === 1 ? "" : "s");
+  }
+
   function shortId(id) {
     const s = String(id);
     return s.length > 13 ? s.slice(0, 8) + "…" : s;
@@ -353,7 +357,7 @@
           provider: p,
           direction: "pull",
           label: "in · pull",
-          last: pull.finished_at || null,
+          last: pull.finishedAt || null,
           running: pull.running,
         });
       }
@@ -386,10 +390,10 @@
           { data: { provider: r.provider, direction: r.direction } },
           el("td", { text: r.provider }),
           el("td", { text: r.label }),
-          el("td", {}, last),
-          el("td", { class: "num", data: { count: "pending" }, text: r.pending === undefined ? "" : r.pending }),
-          el("td", { class: "num" + (r.failed ? " warn" : ""), data: { count: "failed" }, text: r.failed === undefined ? "" : r.failed }),
-          el("td", { text: r.oldest === undefined ? "" : r.oldest === null ? "—" : age(r.oldest) })
+          el("td", { class: r.disabled ? "grow" : "" }, last),
+          el("td", { class: "num", data: { count: "pending", label: "pending" }, text: r.pending === undefined ? "" : r.pending }),
+          el("td", { class: "num" + (r.failed ? " warn" : ""), data: { count: "failed", label: "failed" }, text: r.failed === undefined ? "" : r.failed }),
+          el("td", { data: { label: "oldest" }, text: r.oldest === undefined || r.oldest === null ? "" : age(r.oldest) })
         )
       );
     }
@@ -462,7 +466,7 @@
         el("progress", { class: "bar" }),
         el("p", {
           class: "progress-text",
-          text: "Running" + (progress.dry_run ? " (dry run)" : "") + ": page " + progress.pages + ", " + progress.seen + " " + unit + " listed",
+          text: "Running" + (progress.dryRun ? " (dry run)" : "") + ": " + plural(progress.pages, "page") + " fetched, " + progress.seen + " " + unit + " listed",
         })
       );
       return wrap;
@@ -471,8 +475,8 @@
     const summary = (run && run.result) || progress.summary;
     if (error) wrap.append(el("p", { class: "error", text: error }));
     if (summary) {
-      const when = progress.finished_at ? el("span", {}, " finished ", timeEl(progress.finished_at)) : null;
-      wrap.append(el("p", { class: "muted" }, progress.dry_run ? "Last run (dry run)" : "Last run", when, ": " + progress.seen + " " + unit + " listed in " + progress.pages + " pages"));
+      const when = progress.finishedAt ? el("span", {}, ", finished ", timeEl(progress.finishedAt)) : null;
+      wrap.append(el("p", { class: "muted" }, progress.dryRun ? "Last run (dry run)" : "Last run", when, ": " + progress.seen + " " + unit + " listed in " + plural(progress.pages, "page") + "."));
       wrap.append(summaryView(summary));
     } else if (!error) {
       wrap.append(el("p", { class: "muted", text: "Not run yet." }));
@@ -480,9 +484,16 @@
     return wrap;
   }
 
+  // A summary's totals first, then its other counts, then its breakdowns
+  // and lists.
+  function summaryOrder([a, av], [b, bv]) {
+    const rank = (k, v) => (Array.isArray(v) ? 3 : v && typeof v === "object" ? 2 : /^total/.test(k) ? 0 : 1);
+    return rank(a, av) - rank(b, bv) || a.localeCompare(b);
+  }
+
   function summaryView(summary) {
     const dl = el("dl", { class: "summary" });
-    for (const [k, v] of Object.entries(summary)) {
+    for (const [k, v] of Object.entries(summary).sort(summaryOrder)) {
       let value;
       if (Array.isArray(v)) {
         value = v.length ? el("ul", { class: "error-list" }, ...v.map((x) => el("li", { text: valueText(x) }))) : el("span", { text: "none" });
@@ -690,14 +701,15 @@
       body.append(
         el(
           "tr",
-          { data: { outboxId: o.id, recordId: o.record_id } },
+          { class: "has-detail", data: { outboxId: o.id, recordId: o.record_id } },
           el("td", { text: o.provider }),
-          el("td", {}, el("span", { text: o.table_name + " " }), el("code", { title: String(o.record_id), text: shortId(o.record_id) }), el("span", { class: "muted", text: " " + String(o.operation).toLowerCase() })),
-          el("td", { class: "num", text: o.attempts }),
-          el("td", { class: "error-cell", text: o.error || "" }),
+          el("td", {}, el("span", { text: o.table_name + " " }), el("code", { title: String(o.record_id), text: shortId(o.record_id) })),
+          el("td", { text: String(o.operation).toLowerCase() }),
+          el("td", { class: "num", data: { label: "attempts" }, text: o.attempts }),
           el("td", {}, timeEl(o.processed_at || o.next_attempt_at)),
-          el("td", {}, retry)
-        )
+          el("td", { class: "right" }, retry)
+        ),
+        el("tr", { class: "detail-row", data: { errorFor: o.id } }, el("td", { colspan: 6, class: "error-cell", text: o.error || "" }))
       );
     }
   }
@@ -706,7 +718,7 @@
     button.disabled = true;
     try {
       const r = await api("POST", "/api/sync/retry", { direction: "outbound", provider: o.provider, entity: o.table_name, ids: [o.record_id] });
-      note("failed-note", r.outbound ? "Re-queued the push of " + o.table_name + " " + shortId(o.record_id) + "." : "Nothing to re-queue (it was retried already).");
+      note("failed-note", r.outbound ? "Re-queued the push of " + o.table_name + " " + o.record_id + "." : "Nothing to re-queue (it was retried already).");
       refresh();
     } catch (e) {
       note("failed-note", e.message, true);
@@ -749,8 +761,8 @@
           el("td", { text: e.event_type || "" }),
           el("td", {}, el("span", { class: "badge st-" + e.status, text: e.status })),
           el("td", {}, timeEl(e.received_at)),
-          el("td", { class: "error-cell", text: e.error || "" }),
-          el("td", {}, replay)
+          el("td", { class: "error-cell grow", text: e.error || "" }),
+          el("td", { class: "right" }, replay)
         )
       );
     }
