@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fake_d1::{self, FakeD1};
 use common::fake_openphone::{self, FakeOpenPhone};
 use common::fake_teli::{self, make_call, FakeTeli};
 use common::*;
@@ -23,6 +24,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 const ADMIN: &str = "dashboard-admin-token-7c1e";
+/// The conflicting last name a webhook brings: markup, to be shown as text.
+const REMOTE_NAME: &str = "Remote <img src=x onerror=\"window.pwned=1\">";
 /// How long any one thing may take to show up (a generous deadline, not
 /// a measurement).
 const WAIT: Duration = Duration::from_secs(60);
@@ -57,13 +60,50 @@ fn find_binary(var: &str, default: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Chromedriver (in a process group of its own, with the Chromium it
-/// starts) and a WebDriver session on a fresh profile.
+/// A laptop-sized WebDriver session, and on demand a second one emulating
+/// a phone, both from one chromedriver.
 struct Browser {
-    client: Client,
-    driver: Child,
-    profile: PathBuf,
+    page: Page,
+    driver: Driver,
 }
+
+/// Chromedriver, in a process group of its own with the Chromium
+/// processes it starts: dropping it kills the group, whatever state the
+/// test ended in, and removes the profiles.
+struct Driver {
+    child: Child,
+    port: u16,
+    chromium: PathBuf,
+    profiles: Vec<PathBuf>,
+}
+
+/// One WebDriver session.
+struct Page {
+    client: Client,
+    /// Grow the window to the page's height for a screenshot (not under
+    /// phone emulation, whose viewport is fixed).
+    fit: bool,
+}
+
+impl std::ops::Deref for Browser {
+    type Target = Page;
+    fn deref(&self) -> &Page {
+        &self.page
+    }
+}
+
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+];
 
 impl Browser {
     /// `None` (after saying why) when no browser is installed and CI does
@@ -86,13 +126,16 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // Its own process group: the drop kills chromedriver and every
-        // Chromium process it started, whatever state the test ended in.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().expect("chromedriver starts");
+        let mut driver = Driver {
+            child: cmd.spawn().expect("chromedriver starts"),
+            port,
+            chromium,
+            profiles: Vec::new(),
+        };
         let status = format!("http://127.0.0.1:{port}/status");
         let ready = eventually!("chromedriver to answer", {
-            if let Ok(Some(code)) = child.try_wait() {
+            if let Ok(Some(code)) = driver.child.try_wait() {
                 panic!("chromedriver exited at start: {code}");
             }
             match reqwest::get(&status).await {
@@ -101,42 +144,72 @@ impl Browser {
             }
         });
         assert_eq!(ready["value"]["ready"], true, "{ready}");
-
-        let profile = std::env::temp_dir().join(format!("sb-chromium-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&profile).expect("a profile directory");
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--hide-scrollbars",
-                    format!("--user-data-dir={}", profile.display()),
-                    "--window-size=1280,900",
-                ],
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a WebDriver session in Chromium");
         std::fs::create_dir_all(screenshot_dir()).expect("the screenshot directory");
-        Some(Browser {
-            client,
-            driver: child,
-            profile,
-        })
+        let page = driver.session(None).await;
+        Some(Browser { page, driver })
+    }
+
+    /// A second session, a phone's screen (390 CSS pixels wide; tall, so
+    /// one screenshot shows most of the page).
+    async fn phone(&mut self) -> Page {
+        self.driver
+            .session(Some(json!({"width": 390, "height": 2400, "pixelRatio": 1})))
+            .await
     }
 
     /// Ends the session (Chromium quits), then the drop stops chromedriver.
     async fn quit(self) {
-        let _ = self.client.clone().close().await;
+        let _ = self.page.client.clone().close().await;
+    }
+}
+
+impl Driver {
+    /// A new session on a fresh profile; `phone`: emulating that screen.
+    async fn session(&mut self, phone: Option<Value>) -> Page {
+        let profile = std::env::temp_dir().join(format!("sb-chromium-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&profile).expect("a profile directory");
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        self.profiles.push(profile);
+        let mut options = json!({"binary": self.chromium});
+        match &phone {
+            Some(metrics) => options["mobileEmulation"] = json!({"deviceMetrics": metrics}),
+            None => args.push("--window-size=1280,900".into()),
+        }
+        options["args"] = json!(args);
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), options);
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session in Chromium");
+        Page {
+            client,
+            fit: phone.is_none(),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: a plain kill(2) of the group this test started.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+        for p in &self.profiles {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+impl Page {
+    async fn close(self) {
+        let _ = self.client.close().await;
     }
 
     async fn goto(&self, url: &str) {
@@ -154,6 +227,13 @@ impl Browser {
             Ok(e) => e.is_displayed().await.unwrap_or(false),
             Err(_) => false,
         }
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.client
+            .execute(js, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{js}: {e}"))
     }
 
     /// Waits until `css` shows exactly `want`.
@@ -186,53 +266,30 @@ impl Browser {
         e.send_keys(text).await.expect("the field takes keys");
     }
 
-    /// Saves the whole page (the window grown to its height) as `name`.png.
+    /// Saves the page from its top as `name`.png (the whole page: the
+    /// window grown to its height, unless emulating a phone).
     async fn shot(&self, name: &str) {
-        let height = self
-            .client
-            .execute("return document.documentElement.scrollHeight", vec![])
-            .await
-            .ok()
-            .and_then(|v| v.as_u64())
-            .unwrap_or(900)
-            .clamp(600, 5000);
-        let (width, _) = self.window_size().await;
-        let _ = self.client.set_window_size(width, height as u32).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.script("window.scrollTo(0, 0)").await;
+        if self.fit {
+            let height = self
+                .script("return document.documentElement.scrollHeight")
+                .await
+                .as_u64()
+                .unwrap_or(900)
+                .clamp(600, 5000);
+            let _ = self.client.set_window_size(1280, height as u32).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let png = self.client.screenshot().await.expect("a screenshot");
         let path = screenshot_dir().join(format!("{name}.png"));
         std::fs::write(&path, png).expect("the screenshot is written");
         eprintln!("screenshot: {}", path.display());
     }
 
-    async fn window_size(&self) -> (u32, u32) {
-        let w = self
-            .client
-            .execute("return [window.outerWidth, window.outerHeight]", vec![])
-            .await
-            .unwrap_or(json!([1280, 900]));
-        (
-            w[0].as_u64().unwrap_or(1280) as u32,
-            w[1].as_u64().unwrap_or(900) as u32,
-        )
-    }
-
     /// Enters the admin token at the prompt.
     async fn sign_in(&self, token: &str) {
         self.type_into("#token", token).await;
         self.click("#login-submit").await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // The whole group: chromedriver and the browser it started.
-        let pgid = self.driver.id() as i32;
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -344,7 +401,7 @@ async fn shown_counts(b: &Browser) -> Value {
 #[tokio::test]
 async fn the_page_asks_for_the_token_shows_the_databases_counts_and_resolves_a_conflict_by_clicking(
 ) {
-    let Some(browser) = Browser::start().await else {
+    let Some(mut browser) = Browser::start().await else {
         return;
     };
     let op = FakeOpenPhone::start().await;
@@ -389,7 +446,8 @@ async fn the_page_asks_for_the_token_shows_the_databases_counts_and_resolves_a_c
     let at = (chrono::Utc::now() + chrono::Duration::seconds(30))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let contact = op.edit_contact(&contact_id, &at, |c| {
-        c["defaultFields"]["lastName"] = json!("Remote");
+        // Outsiders' text: it must reach the page as text, never markup.
+        c["defaultFields"]["lastName"] = json!(REMOTE_NAME);
         c["defaultFields"]["company"] = json!("Remote Co");
     });
     let body = serde_json::to_vec(&json!({
@@ -498,7 +556,14 @@ async fn the_page_asks_for_the_token_shows_the_databases_counts_and_resolves_a_c
     );
     assert_eq!(
         browser.text(&format!("{field} td.remote")).await.as_deref(),
-        Some("Remote")
+        Some(REMOTE_NAME)
+    );
+    assert_eq!(
+        browser
+            .script("return [document.querySelectorAll('#dashboard img').length, window.pwned === undefined]")
+            .await,
+        json!([0, true]),
+        "the payload stayed text"
     );
     // An edited merge, saved by clicking.
     browser
@@ -537,18 +602,23 @@ async fn the_page_asks_for_the_token_shows_the_databases_counts_and_resolves_a_c
     );
     browser.shot("03b-conflict-resolved").await;
 
-    // The same page on a phone: one column, nothing cut off.
-    browser.client.set_window_size(390, 844).await.unwrap();
-    let overflow: Value = browser
-        .client
-        .execute(
-            "return document.documentElement.scrollWidth > window.innerWidth",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(overflow, json!(false), "the page fits a phone's width");
-    browser.shot("02b-overview-phone").await;
+    // The same page on a phone: its own tab (the token again), one
+    // column, nothing wider than the screen.
+    let phone = browser.phone().await;
+    phone.goto(&serve.url("/")).await;
+    phone.sign_in(ADMIN).await;
+    phone.wait_text("#count-conflicts", "0").await;
+    phone.wait_text("#count-failed", "1").await;
+    assert_eq!(phone.script("return window.innerWidth").await, json!(390));
+    assert_eq!(
+        phone
+            .script("return document.documentElement.scrollWidth > window.innerWidth")
+            .await,
+        json!(false),
+        "the page fits a phone's width"
+    );
+    phone.shot("02b-overview-phone").await;
+    phone.close().await;
 
     browser.quit().await;
     drop(serve);
@@ -666,7 +736,7 @@ async fn sync_all_calls_shows_progress_and_the_summary_and_a_failed_push_is_retr
         browser.displayed(&row).await.then_some(())
     );
     let error = browser
-        .text(&format!("{row} .error-cell"))
+        .text(&format!("{row} + tr .error-cell"))
         .await
         .unwrap_or_default();
     assert!(error.contains("422"), "{error}");
@@ -734,6 +804,17 @@ async fn sync_all_calls_shows_progress_and_the_summary_and_a_failed_push_is_retr
         let at: Option<chrono::DateTime<chrono::Utc>> = r.get(1);
         (r.get::<_, String>(0) != "pending" && at.is_some_and(|at| at > processed_at)).then_some(())
     });
+    let status: String = c
+        .query_one(
+            "SELECT status FROM webhook_events WHERE id = $1",
+            &[&event_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    browser
+        .wait_text(&format!("{event_row} .badge"), &status)
+        .await;
     eventually!("the replay note", {
         browser
             .text("#events-note")
@@ -752,19 +833,125 @@ async fn sync_all_calls_shows_progress_and_the_summary_and_a_failed_push_is_retr
     });
     browser.shot("07-event-replayed").await;
 
-    // Integrity: a run with fixes, its results on the page and stored.
+    browser.quit().await;
+    drop(serve);
+}
+
+/// The replica's tables in the fake D1 (as `tests/d1_replica.rs` has them).
+const D1_SCHEMA: &str = "
+    CREATE TABLE prospects (id TEXT PRIMARY KEY, name TEXT, city TEXT, country TEXT,
+        contact_name TEXT, contact_email TEXT, contact_title TEXT, phone TEXT, website TEXT,
+        linkedin_url TEXT, stage TEXT, tier TEXT, score INTEGER, lead_source TEXT,
+        email_bounced INTEGER DEFAULT 0, archived INTEGER DEFAULT 0, created_at TEXT,
+        updated_at TEXT);
+    CREATE TABLE campaigns (id TEXT PRIMARY KEY, name TEXT, status TEXT, subject TEXT,
+        mailbox_id TEXT, daily_limit INTEGER, created_at TEXT, updated_at TEXT);
+    CREATE TABLE mailboxes (id TEXT PRIMARY KEY, email TEXT, name TEXT, status TEXT,
+        daily_limit INTEGER, created_at TEXT, updated_at TEXT);
+    CREATE TABLE emails (id TEXT PRIMARY KEY, prospect_id TEXT, campaign_id TEXT, subject TEXT,
+        body TEXT, to_email TEXT, from_email TEXT, message_id TEXT, direction TEXT, status TEXT,
+        sent_at TEXT, opened_at TEXT, clicked_at TEXT, replied_at TEXT, bounced_at TEXT,
+        created_at TEXT, synced_to_supabase INTEGER NOT NULL DEFAULT 0);";
+
+fn d1_count(fake: &FakeD1, sql: &str) -> i64 {
+    fake.rows(sql)[0]["n"].as_i64().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn integrity_findings_are_listed_and_the_fix_button_repairs_the_safe_ones() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let d1 = FakeD1::start(D1_SCHEMA).await;
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let serve = ServeProcess::start(
+        &db.url,
+        &[
+            ("SYNCBRIDGE_ADMIN_TOKEN", ADMIN),
+            ("D1_API_URL", &d1.url),
+            ("D1_ACCOUNT_ID", fake_d1::ACCOUNT),
+            ("D1_DATABASE_ID", fake_d1::DATABASE),
+            ("D1_API_TOKEN", fake_d1::TOKEN),
+            ("D1_API_RATE_PER_MIN", "240"),
+            ("D1_RETRY_BASE_MS", "10"),
+            ("SYNCBRIDGE_D1_PULL_INTERVAL_S", "0"),
+            ("SYNCBRIDGE_D1_PUSH_INTERVAL_S", "0"),
+            ("SYNCBRIDGE_INTEGRITY_INTERVAL_S", "0"),
+        ],
+    );
+    serve.answers("/readyz", StatusCode::OK).await;
+    // Three prospects reach D1; then D1 loses one and gains one of its own.
+    c.batch_execute(
+        "INSERT INTO prospects (id, name, city, stage, score, email_bounced, archived)
+         SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+                'Prospect ' || i, 'Austin', 'new', i, false, false
+         FROM generate_series(1, 3) AS i",
+    )
+    .await
+    .unwrap();
+    eventually!("the prospects in D1", {
+        (d1_count(&d1, "SELECT count(*) AS n FROM prospects") == 3).then_some(())
+    });
+    d1.exec(
+        "DELETE FROM prospects WHERE id = '00000000-0000-4000-8000-000000000002';
+         INSERT INTO prospects (id, name) VALUES ('gone-1', 'not in Postgres');",
+    );
+
+    browser.goto(&serve.url("/")).await;
+    browser.sign_in(ADMIN).await;
+    browser
+        .wait_text("#integrity-summary", "Integrity has not run yet.")
+        .await;
+    browser.click("#integrity-run").await;
+    let missing = "#integrity-rows tr[data-check=\"missing_in_d1\"]";
+    let extra = "#integrity-rows tr[data-check=\"extra_in_d1\"]";
+    eventually!("the findings", {
+        (browser.displayed(missing).await && browser.displayed(extra).await).then_some(())
+    });
+    let row = browser.text(missing).await.unwrap_or_default();
+    assert!(row.contains("d1") && row.contains("safe to fix"), "{row}");
+    assert_eq!(
+        browser.text(&format!("{missing} td.num")).await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        d1_count(&d1, "SELECT count(*) AS n FROM prospects"),
+        3,
+        "a check repairs nothing"
+    );
+    browser.shot("08-integrity-findings").await;
+
     browser.click("#integrity-fix").await;
-    eventually!("the integrity results", {
+    eventually!("the fixed results", {
         browser
             .text("#integrity-summary")
             .await
             .filter(|t| t.starts_with("Last run with fixes"))
     });
+    eventually!("the repairs on the page", {
+        browser
+            .text(&format!("{missing} td:last-child"))
+            .await
+            .filter(|t| t == "fixed 1")
+    });
+    let ids: Vec<String> = d1
+        .rows("SELECT id FROM prospects ORDER BY id")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=3)
+            .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+            .collect::<Vec<_>>(),
+        "the missing row is pushed, the extra one deleted"
+    );
     assert_eq!(
         count(&c, "SELECT count(*) FROM sync_integrity_runs WHERE fix").await,
         1
     );
-    browser.shot("08-integrity-fixed").await;
+    browser.shot("09-integrity-fixed").await;
 
     browser.quit().await;
     drop(serve);
