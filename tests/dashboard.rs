@@ -112,7 +112,7 @@ impl Browser {
         let chromium = find_binary("CHROMIUM", "/usr/bin/chromium");
         let driver = find_binary("CHROMEDRIVER", "/usr/bin/chromedriver");
         let (Some(chromium), Some(driver)) = (chromium, driver) else {
-            let why = "no /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)";
+            let why = "no chromium and chromedriver at /usr/bin (or at $CHROMIUM, $CHROMEDRIVER): apt-get install chromium chromium-driver";
             if std::env::var("SYNCBRIDGE_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
                 panic!("SYNCBRIDGE_REQUIRE_BROWSER=1 but {why}");
             }
@@ -911,6 +911,11 @@ async fn integrity_findings_are_listed_and_the_fix_button_repairs_the_safe_ones(
     });
     let row = browser.text(missing).await.unwrap_or_default();
     assert!(row.contains("d1") && row.contains("safe to fix"), "{row}");
+    let row = browser.text(extra).await.unwrap_or_default();
+    assert!(
+        row.contains("e.g. gone-1"),
+        "the example id is shown: {row}"
+    );
     assert_eq!(
         browser.text(&format!("{missing} td.num")).await.as_deref(),
         Some("1")

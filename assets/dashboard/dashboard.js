@@ -832,7 +832,12 @@
           el("td", { text: f.provider }),
           el("td", {}, el("span", { text: f.check }), f.table ? el("span", { class: "muted", text: " (" + f.table + ")" }) : null),
           el("td", { class: "num", text: f.count }),
-          el("td", { text: f.detail || "" }),
+          el(
+            "td",
+            {},
+            el("span", { text: f.detail || "" }),
+            f.examples && f.examples.length ? el("div", { class: "muted examples", text: "e.g. " + f.examples.map(valueText).join(", ") }) : null
+          ),
           el("td", { text: label })
         )
       );
