@@ -688,40 +688,24 @@ async fn sync_all_calls_shows_progress_and_the_summary_and_a_failed_push_is_retr
     browser.wait_text(total, "6").await;
     let synced = count(&c, "SELECT count(*) FROM messages").await;
     assert_eq!(synced, 5, "the five calls of known agents are stored");
-    assert_eq!(
-        browser
-            .text("[data-pull=\"teli\"] dd[data-key=\"syncedCalls\"]")
-            .await
-            .as_deref(),
-        Some(synced.to_string().as_str())
-    );
-    assert_eq!(
-        browser
-            .text("[data-pull=\"teli\"] dd[data-key=\"newCustomers\"]")
-            .await
-            .as_deref(),
-        Some(
-            count(&c, "SELECT count(*) FROM customers")
-                .await
-                .to_string()
-                .as_str()
-        )
-    );
-    assert_eq!(
-        browser
-            .text("[data-pull=\"teli\"] dd[data-key=\"skippedCalls\"]")
-            .await
-            .as_deref(),
-        Some("1")
-    );
-    let by_business = browser
-        .text("[data-pull=\"teli\"] dd[data-key=\"callsByBusiness\"]")
-        .await
-        .unwrap_or_default();
-    assert!(
-        by_business.contains("Joe's Barber: 3") && by_business.contains("Pizza Palace: 2"),
-        "{by_business}"
-    );
+    let customers = count(&c, "SELECT count(*) FROM customers").await;
+    let summary = |key: &str| format!("[data-pull=\"teli\"] dd[data-key=\"{key}\"]");
+    browser
+        .wait_text(&summary("syncedCalls"), &synced.to_string())
+        .await;
+    browser
+        .wait_text(&summary("newCustomers"), &customers.to_string())
+        .await;
+    browser.wait_text(&summary("skippedCalls"), "1").await;
+    browser.wait_text(&summary("duplicateCalls"), "0").await;
+    let mut by_business: Option<String>;
+    eventually!(format!("the calls by business (last: {by_business:?})"), {
+        by_business = browser.text(&summary("callsByBusiness")).await;
+        by_business
+            .as_deref()
+            .is_some_and(|t| t.contains("Joe's Barber: 3") && t.contains("Pizza Palace: 2"))
+            .then_some(())
+    });
     assert!(
         browser.displayed("#sync-all-teli:enabled").await,
         "the button is back"
@@ -735,11 +719,17 @@ async fn sync_all_calls_shows_progress_and_the_summary_and_a_failed_push_is_retr
         "the failed push in the list",
         browser.displayed(&row).await.then_some(())
     );
-    let error = browser
-        .text(&format!("{row} + tr .error-cell"))
-        .await
-        .unwrap_or_default();
-    assert!(error.contains("422"), "{error}");
+    let mut error: Option<String>;
+    eventually!(
+        format!("the provider's error under the row (last: {error:?})"),
+        {
+            error = browser.text(&format!("{row} + tr .error-cell")).await;
+            error
+                .as_deref()
+                .is_some_and(|t| t.contains("422"))
+                .then_some(())
+        }
+    );
     browser.shot("05-failed-push").await;
     browser
         .click(&format!("{row} button[data-action=\"retry\"]"))
@@ -909,17 +899,20 @@ async fn integrity_findings_are_listed_and_the_fix_button_repairs_the_safe_ones(
     eventually!("the findings", {
         (browser.displayed(missing).await && browser.displayed(extra).await).then_some(())
     });
-    let row = browser.text(missing).await.unwrap_or_default();
-    assert!(row.contains("d1") && row.contains("safe to fix"), "{row}");
-    let row = browser.text(extra).await.unwrap_or_default();
-    assert!(
-        row.contains("e.g. gone-1"),
-        "the example id is shown: {row}"
-    );
-    assert_eq!(
-        browser.text(&format!("{missing} td.num")).await.as_deref(),
-        Some("1")
-    );
+    let mut row: Option<String>;
+    eventually!(format!("the missing row's finding (last: {row:?})"), {
+        row = browser.text(missing).await;
+        row.as_deref()
+            .is_some_and(|t| t.contains("d1") && t.contains("safe to fix"))
+            .then_some(())
+    });
+    eventually!(format!("the extra row's example id (last: {row:?})"), {
+        row = browser.text(extra).await;
+        row.as_deref()
+            .is_some_and(|t| t.contains("e.g. gone-1"))
+            .then_some(())
+    });
+    browser.wait_text(&format!("{missing} td.num"), "1").await;
     assert_eq!(
         d1_count(&d1, "SELECT count(*) AS n FROM prospects"),
         3,

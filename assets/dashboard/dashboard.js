@@ -452,33 +452,49 @@
       const button = section.querySelector("button");
       button.textContent = "Sync all " + (progress.unit || "items");
       button.disabled = Boolean(progress.running || (run && !run.result && !run.error));
-      if (changed("pull-" + p, { progress, run })) {
-        section.querySelector(".progress-box").replaceWith(progressView(progress, run));
+      // Keyed on what is shown: the POST's answer repeating the polled
+      // summary redraws nothing.
+      const view = progressState(progress, run);
+      if (changed("pull-" + p, view)) {
+        section.querySelector(".progress-box").replaceWith(progressView(view));
       }
     }
   }
 
-  function progressView(progress, run) {
+  function progressState(progress, run) {
+    const state = {
+      running: Boolean(progress.running),
+      dryRun: Boolean(progress.dryRun),
+      pages: progress.pages || 0,
+      seen: progress.seen || 0,
+      unit: progress.unit || "items",
+      finishedAt: progress.finishedAt || null,
+    };
+    if (!state.running) {
+      state.error = (run && run.error) || progress.error || null;
+      state.summary = (run && run.result) || progress.summary || null;
+    }
+    return state;
+  }
+
+  function progressView(v) {
     const wrap = el("div", { class: "progress-box" });
-    const unit = progress.unit || "items";
-    if (progress.running) {
+    if (v.running) {
       wrap.append(
         el("progress", { class: "bar" }),
         el("p", {
           class: "progress-text",
-          text: "Running" + (progress.dryRun ? " (dry run)" : "") + ": " + plural(progress.pages, "page") + " fetched, " + progress.seen + " " + unit + " listed",
+          text: "Running" + (v.dryRun ? " (dry run)" : "") + ": " + plural(v.pages, "page") + " fetched, " + v.seen + " " + v.unit + " listed",
         })
       );
       return wrap;
     }
-    const error = (run && run.error) || progress.error;
-    const summary = (run && run.result) || progress.summary;
-    if (error) wrap.append(el("p", { class: "error", text: error }));
-    if (summary) {
-      const when = progress.finishedAt ? el("span", {}, ", finished ", timeEl(progress.finishedAt)) : null;
-      wrap.append(el("p", { class: "muted" }, progress.dryRun ? "Last run (dry run)" : "Last run", when, ": " + progress.seen + " " + unit + " listed in " + plural(progress.pages, "page") + "."));
-      wrap.append(summaryView(summary));
-    } else if (!error) {
+    if (v.error) wrap.append(el("p", { class: "error", text: v.error }));
+    if (v.summary) {
+      const when = v.finishedAt ? el("span", {}, ", finished ", timeEl(v.finishedAt)) : null;
+      wrap.append(el("p", { class: "muted" }, v.dryRun ? "Last run (dry run)" : "Last run", when, ": " + v.seen + " " + v.unit + " listed in " + plural(v.pages, "page") + "."));
+      wrap.append(summaryView(v.summary));
+    } else if (!v.error) {
       wrap.append(el("p", { class: "muted", text: "Not run yet." }));
     }
     return wrap;
@@ -807,7 +823,10 @@
   const FIX_LABEL = { report: "report only", repair: "safe to fix", pull: "fixed by a pull" };
 
   function renderIntegrity(r) {
-    if (!changed("integrity", r)) return;
+    // Keyed on what is shown: a run's answer and the stored results it
+    // becomes draw the same.
+    const shownPart = r && { finished_at: r.finished_at, fix: r.fix, fixed: r.fixed, findings: r.findings, errors: r.errors };
+    if (!changed("integrity", shownPart || null)) return;
     const rows = $("integrity-rows");
     const errors = $("integrity-errors");
     clear(rows);
