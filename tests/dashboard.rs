@@ -111,7 +111,7 @@ impl Browser {
     async fn start() -> Option<Browser> {
         let chromium = find_binary("CHROMIUM", "/usr/bin/chromium");
         let driver = find_binary("CHROMEDRIVER", "/usr/bin/chromedriver");
-        let (Some(chromium), Some(driver)) = (chromium, driver) else {
+        let (Some(chromium), Some(driver_path)) = (chromium, driver) else {
             let why = "no chromium and chromedriver at /usr/bin (or at $CHROMIUM, $CHROMEDRIVER): apt-get install chromium chromium-driver";
             if std::env::var("SYNCBRIDGE_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
                 panic!("SYNCBRIDGE_REQUIRE_BROWSER=1 but {why}");
@@ -119,31 +119,17 @@ impl Browser {
             eprintln!("skipping the dashboard browser test: {why}");
             return None;
         };
-        let port = free_port();
-        let mut cmd = Command::new(&driver);
-        cmd.arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut driver = Driver {
-            child: cmd.spawn().expect("chromedriver starts"),
-            port,
-            chromium,
-            profiles: Vec::new(),
-        };
-        let status = format!("http://127.0.0.1:{port}/status");
-        let ready = eventually!("chromedriver to answer", {
-            if let Ok(Some(code)) = driver.child.try_wait() {
-                panic!("chromedriver exited at start: {code}");
+        // Chromedriver takes no port 0: a free port is picked, and picked
+        // again if another test's server took it first (chromedriver then
+        // exits, or something else answers its status).
+        let mut driver = None;
+        for _ in 0..5 {
+            if let Some(d) = Driver::start(&driver_path, &chromium).await {
+                driver = Some(d);
+                break;
             }
-            match reqwest::get(&status).await {
-                Ok(r) => r.json::<Value>().await.ok(),
-                Err(_) => None,
-            }
-        });
-        assert_eq!(ready["value"]["ready"], true, "{ready}");
+        }
+        let mut driver = driver.expect("chromedriver starts on a free port");
         std::fs::create_dir_all(screenshot_dir()).expect("the screenshot directory");
         let page = driver.session(None).await;
         Some(Browser { page, driver })
@@ -164,6 +150,39 @@ impl Browser {
 }
 
 impl Driver {
+    /// Chromedriver on a port that was free; `None` when the port turned
+    /// out to be someone else's.
+    async fn start(path: &std::path::Path, chromium: &std::path::Path) -> Option<Driver> {
+        let port = free_port();
+        let mut cmd = Command::new(path);
+        cmd.arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // Dropped (the group killed) on every way out but success.
+        let mut driver = Driver {
+            child: cmd.spawn().expect("chromedriver starts"),
+            port,
+            chromium: chromium.to_owned(),
+            profiles: Vec::new(),
+        };
+        let status = format!("http://127.0.0.1:{port}/status");
+        let ready = eventually!("chromedriver to answer", {
+            if let Ok(Some(_)) = driver.child.try_wait() {
+                return None;
+            }
+            match reqwest::get(&status).await {
+                Ok(r) => Some(r.json::<Value>().await.unwrap_or(Value::Null)),
+                Err(_) => None,
+            }
+        });
+        // Ours only if it is still running and answers as chromedriver.
+        let ours = matches!(driver.child.try_wait(), Ok(None)) && ready["value"]["ready"] == true;
+        ours.then_some(driver)
+    }
+
     /// A new session on a fresh profile; `phone`: emulating that screen.
     async fn session(&mut self, phone: Option<Value>) -> Page {
         let profile = std::env::temp_dir().join(format!("sb-chromium-{}", Uuid::new_v4().simple()));
@@ -295,11 +314,86 @@ impl Page {
 
 // ---- the service ---------------------------------------------------------
 
+/// `syncbridge serve`, the real binary, listening on a port it picks itself
+/// (`127.0.0.1:0`, read back from its "syncbridge is serving" log line), so
+/// no other test's server can take the port between picking and binding.
+/// Killed when dropped.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    async fn start(db_url: &str, env: &[(&str, &str)]) -> Serve {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncbridge"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", db_url)
+            .env("SYNCBRIDGE_LISTEN", "127.0.0.1:0")
+            .env("SYNCBRIDGE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("syncbridge serve starts");
+        let stderr = child.stderr.take().expect("serve's stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the log to its end (a full pipe would stall the server).
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if v["message"] == "syncbridge is serving" {
+                    if let Some(addr) = v["addr"].as_str() {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                }
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
+            .await
+            .unwrap()
+            .expect("serve logs the address it listens on");
+        let serve = Serve {
+            child,
+            base: format!("http://{addr}"),
+        };
+        let ready = serve.url("/readyz");
+        eventually!("serve to be ready", {
+            reqwest::get(&ready)
+                .await
+                .ok()
+                .filter(|r| r.status() == StatusCode::OK)
+        });
+        serve
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
 
-async fn admin_put(serve: &ServeProcess, path: &str, body: Value) -> Value {
+async fn admin_put(serve: &Serve, path: &str, body: Value) -> Value {
     let r = reqwest::Client::new()
         .put(serve.url(path))
         .bearer_auth(ADMIN)
@@ -408,8 +502,7 @@ async fn the_page_asks_for_the_token_shows_the_databases_counts_and_resolves_a_c
     let teli = FakeTeli::start().await;
     let db = TestDb::create().await;
     let c = db.client().await;
-    let serve = ServeProcess::start(&db.url, &serve_env(&op.url, &teli.url));
-    serve.answers("/readyz", StatusCode::OK).await;
+    let serve = Serve::start(&db.url, &serve_env(&op.url, &teli.url)).await;
     admin_put(
         &serve,
         "/api/sync/conflict-rules",
@@ -666,8 +759,7 @@ async fn sync_all_calls_shows_progress_and_the_summary_and_a_failed_push_is_retr
     ))
     .await
     .unwrap();
-    let serve = ServeProcess::start(&db.url, &serve_env(&op.url, &teli.url));
-    serve.answers("/readyz", StatusCode::OK).await;
+    let serve = Serve::start(&db.url, &serve_env(&op.url, &teli.url)).await;
     let lee = failed_push(&op, &c, "Lee").await;
 
     browser.goto(&serve.url("/")).await;
@@ -855,7 +947,7 @@ async fn integrity_findings_are_listed_and_the_fix_button_repairs_the_safe_ones(
     let d1 = FakeD1::start(D1_SCHEMA).await;
     let db = TestDb::create().await;
     let c = db.client().await;
-    let serve = ServeProcess::start(
+    let serve = Serve::start(
         &db.url,
         &[
             ("SYNCBRIDGE_ADMIN_TOKEN", ADMIN),
@@ -869,8 +961,8 @@ async fn integrity_findings_are_listed_and_the_fix_button_repairs_the_safe_ones(
             ("SYNCBRIDGE_D1_PUSH_INTERVAL_S", "0"),
             ("SYNCBRIDGE_INTEGRITY_INTERVAL_S", "0"),
         ],
-    );
-    serve.answers("/readyz", StatusCode::OK).await;
+    )
+    .await;
     // Three prospects reach D1; then D1 loses one and gains one of its own.
     c.batch_execute(
         "INSERT INTO prospects (id, name, city, stage, score, email_bounced, archived)
