@@ -340,3 +340,29 @@ pub async fn replay_event(c: &Client, id: i64) -> Result<bool, DbError> {
     .await?
         == 1)
 }
+
+/// Outbox changes for `GET /api/sync/outbox` (the dashboard's failed
+/// pushes), newest first, without their row images.
+pub async fn outbox_changes(
+    c: &Client,
+    status: &str,
+    provider: Option<&str>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Value>, DbError> {
+    let rows = c
+        .query(
+            "SELECT jsonb_build_object('id', id, 'provider', provider, 'table_name', table_name,
+                        'record_id', record_id, 'operation', operation,
+                        'changed_columns', changed_columns, 'origin', origin, 'status', status,
+                        'attempts', attempts, 'error', error, 'created_at', created_at,
+                        'next_attempt_at', next_attempt_at, 'processed_at', processed_at)
+             FROM sync_outbox
+             WHERE status = $1 AND ($2::text IS NULL OR provider = $2)
+               AND ($3::bigint IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4",
+            &[&status, &provider, &before_id, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

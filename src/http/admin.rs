@@ -564,3 +564,61 @@ pub async fn set_conflict_rule(
     let rules = engine::list_rules(&c).await?;
     Ok(Json(json!({"changed": n, "rules": rules})))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct OutboxQuery {
+    /// `failed` when absent.
+    pub status: Option<OutboxStatus>,
+    pub provider: Option<ProviderName>,
+    pub before_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// An outbox change's status, as the outbox filter takes it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    Pending,
+    Done,
+    Failed,
+    Skipped,
+}
+
+impl OutboxStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Done => "done",
+            OutboxStatus::Failed => "failed",
+            OutboxStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// `GET /api/sync/outbox`: outbound changes by status (failed by default),
+/// newest first; `POST /api/sync/retry` with their `ids` re-queues them.
+pub async fn outbox(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<OutboxQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page_limit(q.limit)?;
+    if q.before_id.is_some_and(|id| id < 1) {
+        return Err(bad("before_id is an outbox id, 1 or more"));
+    }
+    let status = q.status.unwrap_or(OutboxStatus::Failed);
+    let c = client(&app).await?;
+    let rows = admin::outbox_changes(
+        &c,
+        status.as_str(),
+        q.provider.map(ProviderName::as_str),
+        q.before_id,
+        limit,
+    )
+    .await?;
+    let next = if rows.len() as i64 == limit {
+        rows.last().and_then(|r| r["id"].as_i64())
+    } else {
+        None
+    };
+    Ok(Json(json!({"changes": rows, "next_before_id": next})))
+}

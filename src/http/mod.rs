@@ -6,6 +6,7 @@
 //! body into that shape.
 
 pub mod admin;
+pub mod dashboard;
 pub mod extract;
 pub mod health;
 pub mod pull;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/sync/status", get(admin::status))
         .route("/api/sync/retry", post(admin::retry))
         .route("/api/sync/full", post(admin::full))
+        .route("/api/sync/outbox", get(admin::outbox))
         .route("/api/sync/events", get(admin::events))
         .route("/api/sync/events/{id}", get(admin::event))
         .route("/api/sync/events/{id}/replay", post(admin::replay))
@@ -96,6 +98,7 @@ pub fn router(state: AppState) -> axum::Router {
         ));
     axum::Router::new()
         .merge(api)
+        .merge(dashboard::routes())
         .route("/webhooks/{provider}", post(webhooks::signed))
         .route("/webhooks/{provider}/{token}", post(webhooks::with_token))
         .route("/healthz", get(health::healthz))
