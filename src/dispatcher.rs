@@ -330,7 +330,21 @@ impl Dispatcher {
         let name = provider.name().as_str();
         metrics::histogram!("syncbridge_push_seconds", "provider" => name).record(took);
         let done = match result {
-            Ok(pushed) => {
+            Ok(mut pushed) => {
+                if pushed.write_window.is_none() && claimed.attempts > 0 {
+                    // Nothing written now, after a failed attempt: a write
+                    // whose answer was lost may be what the remote shows (a
+                    // fetch applied it in between): its window is declared.
+                    let state = pushed.snapshots.iter().find(|(s, _)| *s == "primary");
+                    let version = pushed.versions.iter().find(|(s, _)| *s == "primary");
+                    if let (Some((_, serde_json::Value::Object(fields))), Some((_, version))) =
+                        (state, version)
+                    {
+                        pushed.write_window =
+                            outbox::in_doubt_landed(&tx, provider.name(), &rec, fields, *version)
+                                .await?;
+                    }
+                }
                 outbox::record_success(&tx, provider.name(), &rec, &claimed, &pushed, exists)
                     .await?;
                 provider
@@ -346,13 +360,42 @@ impl Dispatcher {
             Err(PushError::RemoteChanged { object, wrote }) => {
                 // Read before write found a newer remote state: apply it
                 // under the rules now; the changes stay pending and the
-                // next round pushes what the rules decided.
+                // next round pushes what the rules decided. A write whose
+                // answer was lost earlier and whose values are there now
+                // landed: its window is declared too.
+                let wrote = match wrote {
+                    Some(w) => Some(*w),
+                    None if claimed.attempts == 0 => None,
+                    None => {
+                        outbox::in_doubt_landed(
+                            &tx,
+                            provider.name(),
+                            &rec,
+                            &object.fields,
+                            object.version,
+                        )
+                        .await?
+                    }
+                };
                 if let Some(w) = &wrote {
                     outbox::declare_write_window(&tx, provider.name(), &rec, w).await?;
                 }
                 outbox::reconcile_before_push(&tx, provider.name(), &rec, &claimed, &object)
                     .await?;
                 Done::Retried
+            }
+            Err(PushError::InDoubt { why, write }) => {
+                outbox::record_in_doubt(&tx, provider.name(), &rec, &write).await?;
+                self.failed(
+                    &tx,
+                    provider,
+                    &rec,
+                    &claimed,
+                    &change,
+                    PushError::Transient(why),
+                    took,
+                )
+                .await?
             }
             Err(e) => {
                 self.failed(&tx, provider, &rec, &claimed, &change, e, took)

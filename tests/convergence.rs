@@ -46,11 +46,24 @@ enum Op {
     },
     Fault(&'static str),
     Restart,
+    /// A Keap edit armed to land inside the next push of the contact,
+    /// between its read and its PATCH (`late`: and the PATCH is answered
+    /// after the push's timeout): the race the read-before-write window
+    /// declares, made to happen where the seed says, not when the threads
+    /// happen to line up.
+    RemoteInWindow {
+        contact: usize,
+        field: usize,
+        value: String,
+        late: bool,
+    },
 }
 
 /// One write, for the lost-update check.
 #[derive(Debug, Clone)]
 struct Write {
+    /// Twice the step it was made at; a Keap edit armed for a push's window
+    /// lands during a step, after that step's own write: `2 × step + 1`.
     step: usize,
     /// For a Keap edit, the `last_updated` it gave the contact.
     version: Option<chrono::DateTime<chrono::Utc>>,
@@ -165,6 +178,30 @@ async fn trail(c: &tokio_postgres::Client, keap_id: i64) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// After a local write, now and then (from a stream of its own, so the
+/// rest of the seed's plan is as it was), a Keap edit of the same contact
+/// armed for the push that write causes.
+fn with_windows(ops: Vec<Op>, seed: u64) -> Vec<Op> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5749_4e44_4f57);
+    let mut out = Vec::with_capacity(ops.len() * 2);
+    for (step, op) in ops.into_iter().enumerate() {
+        let contact = match &op {
+            Op::Local { contact, .. } => Some(*contact),
+            _ => None,
+        };
+        out.push(op);
+        if let Some(contact) = contact.filter(|_| rng.random_bool(0.3)) {
+            out.push(Op::RemoteInWindow {
+                contact,
+                field: rng.random_range(0..FIELDS.len()),
+                value: format!("s{seed}w{step}"),
+                late: rng.random_bool(0.5),
+            });
+        }
+    }
+    out
+}
+
 fn plan(rng: &mut StdRng, seed: u64) -> Vec<Op> {
     (0..STEPS)
         .map(|step| {
@@ -234,10 +271,47 @@ async fn schedule(seed: u64) -> Result<(), String> {
         return Err(format!("{mirrored} contacts mirrored"));
     }
 
-    let ops = plan(&mut rng, seed);
+    let ops = with_windows(plan(&mut rng, seed), seed);
     let mut writes: Vec<Write> = Vec::new();
+    // Armed edits that landed, and the step they landed in.
+    let landed: std::sync::Arc<std::sync::Mutex<Vec<Write>>> = Default::default();
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut pending: Vec<Vec<u8>> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
+        now.store(step, std::sync::atomic::Ordering::SeqCst);
+        if let Op::RemoteInWindow {
+            contact,
+            field,
+            value,
+            late,
+        } = op
+        {
+            let key = FIELDS[*field].1;
+            let (v, w) = (value.clone(), value.clone());
+            let (landed, now, contact, field) = (landed.clone(), now.clone(), *contact, *field);
+            fake.on_next_patch_then(
+                ids[contact],
+                move |c| c[key] = json!(v),
+                Duration::from_millis(if *late { 600 } else { 0 }),
+                move |edited| {
+                    let at = now.load(std::sync::atomic::Ordering::SeqCst);
+                    if let Ok(mut l) = landed.lock() {
+                        l.push(Write {
+                            step: 2 * at + 1,
+                            version: edited["last_updated"]
+                                .as_str()
+                                .and_then(common::fake_keap::parse_keap_date),
+                            side: "remote",
+                            contact,
+                            field,
+                            value: w,
+                        });
+                    }
+                },
+            );
+            // No pause of its own: the seed's other draws stay as they were.
+            continue;
+        }
         match op {
             Op::Local {
                 contact,
@@ -268,7 +342,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                     }
                 }
                 writes.push(Write {
-                    step,
+                    step: 2 * step,
                     version: None,
                     side: "local",
                     contact: *contact,
@@ -285,7 +359,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 let v = value.clone();
                 let edited = fake.edit_contact(ids[*contact], move |c| c[key] = json!(v));
                 writes.push(Write {
-                    step,
+                    step: 2 * step,
                     version: edited["last_updated"]
                         .as_str()
                         .and_then(common::fake_keap::parse_keap_date),
@@ -315,9 +389,11 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 _ => Fault::Slow(Duration::from_millis(600)),
             }]),
             Op::Restart => app = app.restart().await,
+            Op::RemoteInWindow { .. } => unreachable!("armed above"),
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..15))).await;
     }
+    now.store(ops.len(), std::sync::atomic::Ordering::SeqCst);
     // Every hook Keap owes us arrives (some twice), then one more round for
     // every contact: Keap's hooks for syncbridge's own writes.
     for body in pending.drain(..) {
@@ -326,6 +402,11 @@ async fn schedule(seed: u64) -> Result<(), String> {
     quiesce(&c).await?;
     post(&app, delivery(&ids, chrono::Utc::now())).await?;
     quiesce(&c).await?;
+
+    // Armed edits that landed (during the plan or its final pushes).
+    if let Ok(mut l) = landed.lock() {
+        writes.append(&mut l);
+    }
 
     // 1. Both sides equal.
     let mut finals: BTreeMap<(usize, usize), String> = BTreeMap::new();
@@ -427,7 +508,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 "{} write of {col}={} (step {}, contact {}) was lost without a rule saying so\nops: {ops:#?}\naudit: {:#?}",
                 w.side,
                 w.value,
-                w.step,
+                w.step / 2,
                 w.contact,
                 trail(&c, ids[w.contact]).await
             ));

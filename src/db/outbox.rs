@@ -350,11 +350,84 @@ pub async fn declare_write_window(
                 "read_version": w.read_version,
                 "written_version": w.written_version,
                 "fields": w.fields,
+                "in_doubt": w.in_doubt,
             }),
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Audits a write whose answer was lost and whose landing could not be
+/// told (`push_in_doubt`, with the version it was made over and the values
+/// it wrote), for [`in_doubt_landed`].
+pub async fn record_in_doubt(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+    w: &crate::providers::InDoubtWrite,
+) -> Result<(), DbError> {
+    let fields: Vec<&String> = w.values.keys().collect();
+    tx.execute(
+        "INSERT INTO sync_audit_log (entity_type, entity_id, operation, changed_fields,
+             sync_source, sync_destination, decision, detail)
+         VALUES ($1, $2, 'PUSH', $3, 'local', $4, 'push_in_doubt', $5)",
+        &[
+            &rec.table,
+            &rec.record_id,
+            &fields,
+            &provider.as_str(),
+            &serde_json::json!({"read_version": w.read_version, "values": w.values}),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The write window of the record's last in-doubt write (one recorded
+/// after its last declared window), once a remote state newer than the
+/// version it was made over is seen (`fields` at `version`): the write may
+/// have landed over whatever changed in between.
+pub async fn in_doubt_landed(
+    tx: &Transaction<'_>,
+    provider: ProviderName,
+    rec: &DueRecord,
+    fields: &serde_json::Map<String, Value>,
+    version: DateTime<Utc>,
+) -> Result<Option<crate::providers::WriteWindow>, DbError> {
+    let row = tx
+        .query_opt(
+            "SELECT detail FROM sync_audit_log a
+             WHERE a.entity_type = $1 AND a.entity_id = $2 AND a.sync_destination = $3
+               AND a.decision = 'push_in_doubt'
+               AND a.created_at > coalesce(
+                   (SELECT max(w.created_at) FROM sync_audit_log w
+                     WHERE w.entity_type = $1 AND w.entity_id = $2 AND w.sync_destination = $3
+                       AND w.decision = 'pushed_over_read'), '-infinity')
+             ORDER BY a.created_at DESC LIMIT 1",
+            &[&rec.table, &rec.record_id, &provider.as_str()],
+        )
+        .await?;
+    let Some(doubt) =
+        row.and_then(|r| serde_json::from_value::<crate::providers::InDoubtWrite>(r.get(0)).ok())
+    else {
+        return Ok(None);
+    };
+    // Whether it landed cannot always be told: its values may have been
+    // overwritten since, by later edits. A newer version after it is a
+    // window it may have written over; declared, `in_doubt` unless every
+    // value it wrote is there.
+    let seen = doubt
+        .values
+        .iter()
+        .all(|(k, v)| fields.get(k).is_some_and(|r| crate::conflict::same(r, v)));
+    let newer = !doubt.values.is_empty() && version > doubt.read_version;
+    Ok(newer.then(|| crate::providers::WriteWindow {
+        read_version: doubt.read_version,
+        written_version: version,
+        fields: doubt.values.keys().cloned().collect(),
+        in_doubt: !seen,
+    }))
 }
 
 /// Whether a push's result writes anything past closing its changes

@@ -166,6 +166,18 @@ pub struct WriteWindow {
     pub written_version: DateTime<Utc>,
     /// The local columns it wrote.
     pub fields: Vec<String>,
+    /// The write's answer was lost and the values are not all in place:
+    /// it may have landed (over edits made up to `written_version`) or not.
+    pub in_doubt: bool,
+}
+
+/// A write whose answer was lost ([`PushError::InDoubt`]): the version it
+/// was made over and the local values it wrote.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InDoubtWrite {
+    pub read_version: DateTime<Utc>,
+    /// Local column → the value written.
+    pub values: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An object read from a provider's API, as the fields of the local table

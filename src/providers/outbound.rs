@@ -35,6 +35,16 @@ pub enum PushError {
     /// decide. `wrote` is set when a write went out all the same (over a
     /// read that someone else's edit overtook, seen only in the write's
     /// answer): its window is declared like a successful push's.
+    /// A write was sent but its answer was lost, and whether it landed
+    /// could not be told (the read after it failed, or showed it not there
+    /// yet: it may land late). Retried like `Transient`; the dispatcher
+    /// records the write, so a later attempt that finds these values in
+    /// place declares the window it wrote over.
+    #[error("{why}")]
+    InDoubt {
+        why: String,
+        write: Box<super::InDoubtWrite>,
+    },
     #[error("the remote object changed since it was last synced")]
     RemoteChanged {
         object: Box<super::RemoteObject>,

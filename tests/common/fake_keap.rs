@@ -179,11 +179,14 @@ struct Inner {
 }
 
 type ContactEdit = Box<dyn FnOnce(&mut Value) + Send>;
+type EditLanded = Box<dyn FnOnce(&Value) + Send>;
 
 struct OnPatch {
     id: i64,
     edit: ContactEdit,
     answer_after: Duration,
+    /// Told the contact as the edit left it (its `last_updated` too).
+    fired: Option<EditLanded>,
 }
 
 enum Admission {
@@ -575,6 +578,25 @@ impl FakeKeap {
             id,
             edit: Box::new(edit),
             answer_after,
+            fired: None,
+        });
+    }
+
+    /// As [`on_next_patch`](Self::on_next_patch), and `fired` is told the
+    /// contact as the edit left it, when (if ever) it lands. A hook armed
+    /// while another waits replaces it (that edit never happens).
+    pub fn on_next_patch_then(
+        &self,
+        id: i64,
+        edit: impl FnOnce(&mut Value) + Send + 'static,
+        answer_after: Duration,
+        fired: impl FnOnce(&Value) + Send + 'static,
+    ) {
+        self.lock().on_patch = Some(OnPatch {
+            id,
+            edit: Box::new(edit),
+            answer_after,
+            fired: Some(Box::new(fired)),
         });
     }
 
@@ -935,7 +957,10 @@ async fn route(
                 let mut inner = fake.lock();
                 match inner.on_patch.take() {
                     Some(h) if h.id == n => {
-                        inner.edit(Kind::Contact, n, h.edit);
+                        let edited = inner.edit(Kind::Contact, n, h.edit);
+                        if let Some(fired) = h.fired {
+                            fired(&edited);
+                        }
                         Some(h.answer_after)
                     }
                     other => {

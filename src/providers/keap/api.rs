@@ -8,7 +8,7 @@ use super::wire::*;
 use super::{object_table, HOOK_EVENT_KEYS};
 use crate::domain::E164Phone;
 use crate::providers::outbound::{JsonApi, PushError};
-use crate::providers::{Change, Fetched, Pushed, WriteWindow};
+use crate::providers::{Change, Fetched, InDoubtWrite, Pushed, WriteWindow};
 
 /// The v1 request body for a `sync_contacts` row: the fields Keap lets a
 /// client write (company and tags are Keap's: a company is a separate
@@ -374,7 +374,26 @@ impl Api {
                             });
                             match landed {
                                 Some(()) => again,
-                                None => return Err(PushError::Transient(why)),
+                                // Not there, or not known: it may still
+                                // land (late), over an edit made since the
+                                // read. Recorded, so the attempt that finds
+                                // it in place declares the window.
+                                None => {
+                                    let values = written_columns(&body)
+                                        .into_iter()
+                                        .map(|c| {
+                                            let v = row.get(&c).cloned().unwrap_or(Value::Null);
+                                            (c, v)
+                                        })
+                                        .collect();
+                                    return Err(PushError::InDoubt {
+                                        why,
+                                        write: Box::new(InDoubtWrite {
+                                            read_version: obj.version,
+                                            values,
+                                        }),
+                                    });
+                                }
                             }
                         }
                         Err(e) => return Err(e),
@@ -397,6 +416,7 @@ impl Api {
                         read_version: obj.version,
                         written_version: after.version,
                         fields: written_columns(&body),
+                        in_doubt: false,
                     };
                     if changed_elsewhere(&obj.fields, &after.fields, &body) {
                         // The write is in all the same, over whatever else
