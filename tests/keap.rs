@@ -773,3 +773,85 @@ async fn a_patch_whose_answer_shows_another_edit_still_declares_its_window() {
     assert_eq!(remote["family_name"], "Luna Local");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_patch_whose_answer_and_re_read_are_both_lost_declares_its_window_on_the_next_attempt() {
+    let fake = FakeKeap::start().await;
+    let app = spawn(&fake).await;
+    let c = app.client().await;
+    let local: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO sync_contacts (email, first_name, last_name)
+             VALUES ('ines@vega.example', 'Inés', 'Vega') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let keap_id = wait_pushed(&c, local).await;
+    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    // A Keap user renames her between the push's GET and its PATCH; the
+    // PATCH lands but is answered after the push's 1 s timeout, and the
+    // read that would tell whether it landed fails too (a 503).
+    let landed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = landed.clone();
+    fake.on_next_patch_then(
+        keap_id,
+        |c| c["given_name"] = json!("Inesita"),
+        Duration::from_millis(1500),
+        move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst),
+    );
+    c.execute(
+        "UPDATE sync_contacts SET first_name = 'Inés María' WHERE id = $1",
+        &[&local],
+    )
+    .await
+    .unwrap();
+    for _ in 0..400 {
+        if landed.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        landed.load(std::sync::atomic::Ordering::SeqCst),
+        "the PATCH came"
+    );
+    fake.fail_next([Fault::Status(503)]);
+    let mut window = None;
+    for _ in 0..400 {
+        window = c
+            .query_opt(
+                "SELECT detail FROM sync_audit_log
+                 WHERE entity_id = $1 AND decision = 'pushed_over_read'",
+                &[&local],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, Value>(0));
+        if window.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let doubt: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sync_audit_log WHERE entity_id = $1 AND decision = 'push_in_doubt'",
+            &[&local],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(doubt, 1, "the lost write was recorded");
+    let window = window.expect("the write over the read is declared on the next attempt");
+    assert_eq!(window["fields"], json!(["first_name"]), "{window}");
+    assert_eq!(window["in_doubt"], false, "its value is there: {window}");
+    let read: chrono::DateTime<chrono::Utc> =
+        window["read_version"].as_str().unwrap().parse().unwrap();
+    let written: chrono::DateTime<chrono::Utc> =
+        window["written_version"].as_str().unwrap().parse().unwrap();
+    assert!(read < written, "{window}");
+    assert_eq!(fake.contact(keap_id).unwrap()["given_name"], "Inés María");
+    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    app.stop().await;
+}
