@@ -541,6 +541,17 @@ async fn integrity_names_each_seeded_problem_and_fix_repairs_the_safe_ones() {
         1,
         "pulled"
     );
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT count(*) FROM sync_audit_log WHERE operation = 'INTEGRITY_FIX'
+               AND sync_destination = 'd1'
+               AND decision IN ('missing_in_d1_repaired', 'extra_in_d1_repaired')"
+        )
+        .await,
+        2,
+        "each repair is audited"
+    );
     // The next check finds only what is the application's to decide.
     let (_, r) = api(
         &app,

@@ -101,6 +101,14 @@ pub async fn run_showing(
                         )),
                     }
                 }
+                // A provider's repairs (D1's are writes to D1) are audited
+                // here, one row a finding; the engine's audit each row.
+                for f in found
+                    .iter()
+                    .filter(|f| matches!(f.fix, Fix::Repair(n) if n > 0))
+                {
+                    audit_repair(&db, f).await?;
+                }
                 findings.extend(found);
             }
             Err(e) => errors.push(format!("{}: {e}", p.name())),
@@ -149,6 +157,28 @@ pub async fn run_showing(
     )
     .await?;
     Ok(report)
+}
+
+/// One audit row for a provider's repair of `f`.
+async fn audit_repair(db: &deadpool_postgres::Client, f: &Finding) -> Result<(), DbError> {
+    let fixed = match f.fix {
+        Fix::Repair(n) => n,
+        _ => 0,
+    };
+    db.execute(
+        "INSERT INTO sync_audit_log (entity_type, operation, sync_source, sync_destination,
+             decision, detail)
+         VALUES ($1, 'INTEGRITY_FIX', 'syncbridge', $2, $3, $4)",
+        &[
+            &f.table.as_deref().unwrap_or("integrity"),
+            &f.provider,
+            &format!("{}_repaired", f.check),
+            &json!({"check": f.check, "count": f.count, "fixed": fixed,
+                    "examples": f.examples, "detail": f.detail}),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The last stored run, if any.
