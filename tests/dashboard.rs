@@ -1087,15 +1087,7 @@ async fn the_page_and_its_assets_are_served_without_the_token_under_a_strict_pol
         assert!(!csp.contains("unsafe"), "{csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     }
-    let html = app
-        .http
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.get_text("/").await;
     // Every script is a file of this origin: nothing inline, no CDN.
     assert_eq!(
         html.matches("<script").count(),
@@ -1106,15 +1098,7 @@ async fn the_page_and_its_assets_are_served_without_the_token_under_a_strict_pol
         "no outside assets"
     );
     assert!(!has_inline_handler(&html), "no inline handlers");
-    let js = app
-        .http
-        .get(app.url("/assets/dashboard.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let js = app.get_text("/assets/dashboard.js").await;
     for banned in [
         "innerHTML",
         "outerHTML",

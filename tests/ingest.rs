@@ -824,15 +824,7 @@ async fn health_readiness_and_metrics() {
     app.post_fixture("openphone/bad-signature-tampered.json")
         .await;
     app.settle().await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     for needle in [
         "syncbridge_webhook_deliveries_total{provider=\"openphone\",result=\"accepted\"",
         "syncbridge_webhook_deliveries_total{provider=\"openphone\",result=\"duplicate\"",

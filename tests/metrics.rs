@@ -16,15 +16,7 @@ use serde_json::{json, Value};
 const ADMIN: &str = "metrics-admin-token";
 
 async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
 

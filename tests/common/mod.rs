@@ -316,6 +316,18 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The body of an unauthenticated `GET path` (`/metrics`, `/`), as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The running service's state (its pool, its providers).
     pub fn state(&self) -> &syncbridge::http::AppState {
         &self.app.as_ref().expect("the app is running").state
