@@ -331,10 +331,12 @@ impl Dispatcher {
         metrics::histogram!("syncbridge_push_seconds", "provider" => name).record(took);
         let done = match result {
             Ok(mut pushed) => {
-                if pushed.write_window.is_none() && claimed.attempts > 0 {
-                    // Nothing written now, after a failed attempt: a write
-                    // whose answer was lost may be what the remote shows (a
-                    // fetch applied it in between): its window is declared.
+                if pushed.write_window.is_none() && provider.writes_in_doubt() {
+                    // Nothing written now: an earlier write whose answer was
+                    // lost may be what the remote shows (a fetch applied it
+                    // in between): its window is declared. (Not gated on
+                    // the changes' attempts: a new change coalesced into a
+                    // failed one starts them again.)
                     let state = pushed.snapshots.iter().find(|(s, _)| *s == "primary");
                     let version = pushed.versions.iter().find(|(s, _)| *s == "primary");
                     if let (Some((_, serde_json::Value::Object(fields))), Some((_, version))) =
@@ -365,7 +367,6 @@ impl Dispatcher {
                 // landed: its window is declared too.
                 let wrote = match wrote {
                     Some(w) => Some(*w),
-                    None if claimed.attempts == 0 => None,
                     None => {
                         outbox::in_doubt_landed(
                             &tx,

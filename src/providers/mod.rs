@@ -421,6 +421,14 @@ pub trait Provider: Send + Sync + 'static {
         Box::pin(async { Err(PushError::Disabled("this provider has no outbound sync")) })
     }
 
+    /// Whether a push may end [`PushError::InDoubt`]: then every push that
+    /// writes nothing looks for an earlier in-doubt write the remote state
+    /// may show (one audit query). Providers with conditional writes, or
+    /// none that write over a read, leave it `false`.
+    fn writes_in_doubt(&self) -> bool {
+        false
+    }
+
     /// How many records one [`push_batch`](Provider::push_batch) takes; 1
     /// (the default) pushes each record with its own `push`.
     fn push_batch_size(&self) -> usize {

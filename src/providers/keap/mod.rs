@@ -173,6 +173,11 @@ impl Provider for Keap {
         })
     }
 
+    fn writes_in_doubt(&self) -> bool {
+        // A PATCH whose answer is lost (PushError::InDoubt).
+        true
+    }
+
     fn pushes(&self) -> Result<&'static [&'static str], &'static str> {
         match self.api {
             Some(_) => Ok(&["sync_contacts"]),
