@@ -387,11 +387,27 @@ async fn an_edge_update_between_the_read_and_the_mark_is_pulled_next_time() {
     let fake = FakeD1::start(EMAILS).await;
     insert_emails(&fake, 0, 3);
     let app = spawn(&fake).await;
-    // The page's answer is slow; meanwhile the edge records an open.
-    fake.fail_next([Fault::Slow(Duration::from_millis(400))]);
+    // The page's answer is slow; meanwhile (once the page has been read:
+    // waited for, not timed) the edge records an open.
+    fake.fail_next([Fault::Slow(Duration::from_millis(1000))]);
     let run = pull(&app, "");
     let edit = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let read = |f: &FakeD1| {
+            f.requests().iter().any(|r| {
+                r.statements.iter().any(|s| {
+                    s.to_ascii_lowercase()
+                        .trim_start()
+                        .starts_with("select * from emails")
+                })
+            })
+        };
+        for _ in 0..2000 {
+            if read(&fake) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(read(&fake), "the pull read the page");
         fake.exec("UPDATE emails SET status = 'opened', opened_at = '2025-03-14T16:00:00.000Z' WHERE id = 'em-00001'");
     };
     let (s, ()) = tokio::join!(run, edit);
