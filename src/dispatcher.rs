@@ -331,20 +331,29 @@ impl Dispatcher {
         metrics::histogram!("syncbridge_push_seconds", "provider" => name).record(took);
         let done = match result {
             Ok(mut pushed) => {
-                if pushed.write_window.is_none() && provider.writes_in_doubt() {
-                    // Nothing written now: an earlier write whose answer was
-                    // lost may be what the remote shows (a fetch applied it
-                    // in between): its window is declared. (Not gated on
-                    // the changes' attempts: a new change coalesced into a
-                    // failed one starts them again.)
+                if provider.writes_in_doubt() {
+                    // An earlier write whose answer was lost may be in what
+                    // the remote shows now (this push's answer, or a fetch
+                    // that applied it in between): its window is declared,
+                    // beside this push's own. Looked up before this push's
+                    // window is recorded, which settles it. (Not gated on
+                    // the changes' attempts: a change that arrives while a
+                    // failed one backs off is claimed alone.)
                     let state = pushed.snapshots.iter().find(|(s, _)| *s == "primary");
                     let version = pushed.versions.iter().find(|(s, _)| *s == "primary");
                     if let (Some((_, serde_json::Value::Object(fields))), Some((_, version))) =
                         (state, version)
                     {
-                        pushed.write_window =
+                        let doubt =
                             outbox::in_doubt_landed(&tx, provider.name(), &rec, fields, *version)
                                 .await?;
+                        match (doubt, pushed.write_window.is_some()) {
+                            (Some(w), true) => {
+                                outbox::declare_write_window(&tx, provider.name(), &rec, &w).await?
+                            }
+                            (Some(w), false) => pushed.write_window = Some(w),
+                            (None, _) => {}
+                        }
                     }
                 }
                 outbox::record_success(&tx, provider.name(), &rec, &claimed, &pushed, exists)
