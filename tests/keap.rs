@@ -644,6 +644,57 @@ async fn a_second_edit_under_the_same_keap_timestamp_is_applied_not_skipped() {
     app.stop().await;
 }
 
+/// A contact created here and pushed to Keap, synced: its local and Keap ids.
+async fn pushed_contact(
+    c: &tokio_postgres::Client,
+    email: &str,
+    first: &str,
+    last: &str,
+) -> (uuid::Uuid, i64) {
+    let local: uuid::Uuid = c
+        .query_one(
+            "INSERT INTO sync_contacts (email, first_name, last_name)
+             VALUES ($1, $2, $3) RETURNING id",
+            &[&email, &first, &last],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let keap_id = wait_pushed(c, local).await;
+    wait_contact(c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    (local, keap_id)
+}
+
+/// The record's declared write windows (`pushed_over_read` details),
+/// waiting up to 10 s for the first.
+async fn windows(c: &tokio_postgres::Client, local: uuid::Uuid) -> Vec<Value> {
+    let mut found = Vec::new();
+    for _ in 0..400 {
+        found = c
+            .query(
+                "SELECT detail FROM sync_audit_log
+                 WHERE entity_id = $1 AND decision = 'pushed_over_read'",
+                &[&local],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    found
+}
+
+/// A window's versions, read and written.
+fn window_versions(w: &Value) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    let at = |k: &str| w[k].as_str().unwrap().parse().unwrap();
+    (at("read_version"), at("written_version"))
+}
+
 /// A PATCH whose answer is lost (a timeout) may have landed over a Keap
 /// edit made between the push's read and its write: the push reads again,
 /// finds its write there, and declares the window like any write over a
@@ -653,17 +704,7 @@ async fn a_patch_answered_too_late_still_declares_its_window() {
     let fake = FakeKeap::start().await;
     let app = spawn(&fake).await;
     let c = app.client().await;
-    let local: uuid::Uuid = c
-        .query_one(
-            "INSERT INTO sync_contacts (email, first_name, last_name)
-             VALUES ('ana@ruiz.example', 'Ana', 'Ruiz') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let keap_id = wait_pushed(&c, local).await;
-    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    let (local, keap_id) = pushed_contact(&c, "ana@ruiz.example", "Ana", "Ruiz").await;
     // A Keap user renames her between the push's GET and its PATCH; the
     // PATCH lands but is answered after the push's 1 s timeout.
     fake.on_next_patch(
@@ -677,28 +718,10 @@ async fn a_patch_answered_too_late_still_declares_its_window() {
     )
     .await
     .unwrap();
-    let mut window = None;
-    for _ in 0..400 {
-        window = c
-            .query_opt(
-                "SELECT detail FROM sync_audit_log
-                 WHERE entity_id = $1 AND decision = 'pushed_over_read'",
-                &[&local],
-            )
-            .await
-            .unwrap()
-            .map(|r| r.get::<_, Value>(0));
-        if window.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let window = windows(&c, local).await.into_iter().next();
     let window = window.expect("the write over the read is declared");
     assert_eq!(window["fields"], json!(["first_name"]), "{window}");
-    let read: chrono::DateTime<chrono::Utc> =
-        window["read_version"].as_str().unwrap().parse().unwrap();
-    let written: chrono::DateTime<chrono::Utc> =
-        window["written_version"].as_str().unwrap().parse().unwrap();
+    let (read, written) = window_versions(&window);
     assert!(read < written, "{window}");
     assert_eq!(fake.contact(keap_id).unwrap()["given_name"], "Ana María");
     wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
@@ -710,17 +733,7 @@ async fn a_patch_whose_answer_shows_another_edit_still_declares_its_window() {
     let fake = FakeKeap::start().await;
     let app = spawn(&fake).await;
     let c = app.client().await;
-    let local: uuid::Uuid = c
-        .query_one(
-            "INSERT INTO sync_contacts (email, first_name, last_name)
-             VALUES ('eva@luna.example', 'Eva', 'Luna') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let keap_id = wait_pushed(&c, local).await;
-    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    let (local, keap_id) = pushed_contact(&c, "eva@luna.example", "Eva", "Luna").await;
     // Between the push's GET and its PATCH a Keap user edits both names:
     // the PATCH (last name only) goes over her last name, and its answer
     // shows her first name. The first name is reconciled; the overwritten
@@ -744,29 +757,10 @@ async fn a_patch_whose_answer_shows_another_edit_still_declares_its_window() {
     })
     .await;
     assert_eq!(row["last_name"], "Luna Local");
-    let windows: Vec<Value> = c
-        .query(
-            "SELECT detail FROM sync_audit_log
-             WHERE entity_id = $1 AND decision = 'pushed_over_read'",
-            &[&local],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let windows = windows(&c, local).await;
     assert_eq!(windows.len(), 1, "{windows:?}");
     assert_eq!(windows[0]["fields"], json!(["last_name"]), "{windows:?}");
-    let read: chrono::DateTime<chrono::Utc> = windows[0]["read_version"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let written: chrono::DateTime<chrono::Utc> = windows[0]["written_version"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (read, written) = window_versions(&windows[0]);
     assert!(read < written, "{windows:?}");
     let remote = fake.contact(keap_id).unwrap();
     assert_eq!(remote["given_name"], "Evita");
@@ -779,17 +773,7 @@ async fn a_patch_whose_answer_and_re_read_are_both_lost_declares_its_window_on_t
     let fake = FakeKeap::start().await;
     let app = spawn(&fake).await;
     let c = app.client().await;
-    let local: uuid::Uuid = c
-        .query_one(
-            "INSERT INTO sync_contacts (email, first_name, last_name)
-             VALUES ('ines@vega.example', 'Inés', 'Vega') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let keap_id = wait_pushed(&c, local).await;
-    wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
+    let (local, keap_id) = pushed_contact(&c, "ines@vega.example", "Inés", "Vega").await;
     // A Keap user renames her between the push's GET and its PATCH; the
     // PATCH lands but is answered after the push's 1 s timeout, and the
     // read that would tell whether it landed fails too (a 503).
@@ -818,22 +802,7 @@ async fn a_patch_whose_answer_and_re_read_are_both_lost_declares_its_window_on_t
         "the PATCH came"
     );
     fake.fail_next([Fault::Status(503)]);
-    let mut window = None;
-    for _ in 0..400 {
-        window = c
-            .query_opt(
-                "SELECT detail FROM sync_audit_log
-                 WHERE entity_id = $1 AND decision = 'pushed_over_read'",
-                &[&local],
-            )
-            .await
-            .unwrap()
-            .map(|r| r.get::<_, Value>(0));
-        if window.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let window = windows(&c, local).await.into_iter().next();
     let doubt: i64 = c
         .query_one(
             "SELECT count(*) FROM sync_audit_log WHERE entity_id = $1 AND decision = 'push_in_doubt'",
@@ -846,10 +815,7 @@ async fn a_patch_whose_answer_and_re_read_are_both_lost_declares_its_window_on_t
     let window = window.expect("the write over the read is declared on the next attempt");
     assert_eq!(window["fields"], json!(["first_name"]), "{window}");
     assert_eq!(window["in_doubt"], false, "its value is there: {window}");
-    let read: chrono::DateTime<chrono::Utc> =
-        window["read_version"].as_str().unwrap().parse().unwrap();
-    let written: chrono::DateTime<chrono::Utc> =
-        window["written_version"].as_str().unwrap().parse().unwrap();
+    let (read, written) = window_versions(&window);
     assert!(read < written, "{window}");
     assert_eq!(fake.contact(keap_id).unwrap()["given_name"], "Inés María");
     wait_contact(&c, keap_id, "synced", |r| r["sync_status"] == "synced").await;
