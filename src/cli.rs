@@ -403,7 +403,7 @@ async fn replay(
             loop {
                 let pending: i64 = c
                     .query_one(
-                        "SELECT count(*) FROM webhook_events WHERE status = 'pending'",
+                        "SELECT count(*) FROM webhook_queue WHERE status = 'pending'",
                         &[],
                     )
                     .await?

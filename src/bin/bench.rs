@@ -957,6 +957,128 @@ async fn store_events(
     Ok(())
 }
 
+/// One drain of the inbox by a fresh router (its own pool), measured.
+struct Drain {
+    events: usize,
+    time: Duration,
+    /// WAL the server wrote meanwhile (cluster-wide: a quiet server makes
+    /// it this run's), per event.
+    wal_per_event: i64,
+    /// CPU seconds of this process (the router) and of the router's
+    /// Postgres backends.
+    service_cpu: f64,
+    postgres_cpu: f64,
+    /// `webhook_events` updates in the drain, and how many were HOT.
+    inbox_updates: i64,
+    inbox_hot: i64,
+}
+
+impl Drain {
+    fn split(&self) -> String {
+        let cpu = self.service_cpu + self.postgres_cpu;
+        let busy = |c: f64| 100.0 * c / self.time.as_secs_f64();
+        format!(
+            "CPU {:.2} s service ({:.0}% of a core) + {:.2} s Postgres backends ({:.0}%), {:.0}/{:.0}% of the CPU time; \
+             inbox closes {} updates, {} HOT ({:.0}%)",
+            self.service_cpu,
+            busy(self.service_cpu),
+            self.postgres_cpu,
+            busy(self.postgres_cpu),
+            100.0 * self.service_cpu / cpu.max(1e-9),
+            100.0 * self.postgres_cpu / cpu.max(1e-9),
+            self.inbox_updates,
+            self.inbox_hot,
+            100.0 * self.inbox_hot as f64 / self.inbox_updates.max(1) as f64
+        )
+    }
+}
+
+/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat`
+/// (0 where there is no procfs).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) in parentheses.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 here; Linux
+    // counts them in USER_HZ = 100 ticks a second.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Drains the inbox with a router of its own and measures it: WAL, CPU of
+/// this process and of the Postgres backends of the bench database (read
+/// before the pool closes), and the inbox's HOT updates (read once the
+/// router's backends have exited, which flushes their statistics).
+async fn drain_measured(
+    c: &tokio_postgres::Client,
+    bench: &BenchDb,
+    registry: &syncbridge::providers::Registry,
+    config: &Config,
+    events: usize,
+) -> anyhow::Result<Drain> {
+    let wal = async || -> anyhow::Result<i64> {
+        Ok(
+            c.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+                .await?
+                .get(0),
+        )
+    };
+    let inbox_stats = async || -> anyhow::Result<(i64, i64)> {
+        c.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+        let r = c
+            .query_one(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+                 WHERE relname = 'webhook_events'",
+                &[],
+            )
+            .await?;
+        Ok((r.get(0), r.get(1)))
+    };
+    let backends = async || -> anyhow::Result<f64> {
+        let rows = c
+            .query(
+                "SELECT pid::text FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| cpu_seconds(r.get(0))).sum())
+    };
+    let (u0, h0) = inbox_stats().await?;
+    let pool = db::pool(&bench.url, POOL_SIZE)?;
+    let router = syncbridge::router::Router::new(pool.clone(), registry, config.router.clone());
+    let w0 = wal().await?;
+    let s0 = cpu_seconds("self");
+    let (n, time) = drain_timed(&router).await?;
+    let service_cpu = cpu_seconds("self") - s0;
+    let wal_per_event = (wal().await? - w0) / events.max(1) as i64;
+    // The pool's connections were opened for the drain: their CPU is its.
+    let postgres_cpu = backends().await?;
+    drop(router);
+    pool.close();
+    // The closed backends flush their statistics as they exit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut u1, mut h1) = inbox_stats().await?;
+    while u1 - u0 < n as i64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (u1, h1) = inbox_stats().await?;
+    }
+    Ok(Drain {
+        events: n,
+        time,
+        wal_per_event,
+        service_cpu,
+        postgres_cpu,
+        inbox_updates: u1 - u0,
+        inbox_hot: h1 - h0,
+    })
+}
+
 async fn drain_timed(router: &syncbridge::router::Router) -> anyhow::Result<(usize, Duration)> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let t0 = Instant::now();
@@ -1082,27 +1204,14 @@ async fn apply_on(
     }
     let settings = Settings::from_pairs(pairs);
     let config = Config::from_settings(&settings)?;
-    let pool = db::pool(&bench.url, POOL_SIZE)?;
     let registry = syncbridge::providers::Registry::from_config(&config);
-    let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
 
-    // WAL written by the server meanwhile (cluster-wide: a quiet server
-    // makes it this run's), per event.
-    let wal = async || -> anyhow::Result<i64> {
-        Ok(
-            c.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
-                .await?
-                .get(0),
-        )
-    };
     store_events(&c, "message.received", &messages).await?;
-    let w0 = wal().await?;
-    let (base_n, base_t) = drain_timed(&router).await?;
-    let base_wal = (wal().await? - w0) / events.max(1) as i64;
+    let base = drain_measured(&c, bench, &registry, &config, events).await?;
     store_events(&c, "contact.updated", &contacts).await?;
-    let w0 = wal().await?;
-    let (n_applied, t) = drain_timed(&router).await?;
-    let contact_wal = (wal().await? - w0) / events.max(1) as i64;
+    let contact = drain_measured(&c, bench, &registry, &config, events).await?;
+    let (base_n, base_t, base_wal) = (base.events, base.time, base.wal_per_event);
+    let (n_applied, t, contact_wal) = (contact.events, contact.time, contact.wal_per_event);
 
     let decisions = c
         .query(
@@ -1130,6 +1239,9 @@ async fn apply_on(
         rate / base_rate,
         t.as_secs_f64() * 1e6 / n_applied.max(1) as f64
     );
+    for (name, m) in [("messages", &base), ("contacts", &contact)] {
+        println!("  {name}: {}", m.split());
+    }
     print!("  decisions:");
     for r in &decisions {
         print!(" {}={}", r.get::<_, String>(0), r.get::<_, i64>(1));

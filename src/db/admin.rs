@@ -129,7 +129,7 @@ pub async fn status(c: &Client) -> Result<Value, DbError> {
     }
     let backlog: i64 = c
         .query_one(
-            "SELECT (SELECT count(*) FROM webhook_events WHERE status = 'pending')
+            "SELECT (SELECT count(*) FROM webhook_queue WHERE status = 'pending')
                   + (SELECT count(*) FROM sync_outbox WHERE status = 'pending')
                   + (SELECT count(*) FROM sync_fetch_queue)",
             &[],
@@ -220,8 +220,9 @@ pub async fn retry(c: &mut Client, f: &RetryFilter) -> Result<(u64, u64), DbErro
                 "UPDATE webhook_events SET status = 'pending', attempts = 0, error = NULL,
                         next_attempt_at = now(), processed_at = NULL
                  WHERE status = 'failed'
-                   AND ($1::text IS NULL OR provider = $1)
-                   AND (cardinality($2::bigint[]) = 0 OR id = ANY($2))",
+                   AND id IN (SELECT event_id FROM webhook_queue
+                              WHERE status = 'failed' AND ($1::text IS NULL OR provider = $1)
+                                AND (cardinality($2::bigint[]) = 0 OR event_id = ANY($2)))",
                 &[&provider, &f.event_ids],
             )
             .await?;

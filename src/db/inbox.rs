@@ -98,7 +98,9 @@ pub struct Claimed {
     pub body: Vec<u8>,
 }
 
-/// Locks up to `limit` due, pending events of `provider`, oldest first,
+/// Locks up to `limit` due, pending events of `provider`, oldest first
+/// (found through `webhook_queue`, which triggers keep in step with the
+/// events' status: closing an event then touches no index of its row),
 /// skipping rows another router holds, and returns the longest prefix of
 /// them whose bodies add up to at most `max_bytes` (always the first one,
 /// however large): the router's memory is bounded by bytes, not only by
@@ -114,12 +116,13 @@ pub async fn claim(
     let stmt = tx
         .prepare_cached(
             "WITH locked AS (
-                 SELECT id, next_attempt_at, octet_length(body) AS len
-                 FROM webhook_events
-                 WHERE status = 'pending' AND provider = $1 AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at, id
+                 SELECT e.id, q.next_attempt_at, octet_length(e.body) AS len
+                 FROM webhook_queue q JOIN webhook_events e ON e.id = q.event_id
+                 WHERE q.status = 'pending' AND q.provider = $1 AND q.next_attempt_at <= now()
+                   AND e.status = 'pending'
+                 ORDER BY q.next_attempt_at, q.event_id
                  LIMIT $2
-                 FOR UPDATE SKIP LOCKED),
+                 FOR UPDATE OF e SKIP LOCKED),
              sized AS (
                  SELECT id, sum(len) OVER (ORDER BY next_attempt_at, id) - len AS before
                  FROM locked)

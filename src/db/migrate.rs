@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016_d1_replica"),
     migration!(17, "0017_resman_schema"),
     migration!(18, "0018_integrity"),
+    migration!(19, "0019_inbox_queue"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.

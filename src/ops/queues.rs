@@ -31,8 +31,9 @@ pub struct Depth {
 pub async fn depths(c: &deadpool_postgres::Client) -> Result<Vec<Depth>, DbError> {
     let rows = c
         .query(
-            "SELECT 'inbox', provider, count(*), extract(epoch FROM now() - min(received_at))::float8
-               FROM webhook_events WHERE status = 'pending' GROUP BY provider
+            "SELECT 'inbox', q.provider, count(*), extract(epoch FROM now() - min(e.received_at))::float8
+               FROM webhook_queue q JOIN webhook_events e ON e.id = q.event_id
+               WHERE q.status = 'pending' GROUP BY q.provider
              UNION ALL
              SELECT 'outbox', provider, count(*), extract(epoch FROM now() - min(created_at))::float8
                FROM sync_outbox WHERE status = 'pending' GROUP BY provider

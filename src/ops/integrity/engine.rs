@@ -169,9 +169,9 @@ async fn stuck(
         (
             "stuck_inbox",
             "webhook_events",
-            "SELECT provider, count(*), (array_agg(id::text ORDER BY id))[1:5],
+            "SELECT provider, count(*), (array_agg(event_id::text ORDER BY event_id))[1:5],
                     extract(epoch FROM now() - min(next_attempt_at))::float8
-             FROM webhook_events
+             FROM webhook_queue
              WHERE status = 'pending' AND next_attempt_at < now() - make_interval(secs => $1)
              GROUP BY provider ORDER BY provider",
         ),
