@@ -63,7 +63,8 @@ enum Op {
 #[derive(Debug, Clone)]
 struct Write {
     /// Twice the step it was made at; a Keap edit armed for a push's window
-    /// lands during a step, after that step's own write: `2 × step + 1`.
+    /// lands during a step: `2 × step` if while that step's local UPDATE
+    /// ran (concurrent with it), else `2 × step + 1` (after it).
     step: usize,
     /// For a Keap edit, the `last_updated` it gave the contact.
     version: Option<chrono::DateTime<chrono::Utc>>,
@@ -273,12 +274,17 @@ async fn schedule(seed: u64) -> Result<(), String> {
 
     let ops = with_windows(plan(&mut rng, seed), seed);
     let mut writes: Vec<Write> = Vec::new();
-    // Armed edits that landed, and the step they landed in.
+    // Armed edits that landed, and when: `now` is a half-step clock. While
+    // step s's local UPDATE runs it reads 2s, the write's own order, so an
+    // edit landing then is concurrent with it (either may be the later
+    // one); otherwise 2s + 1, after step s's write and before step s + 1's.
     let landed: std::sync::Arc<std::sync::Mutex<Vec<Write>>> = Default::default();
     let now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut pending: Vec<Vec<u8>> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
-        now.store(step, std::sync::atomic::Ordering::SeqCst);
+        if !matches!(op, Op::Local { .. }) {
+            now.store(2 * step + 1, std::sync::atomic::Ordering::SeqCst);
+        }
         if let Op::RemoteInWindow {
             contact,
             field,
@@ -297,7 +303,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                     let at = now.load(std::sync::atomic::Ordering::SeqCst);
                     if let Ok(mut l) = landed.lock() {
                         l.push(Write {
-                            step: 2 * at + 1,
+                            step: at,
                             version: edited["last_updated"]
                                 .as_str()
                                 .and_then(common::fake_keap::parse_keap_date),
@@ -325,6 +331,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                 // An application retries a deadlock victim; so does this.
                 let keap_id = ids[*contact].to_string();
                 let mut tries = 0;
+                now.store(2 * step, std::sync::atomic::Ordering::SeqCst);
                 loop {
                     match c.execute(&sql, &[value, &keap_id]).await {
                         Ok(_) => break,
@@ -341,6 +348,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
                         Err(e) => return Err(format!("local UPDATE: {}", pg(e))),
                     }
                 }
+                now.store(2 * step + 1, std::sync::atomic::Ordering::SeqCst);
                 writes.push(Write {
                     step: 2 * step,
                     version: None,
@@ -393,7 +401,7 @@ async fn schedule(seed: u64) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..15))).await;
     }
-    now.store(ops.len(), std::sync::atomic::Ordering::SeqCst);
+    now.store(2 * ops.len() + 1, std::sync::atomic::Ordering::SeqCst);
     // Every hook Keap owes us arrives (some twice), then one more round for
     // every contact: Keap's hooks for syncbridge's own writes.
     for body in pending.drain(..) {
@@ -464,9 +472,14 @@ async fn schedule(seed: u64) -> Result<(), String> {
         if finals[&(w.contact, w.field)] == w.value {
             continue;
         }
-        let overwritten = writes
-            .iter()
-            .any(|l| l.step > w.step && l.contact == w.contact && l.field == w.field);
+        // Overwritten by a later write, or by one of the other side's that
+        // ran at the same time (a Keap edit landing while a local UPDATE
+        // of the field was in flight: either order is real).
+        let overwritten = writes.iter().any(|l| {
+            (l.step > w.step || (l.step == w.step && l.side != w.side))
+                && l.contact == w.contact
+                && l.field == w.field
+        });
         let col = FIELDS[w.field].0;
         let discarded = audits.iter().any(|d| {
             d["fields"][col]["winner"]
