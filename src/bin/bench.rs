@@ -71,6 +71,17 @@ enum Cmd {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Sustained drain: N changes queued at once (one UPDATE of N linked
+    /// clients, through capture), pushed by a fresh `serve` to the fake
+    /// OpenPhone with its rate limit lifted, until every one has arrived;
+    /// baseline: the same N PATCHes sent straight to the same fake by 8
+    /// concurrent requests, nothing read or written in Postgres.
+    Drain {
+        #[arg(long, default_value_t = 20_000)]
+        changes: usize,
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Capture overhead: the application's single-row UPDATE throughput on
     /// `clients` (pgbench, 8 clients) with the capture trigger vs without.
     Capture {
@@ -180,6 +191,7 @@ fn main() -> anyhow::Result<()> {
                 server,
             } => push(rate, seconds, server).await,
             Cmd::Capture { seconds, server } => capture(seconds, server).await,
+            Cmd::Drain { changes, server } => drain_bench(changes, server).await,
             Cmd::Apply {
                 events,
                 batch,
@@ -828,6 +840,113 @@ async fn push(rate: u32, seconds: u64, server: Option<String>) -> anyhow::Result
             lat.len()
         );
         println!("server RSS (sampled peak): {:.1} MiB", peak as f64 / 1024.0);
+        anyhow::Ok(())
+    }
+    .await;
+    bench.drop_db().await?;
+    result
+}
+
+async fn drain_bench(changes: usize, server: Option<String>) -> anyhow::Result<()> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let bench = BenchDb::create(server).await?;
+    let result = async {
+        let c = db::connect(&bench.url).await?;
+        c.batch_execute(&format!(
+            "ALTER TABLE clients DISABLE TRIGGER syncbridge_capture;
+             INSERT INTO clients (first_name, last_name, phone, openphone_contact_id, sync_status, last_synced_at)
+             SELECT 'bench', '0', '+1415' || lpad(g::text, 7, '0'), 'c' || g, 'synced', now()
+             FROM generate_series(1, {changes}) g;
+             ALTER TABLE clients ENABLE TRIGGER syncbridge_capture;"
+        ))
+        .await?;
+        c.batch_execute("VACUUM ANALYZE clients").await?;
+
+        // Baseline: the same PATCHes straight to the fake, 8 at a time.
+        let arrivals = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let api = fake_provider(arrivals.clone()).await?;
+        let http = reqwest::Client::new();
+        let t0 = Instant::now();
+        futures_util::stream::iter(0..changes)
+            .map(|i| {
+                let http = http.clone();
+                let url = format!("{api}/v1/contacts/c{i}");
+                async move {
+                    http.patch(url)
+                        .json(&serde_json::json!({"defaultFields": {"lastName": i.to_string()}}))
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let bare = t0.elapsed();
+        arrivals.lock().map(|mut a| a.clear()).ok();
+
+        // The changes, all queued before the server starts.
+        c.batch_execute(
+            "UPDATE clients SET last_name = substr(openphone_contact_id, 2)",
+        )
+        .await?;
+        let queued: i64 = c
+            .query_one("SELECT count(*) FROM sync_outbox WHERE status = 'pending'", &[])
+            .await?
+            .get(0);
+        anyhow::ensure!(queued as usize == changes, "{queued} changes queued, {changes} expected");
+        let wal = async || -> anyhow::Result<i64> {
+            Ok(c.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[]).await?.get(0))
+        };
+        let backends = async || -> anyhow::Result<f64> {
+            let rows = c
+                .query(
+                    "SELECT pid::text FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| cpu_seconds(r.get(0))).sum())
+        };
+        let w0 = wal().await?;
+        let t0 = Instant::now();
+        let child = spawn_server_with(&bench.url, false, Some(&api)).await?;
+        let pid = child.proc.id().unwrap_or(0);
+        let mut peak = 0;
+        loop {
+            let pending: i64 = c
+                .query_one("SELECT count(*) FROM sync_outbox WHERE status = 'pending'", &[])
+                .await?
+                .get(0);
+            let arrived = arrivals.lock().map(|a| a.len()).unwrap_or(0);
+            peak = peak.max(rss_kib(pid).0);
+            if pending == 0 && arrived >= changes {
+                break;
+            }
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "not drained in 600 s: {pending} pending, {arrived} arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = t0.elapsed();
+        let service_cpu = cpu_seconds(&pid.to_string());
+        let postgres_cpu = backends().await?;
+        let wal_per_change = (wal().await? - w0) / changes as i64;
+        drop(child);
+        let rate = changes as f64 / took.as_secs_f64();
+        let bare_rate = changes as f64 / bare.as_secs_f64();
+        println!("dispatcher drain benchmark: {changes} changes queued on {changes} linked clients, fake OpenPhone with no rate limit, 2 cores");
+        println!("baseline: the same PATCHes sent straight to the fake, 8 at a time: {:.2} s, {bare_rate:.0} requests/s", bare.as_secs_f64());
+        println!(
+            "syncbridge: server start -> every change pushed and closed: {:.2} s, {rate:.0} changes/s ({:.2}x the baseline)",
+            took.as_secs_f64(),
+            rate / bare_rate
+        );
+        println!(
+            "CPU {service_cpu:.2} s service ({:.0}% of a core) + {postgres_cpu:.2} s Postgres backends ({:.0}%); WAL {wal_per_change} B/change; server RSS (sampled peak) {:.1} MiB",
+            100.0 * service_cpu / took.as_secs_f64(),
+            100.0 * postgres_cpu / took.as_secs_f64(),
+            peak as f64 / 1024.0
+        );
         anyhow::Ok(())
     }
     .await;
