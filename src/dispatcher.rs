@@ -1,11 +1,19 @@
 //! The dispatcher: pushes local changes to the providers' APIs.
 //!
-//! It claims a record's pending outbox rows (`FOR UPDATE SKIP LOCKED`,
-//! plus a per-record advisory lock), reads the record's current row, and
-//! makes one push of that latest state — several quick changes coalesce into
-//! one push. The claim is held for the push: if the process dies mid-push,
-//! the transaction rolls back, the rows are pending again, and the next push
-//! finds the remote object by its external id instead of creating another.
+//! It works in groups: one transaction claims the pending outbox rows of
+//! up to [`GROUP`] records of a table (`FOR UPDATE SKIP LOCKED`, plus a
+//! per-record advisory lock) and reads their current rows, in one
+//! statement; each record gets one push of that latest state (several
+//! quick changes coalesce into one push), [`CONCURRENCY`] at a time, or one
+//! `push_batch` for a provider that writes many records per request; then
+//! the results are recorded — the successes in one statement of each kind
+//! for the whole group — and the transaction commits. The claim is held for
+//! the push: if the process dies mid-push, the transaction rolls back, the
+//! rows are pending again, and the next push finds the remote object by its
+//! external id instead of creating another. A group whose bookkeeping fails
+//! in the database is rolled back and its records are taken again one by
+//! one, so one bad record fails alone (their pushes are repeated: a push of
+//! a record's latest state is idempotent).
 //!
 //! Architecture invariants:
 //! - A change is never pushed to the provider it came from: capture skips
@@ -26,13 +34,20 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatcherConfig;
-use crate::db::outbox::{self, DueRecord};
+use crate::db::outbox::{self, ClaimedRecord, DueRecord, PushedRecord};
 use crate::db::{DbError, Pool};
-use crate::providers::{Change, Provider, PushError, PushOutcome, Registry};
+use crate::providers::{Change, Provider, PushError, PushOutcome, Pushed, Registry};
 
-/// Records pushed at once per provider (the provider's pacer still spaces
+/// Pushes in flight at once in a group (the provider's pacer still spaces
 /// the requests).
 const CONCURRENCY: usize = 8;
+
+/// Records claimed in one transaction (a provider's own push batch size
+/// when it has one).
+pub const GROUP: usize = 32;
+
+/// Groups of one provider in flight at once.
+const GROUPS: usize = 2;
 
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -51,12 +66,11 @@ pub struct DrainStats {
     pub skipped: usize,
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Done {
     Pushed,
     Retried,
     Failed,
-    /// Claimed elsewhere, or held by a conflict.
-    Skipped,
     /// The provider does not take the change (`PushError::Skipped`).
     Declined,
 }
@@ -67,7 +81,6 @@ impl Done {
             Done::Pushed => "pushed",
             Done::Retried => "retried",
             Done::Failed => "failed",
-            Done::Skipped => "held",
             Done::Declined => "skipped",
         }
     }
@@ -102,12 +115,12 @@ impl Dispatcher {
         loop {
             let mut progressed = false;
             for p in &self.providers {
-                let batched = p.push_batch_size() > 1;
-                let limit = if batched {
-                    p.push_batch_size() as i64
+                let group = if p.push_batch_size() > 1 {
+                    p.push_batch_size()
                 } else {
-                    self.config.batch_size
+                    GROUP
                 };
+                let limit = (group * GROUPS).max(self.config.batch_size as usize) as i64;
                 let due = {
                     let client = self.pool.get().await?;
                     outbox::due_records(&client, p.name(), limit).await?
@@ -115,35 +128,32 @@ impl Dispatcher {
                 if due.is_empty() {
                     continue;
                 }
-                let results: Vec<Result<Done, DbError>> = if batched {
-                    self.dispatch_batch(p.as_ref(), due).await?
-                } else {
-                    futures_util::stream::iter(due)
-                        .map(|rec| self.dispatch(p.as_ref(), rec))
-                        .buffer_unordered(CONCURRENCY)
-                        .collect()
-                        .await
-                };
-                for r in results {
+                let mut by_table: std::collections::BTreeMap<String, Vec<uuid::Uuid>> =
+                    Default::default();
+                for rec in due {
+                    by_table.entry(rec.table).or_default().push(rec.record_id);
+                }
+                let groups: Vec<(String, Vec<uuid::Uuid>)> = by_table
+                    .into_iter()
+                    .flat_map(|(table, ids)| {
+                        ids.chunks(group)
+                            .map(|c| (table.clone(), c.to_vec()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let results: Vec<Vec<Result<Done, DbError>>> = futures_util::stream::iter(groups)
+                    .map(|(table, ids)| self.dispatch_group(p.as_ref(), table, ids))
+                    .buffer_unordered(GROUPS)
+                    .collect()
+                    .await;
+                for r in results.into_iter().flatten() {
                     match r? {
-                        Done::Pushed => {
-                            stats.pushed += 1;
-                            progressed = true;
-                        }
-                        Done::Retried => {
-                            stats.retried += 1;
-                            progressed = true;
-                        }
-                        Done::Failed => {
-                            stats.failed += 1;
-                            progressed = true;
-                        }
-                        Done::Declined => {
-                            stats.skipped += 1;
-                            progressed = true;
-                        }
-                        Done::Skipped => {}
+                        Done::Pushed => stats.pushed += 1,
+                        Done::Retried => stats.retried += 1,
+                        Done::Failed => stats.failed += 1,
+                        Done::Declined => stats.skipped += 1,
                     }
+                    progressed = true;
                 }
             }
             if !progressed || cancel.is_cancelled() {
@@ -152,100 +162,195 @@ impl Dispatcher {
         }
     }
 
-    /// Pushes due records many at a time (a provider with
-    /// [`Provider::push_batch`]): per table, one transaction claims them
-    /// all and reads their rows in one statement, one `push_batch` carries
-    /// them, and the results are recorded before the claim is released —
-    /// each record's failure on its own.
-    async fn dispatch_batch(
+    /// Pushes one group of records of `table`; when its bookkeeping fails
+    /// in the database, each record is taken again on its own, so the
+    /// error stays with the record that causes it.
+    async fn dispatch_group(
         &self,
         provider: &dyn Provider,
-        due: Vec<DueRecord>,
-    ) -> Result<Vec<Result<Done, DbError>>, DbError> {
-        let mut by_table: std::collections::BTreeMap<String, Vec<uuid::Uuid>> = Default::default();
-        for rec in due {
-            by_table.entry(rec.table).or_default().push(rec.record_id);
+        table: String,
+        ids: Vec<uuid::Uuid>,
+    ) -> Vec<Result<Done, DbError>> {
+        match self.push_group(provider, &table, &ids).await {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) if ids.len() > 1 => {
+                tracing::warn!(provider = %provider.name(), table = %table, records = ids.len(),
+                    error = %e, "a push group's bookkeeping failed; taking its records one by one");
+                let mut done = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    match self
+                        .push_group(provider, &table, std::slice::from_ref(id))
+                        .await
+                    {
+                        Ok(d) => done.extend(d.into_iter().map(Ok)),
+                        Err(e) => done.push(Err(e)),
+                    }
+                }
+                done
+            }
+            Err(e) => vec![Err(e)],
         }
+    }
+
+    /// One transaction: claims the records (those held elsewhere or by a
+    /// conflict are left out), pushes each (or the lot, with
+    /// [`Provider::push_batch`]), records every result and commits.
+    async fn push_group(
+        &self,
+        provider: &dyn Provider,
+        table: &str,
+        ids: &[uuid::Uuid],
+    ) -> Result<Vec<Done>, DbError> {
         let name = provider.name();
-        let mut done = Vec::new();
-        for (table, ids) in by_table {
-            let mut client = self.pool.get().await?;
-            let tx = client.transaction().await?;
-            let claimed = outbox::claim_records(&tx, name, &table, &ids).await?;
-            if claimed.is_empty() {
-                tx.commit().await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let claimed = outbox::claim_records(&tx, name, table, ids).await?;
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        let mut work = Vec::with_capacity(claimed.len());
+        let mut changes = Vec::with_capacity(claimed.len());
+        for (rec, c) in claimed {
+            if let Some(bytes) = c.oversized {
+                let error = format!(
+                    "the record is {bytes} bytes as JSON, over the {} the dispatcher reads for a push",
+                    outbox::MAX_RECORD_BYTES
+                );
+                tracing::warn!(provider = %name, table = %rec.table, record = %rec.record_id, %error, "push refused");
+                outbox::record_failure(&tx, name, &rec, &c, &error, None).await?;
+                outcomes.push(Done::Failed);
                 continue;
             }
-            let mut to_push = Vec::with_capacity(claimed.len());
-            let mut changes = Vec::with_capacity(claimed.len());
-            let mut outcomes = Vec::with_capacity(claimed.len());
-            for (rec, c) in claimed {
-                if let Some(bytes) = c.oversized {
-                    let error = format!(
-                        "the record is {bytes} bytes as JSON, over the {} the dispatcher reads for a push",
-                        outbox::MAX_RECORD_BYTES
-                    );
-                    outbox::record_failure(&tx, name, &rec, &c, &error, None).await?;
-                    outcomes.push(Done::Failed);
-                    continue;
-                }
-                let mut change = change_of(&rec, &c);
-                change.context = provider.push_context(&tx, &change).await?;
-                changes.push(change);
-                to_push.push((rec, c));
-            }
+            let mut change = change_of(&rec, &c);
+            change.context = provider.push_context(&tx, &change).await?;
+            work.push((rec, c));
+            changes.push(change);
+        }
+        let results: Vec<(Result<Pushed, PushError>, std::time::Duration)> = if work.is_empty() {
+            Vec::new()
+        } else if provider.push_batch_size() > 1 {
             let started = Instant::now();
-            let results = if changes.is_empty() {
-                Vec::new()
-            } else {
-                provider.push_batch(&changes).await
-            };
+            let results = provider.push_batch(&changes).await;
+            let took = started.elapsed();
             metrics::histogram!("syncbridge_push_seconds", "provider" => name.as_str())
-                .record(started.elapsed());
-            let mut closed = Vec::new();
+                .record(took);
             // One result per change; a provider answering fewer leaves the
             // rest to be retried, never unrecorded.
-            let took = started.elapsed();
             let mut results = results.into_iter();
-            for ((rec, c), change) in to_push.iter().zip(&changes) {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(PushError::Transient(
-                        "the provider answered no result for this record".into(),
-                    ))
-                });
-                let outcome = match result {
-                    Ok(pushed) => {
-                        if outbox::leaves_state(&rec.table, &pushed) {
-                            outbox::record_success(&tx, name, rec, c, &pushed, c.row.is_some())
-                                .await?;
-                        } else {
-                            closed.extend_from_slice(&c.ids);
-                        }
-                        provider
-                            .after_push(&tx, change, PushOutcome::Pushed(&pushed), took)
-                            .await?;
-                        let lag = (Utc::now() - c.first_change_at)
-                            .to_std()
-                            .unwrap_or_default();
-                        metrics::histogram!("syncbridge_change_to_push_seconds", "provider" => name.as_str())
-                            .record(lag);
-                        Done::Pushed
+            (0..work.len())
+                .map(|_| {
+                    let r = results.next().unwrap_or_else(|| {
+                        Err(PushError::Transient(
+                            "the provider answered no result for this record".into(),
+                        ))
+                    });
+                    (r, took)
+                })
+                .collect()
+        } else {
+            let pushes: Vec<_> = changes.iter().map(|c| push_one(provider, c)).collect();
+            futures_util::stream::iter(pushes)
+                .buffered(CONCURRENCY)
+                .collect()
+                .await
+        };
+        let mut pushed_ok: Vec<(usize, Pushed)> = Vec::new();
+        let items = work.iter().zip(&changes).zip(results).enumerate();
+        for (i, (((rec, c), change), (result, took))) in items {
+            let outcome = match result {
+                Ok(mut pushed) => {
+                    if provider.writes_in_doubt() {
+                        self.in_doubt_window(&tx, name, rec, &mut pushed).await?;
                     }
-                    Err(e) => self.failed(&tx, provider, rec, c, change, e, took).await?,
-                };
-                outcomes.push(outcome);
-            }
-            if !closed.is_empty() {
-                outbox::close_pushed(&tx, name, &closed).await?;
-            }
-            tx.commit().await?;
-            for d in &outcomes {
-                metrics::counter!("syncbridge_pushes_total", "provider" => name.as_str(), "result" => d.label())
-                    .increment(1);
-            }
-            done.extend(outcomes.into_iter().map(Ok));
+                    provider
+                        .after_push(&tx, change, PushOutcome::Pushed(&pushed), took)
+                        .await?;
+                    let lag = (Utc::now() - c.first_change_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics::histogram!("syncbridge_change_to_push_seconds", "provider" => name.as_str())
+                        .record(lag);
+                    pushed_ok.push((i, pushed));
+                    Done::Pushed
+                }
+                Err(PushError::RemoteChanged { object, wrote }) => {
+                    // Read before write found a newer remote state: apply
+                    // it under the rules now; the changes stay pending and
+                    // the next round pushes what the rules decided. A write
+                    // whose answer was lost earlier and whose values are
+                    // there now landed: its window is declared too.
+                    let wrote = match wrote {
+                        Some(w) => Some(*w),
+                        None => {
+                            outbox::in_doubt_landed(&tx, name, rec, &object.fields, object.version)
+                                .await?
+                        }
+                    };
+                    if let Some(w) = &wrote {
+                        outbox::declare_write_window(&tx, name, rec, w).await?;
+                    }
+                    outbox::reconcile_before_push(&tx, name, rec, c, &object).await?;
+                    Done::Retried
+                }
+                Err(PushError::InDoubt { why, write }) => {
+                    outbox::record_in_doubt(&tx, name, rec, &write).await?;
+                    self.failed(
+                        &tx,
+                        provider,
+                        rec,
+                        c,
+                        change,
+                        PushError::Transient(why),
+                        took,
+                    )
+                    .await?
+                }
+                Err(e) => self.failed(&tx, provider, rec, c, change, e, took).await?,
+            };
+            outcomes.push(outcome);
         }
-        Ok(done)
+        let done: Vec<PushedRecord<'_>> = pushed_ok
+            .iter()
+            .map(|(i, pushed)| PushedRecord {
+                rec: &work[*i].0,
+                claimed: &work[*i].1,
+                pushed,
+            })
+            .collect();
+        outbox::record_successes(&tx, name, &done).await?;
+        drop(done);
+        tx.commit().await?;
+        for d in &outcomes {
+            metrics::counter!("syncbridge_pushes_total", "provider" => name.as_str(), "result" => d.label())
+                .increment(1);
+        }
+        Ok(outcomes)
+    }
+
+    /// For a provider whose writes may end in doubt: an earlier write whose
+    /// answer was lost may be in what the remote shows now (this push's
+    /// answer, or a fetch that applied it in between), so its window is
+    /// declared, beside this push's own. Looked up before this push's
+    /// window is recorded, which settles it. (Not gated on the changes'
+    /// attempts: a change that arrives while a failed one backs off is
+    /// claimed alone.)
+    async fn in_doubt_window(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        provider: crate::domain::ProviderName,
+        rec: &DueRecord,
+        pushed: &mut Pushed,
+    ) -> Result<(), DbError> {
+        let state = pushed.snapshots.iter().find(|(s, _)| *s == "primary");
+        let version = pushed.versions.iter().find(|(s, _)| *s == "primary");
+        if let (Some((_, serde_json::Value::Object(fields))), Some((_, version))) = (state, version)
+        {
+            let doubt = outbox::in_doubt_landed(tx, provider, rec, fields, *version).await?;
+            match (doubt, pushed.write_window.is_some()) {
+                (Some(w), true) => outbox::declare_write_window(tx, provider, rec, &w).await?,
+                (Some(w), false) => pushed.write_window = Some(w),
+                (None, _) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Records a failed push: a retry at the backoff's time (a 429's
@@ -257,7 +362,7 @@ impl Dispatcher {
         tx: &deadpool_postgres::Transaction<'_>,
         p: &dyn Provider,
         rec: &DueRecord,
-        claimed: &outbox::ClaimedRecord,
+        claimed: &ClaimedRecord,
         change: &Change,
         e: PushError,
         took: std::time::Duration,
@@ -300,127 +405,23 @@ impl Dispatcher {
             Done::Failed
         })
     }
+}
 
-    async fn dispatch(&self, provider: &dyn Provider, rec: DueRecord) -> Result<Done, DbError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let Some(claimed) = outbox::claim_record(&tx, provider.name(), &rec).await? else {
-            // Held by a conflict (the hold is written) or claimed elsewhere.
-            tx.commit().await?;
-            return Ok(Done::Skipped);
-        };
-        if let Some(bytes) = claimed.oversized {
-            let error = format!(
-                "the record is {bytes} bytes as JSON, over the {} the dispatcher reads for a push",
-                outbox::MAX_RECORD_BYTES
-            );
-            tracing::warn!(provider = %provider.name(), table = %rec.table, record = %rec.record_id, %error, "push refused");
-            outbox::record_failure(&tx, provider.name(), &rec, &claimed, &error, None).await?;
-            tx.commit().await?;
-            metrics::counter!("syncbridge_pushes_total", "provider" => provider.name().as_str(), "result" => "failed")
-                .increment(1);
-            return Ok(Done::Failed);
-        }
-        let exists = claimed.row.is_some();
-        let mut change = change_of(&rec, &claimed);
-        change.context = provider.push_context(&tx, &change).await?;
-        let started = Instant::now();
-        let result = provider.push(&change).await;
-        let took = started.elapsed();
-        let name = provider.name().as_str();
-        metrics::histogram!("syncbridge_push_seconds", "provider" => name).record(took);
-        let done = match result {
-            Ok(mut pushed) => {
-                if provider.writes_in_doubt() {
-                    // An earlier write whose answer was lost may be in what
-                    // the remote shows now (this push's answer, or a fetch
-                    // that applied it in between): its window is declared,
-                    // beside this push's own. Looked up before this push's
-                    // window is recorded, which settles it. (Not gated on
-                    // the changes' attempts: a change that arrives while a
-                    // failed one backs off is claimed alone.)
-                    let state = pushed.snapshots.iter().find(|(s, _)| *s == "primary");
-                    let version = pushed.versions.iter().find(|(s, _)| *s == "primary");
-                    if let (Some((_, serde_json::Value::Object(fields))), Some((_, version))) =
-                        (state, version)
-                    {
-                        let doubt =
-                            outbox::in_doubt_landed(&tx, provider.name(), &rec, fields, *version)
-                                .await?;
-                        match (doubt, pushed.write_window.is_some()) {
-                            (Some(w), true) => {
-                                outbox::declare_write_window(&tx, provider.name(), &rec, &w).await?
-                            }
-                            (Some(w), false) => pushed.write_window = Some(w),
-                            (None, _) => {}
-                        }
-                    }
-                }
-                outbox::record_success(&tx, provider.name(), &rec, &claimed, &pushed, exists)
-                    .await?;
-                provider
-                    .after_push(&tx, &change, PushOutcome::Pushed(&pushed), took)
-                    .await?;
-                let lag = (Utc::now() - claimed.first_change_at)
-                    .to_std()
-                    .unwrap_or_default();
-                metrics::histogram!("syncbridge_change_to_push_seconds", "provider" => name)
-                    .record(lag);
-                Done::Pushed
-            }
-            Err(PushError::RemoteChanged { object, wrote }) => {
-                // Read before write found a newer remote state: apply it
-                // under the rules now; the changes stay pending and the
-                // next round pushes what the rules decided. A write whose
-                // answer was lost earlier and whose values are there now
-                // landed: its window is declared too.
-                let wrote = match wrote {
-                    Some(w) => Some(*w),
-                    None => {
-                        outbox::in_doubt_landed(
-                            &tx,
-                            provider.name(),
-                            &rec,
-                            &object.fields,
-                            object.version,
-                        )
-                        .await?
-                    }
-                };
-                if let Some(w) = &wrote {
-                    outbox::declare_write_window(&tx, provider.name(), &rec, w).await?;
-                }
-                outbox::reconcile_before_push(&tx, provider.name(), &rec, &claimed, &object)
-                    .await?;
-                Done::Retried
-            }
-            Err(PushError::InDoubt { why, write }) => {
-                outbox::record_in_doubt(&tx, provider.name(), &rec, &write).await?;
-                self.failed(
-                    &tx,
-                    provider,
-                    &rec,
-                    &claimed,
-                    &change,
-                    PushError::Transient(why),
-                    took,
-                )
-                .await?
-            }
-            Err(e) => {
-                self.failed(&tx, provider, &rec, &claimed, &change, e, took)
-                    .await?
-            }
-        };
-        tx.commit().await?;
-        metrics::counter!("syncbridge_pushes_total", "provider" => name, "result" => done.label())
-            .increment(1);
-        Ok(done)
-    }
+/// One record's push, timed.
+async fn push_one(
+    provider: &dyn Provider,
+    change: &Change,
+) -> (Result<Pushed, PushError>, std::time::Duration) {
+    let started = Instant::now();
+    let r = provider.push(change).await;
+    let took = started.elapsed();
+    metrics::histogram!("syncbridge_push_seconds", "provider" => provider.name().as_str())
+        .record(took);
+    (r, took)
 }
 
 /// The change a claimed record is pushed as (its context read after).
-fn change_of(rec: &DueRecord, c: &outbox::ClaimedRecord) -> Change {
+fn change_of(rec: &DueRecord, c: &ClaimedRecord) -> Change {
     Change {
         table: rec.table.clone(),
         record_id: rec.record_id,

@@ -82,6 +82,27 @@ enum Cmd {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Scaling out on one Postgres: 1, 2 and 3 `serve` processes (rounds
+    /// alternate 1, 2, 3, 1, 2, 3): webhook ingest with the senders spread
+    /// over them, and the drain of a backlog of N `message.received` events
+    /// by their routers; baseline: one process, in the same run.
+    Scale {
+        /// Events in each apply round's backlog.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        /// Measured seconds per ingest round.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Most processes.
+        #[arg(long, default_value_t = 3)]
+        servers: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Capture overhead: the application's single-row UPDATE throughput on
     /// `clients` (pgbench, 8 clients) with the capture trigger vs without.
     Capture {
@@ -192,6 +213,14 @@ fn main() -> anyhow::Result<()> {
             } => push(rate, seconds, server).await,
             Cmd::Capture { seconds, server } => capture(seconds, server).await,
             Cmd::Drain { changes, server } => drain_bench(changes, server).await,
+            Cmd::Scale {
+                events,
+                senders,
+                seconds,
+                servers,
+                rounds,
+                server,
+            } => scale(events, senders, seconds, servers, rounds, server).await,
             Cmd::Apply {
                 events,
                 batch,
@@ -318,26 +347,35 @@ struct Run {
     p99_ms: f64,
 }
 
+/// `senders` concurrent senders posting signed OpenPhone events for
+/// `seconds` (after a 2 s warm-up), spread evenly over `addrs`; the RSS is
+/// the sum over `pids`.
 async fn load(
-    addr: &str,
+    addrs: &[&str],
     senders: usize,
     seconds: u64,
     run_id: &str,
-    pid: u32,
+    pids: &[u32],
 ) -> anyhow::Result<Run> {
+    let rss = || {
+        pids.iter()
+            .map(|&p| rss_kib(p))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
     let key = HmacKey::from_base64(KEY).context("bench key")?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(senders)
         .http1_only()
         .build()?;
-    let url = format!("http://{addr}/webhooks/openphone");
+
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for s in 0..senders {
-        let (client, url, key) = (client.clone(), url.clone(), key.clone());
+        let url = format!("http://{}/webhooks/openphone", addrs[s % addrs.len()]);
+        let (client, key) = (client.clone(), key.clone());
         let (measuring, stop, acked, errors) = (
             measuring.clone(),
             stop.clone(),
@@ -384,11 +422,11 @@ async fn load(
     let mut peak = 0;
     for _ in 0..seconds * 4 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        peak = peak.max(rss_kib(pid).0);
+        peak = peak.max(rss().0);
     }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let (rss, hwm) = rss_kib(pid);
+    let (rss, hwm) = rss();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for t in tasks {
@@ -466,12 +504,12 @@ async fn ingest(senders: usize, seconds: u64, server: Option<String>) -> anyhow:
 
         let base = spawn_server(&db_url, true).await?;
         let pid = base.proc.id().unwrap_or(0);
-        let b = load(&base.addr, senders, seconds, "b", pid).await?;
+        let b = load(&[&base.addr], senders, seconds, "b", &[pid]).await?;
         drop(base);
 
         let real = spawn_server(&db_url, false).await?;
         let pid = real.proc.id().unwrap_or(0);
-        let r = load(&real.addr, senders, seconds, "r", pid).await?;
+        let r = load(&[&real.addr], senders, seconds, "r", &[pid]).await?;
         let metrics = reqwest::get(format!("http://{}/metrics", real.addr)).await?.text().await?;
         drop(real);
 
@@ -845,6 +883,120 @@ async fn push(rate: u32, seconds: u64, server: Option<String>) -> anyhow::Result
     .await;
     bench.drop_db().await?;
     result
+}
+
+async fn scale(
+    events: usize,
+    senders: usize,
+    seconds: u64,
+    servers: usize,
+    rounds: usize,
+    server: Option<String>,
+) -> anyhow::Result<()> {
+    let bench = BenchDb::create(server).await?;
+    let result = async {
+        let c = db::connect(&bench.url).await?;
+        let servers = servers.max(1);
+        let mut ingest: Vec<Vec<f64>> = vec![Vec::new(); servers];
+        let mut apply: Vec<Vec<f64>> = vec![Vec::new(); servers];
+        let mut rss: Vec<f64> = vec![0.0; servers];
+        for round in 0..rounds {
+            for k in 1..=servers {
+                // Ingest: k processes (each with its router applying what
+                // it stores), the senders spread over them.
+                let mut children = Vec::new();
+                for _ in 0..k {
+                    children.push(spawn_server(&bench.url, false).await?);
+                }
+                let addrs: Vec<&str> = children.iter().map(|c| c.addr.as_str()).collect();
+                let pids: Vec<u32> = children.iter().map(|c| c.proc.id().unwrap_or(0)).collect();
+                let run = load(&addrs, senders, seconds, &format!("k{k}r{round}"), &pids).await?;
+                anyhow::ensure!(run.errors == 0, "{} deliveries failed with {k} processes", run.errors);
+                ingest[k - 1].push(run.acks_per_s);
+                rss[k - 1] = rss[k - 1].max(run.rss_mib);
+                drop(children);
+                // Whatever the ingest left pending is drained before the
+                // apply round, by one process.
+                let one = spawn_server(&bench.url, false).await?;
+                wait_inbox_drained(&c).await?;
+                drop(one);
+                c.batch_execute("VACUUM webhook_events, webhook_queue, communications").await?;
+
+                // Apply: a backlog of `events`, drained by k processes.
+                let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let bodies: Vec<Vec<u8>> = (0..events)
+                    .map(|i| {
+                        serde_json::to_vec(&serde_json::json!({
+                            "id": format!("EVk{k}r{round}i{i}"), "object": "event", "apiVersion": "v3",
+                            "createdAt": at, "type": "message.received",
+                            "data": {"object": {"object": "message", "id": format!("ACk{k}r{round}i{i}"),
+                                "direction": "incoming", "from": format!("+1415{:07}", i % 5000),
+                                "to": "+14155550199", "body": "hello", "status": "received",
+                                "createdAt": at}}
+                        }))
+                        .expect("serialisable")
+                    })
+                    .collect();
+                store_events(&c, "message.received", &bodies).await?;
+                let t0 = Instant::now();
+                let mut children = Vec::new();
+                for _ in 0..k {
+                    children.push(spawn_server(&bench.url, false).await?);
+                }
+                wait_inbox_drained(&c).await?;
+                let took = t0.elapsed();
+                drop(children);
+                apply[k - 1].push(events as f64 / took.as_secs_f64());
+                c.batch_execute("VACUUM webhook_events, webhook_queue, communications").await?;
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        println!(
+            "scale-out benchmark: 1..{servers} serve processes on one PostgreSQL, {} cores, {rounds} rounds alternated; \
+             ingest {senders} senders x {seconds} s; apply {events} message.received events from process start to an empty inbox",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+        println!("{:<12} {:>14} {:>10} {:>16} {:>10} {:>14}", "processes", "ingest acks/s", "vs 1", "apply events/s", "vs 1", "RSS MiB (sum)");
+        for k in 0..servers {
+            println!(
+                "{:<12} {:>14.0} {:>10.2} {:>16.0} {:>10.2} {:>14.1}   ingest {:?} apply {:?}",
+                k + 1,
+                mean(&ingest[k]),
+                mean(&ingest[k]) / mean(&ingest[0]),
+                mean(&apply[k]),
+                mean(&apply[k]) / mean(&apply[0]),
+                rss[k],
+                ingest[k].iter().map(|v| v.round()).collect::<Vec<_>>(),
+                apply[k].iter().map(|v| v.round()).collect::<Vec<_>>(),
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    bench.drop_db().await?;
+    result
+}
+
+/// Waits until the inbox has nothing pending (600 s at most).
+async fn wait_inbox_drained(c: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let pending: i64 = c
+            .query_one(
+                "SELECT count(*) FROM webhook_queue WHERE status = 'pending'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if pending == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(600),
+            "inbox not drained in 600 s ({pending} pending)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn drain_bench(changes: usize, server: Option<String>) -> anyhow::Result<()> {

@@ -78,152 +78,41 @@ pub struct ClaimedRecord {
 /// A record is read for a push only up to this size as JSON.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
-/// Claims every pending change of one record for `provider` and reads the
-/// record, or `None` if another dispatcher holds the record.
+/// Claims the pending changes of records of one table for `provider` and
+/// reads each record, in one statement: the claim and the reads see one
+/// snapshot, so every claimed change is in the state read, and a change
+/// committed a moment later stays pending for the next push (rather than
+/// being pushed now and again with its own row).
 ///
-/// The claim and the read are one statement, so they see one snapshot:
-/// every claimed change is in the state read, and a change committed a
-/// moment later stays pending for the next push (rather than being pushed
-/// now and again with its own row). A record-level advisory lock keeps two
-/// dispatchers from pushing the same record at once. Changes still in
-/// backoff are claimed too: the push carries their state. A record with an
-/// open conflict for the provider is held: its changes wait (next attempt
-/// `infinity`) until the conflict is resolved.
-pub async fn claim_record(
-    tx: &Transaction<'_>,
-    provider: ProviderName,
-    rec: &DueRecord,
-) -> Result<Option<ClaimedRecord>, DbError> {
-    let key = format!("{}:{}:{}", provider.as_str(), rec.table, rec.record_id);
-    let locked: bool = tx
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7))",
-            &[&key],
-        )
-        .await?
-        .get(0);
-    if !locked {
-        return Ok(None);
-    }
-    // The table name comes from the outbox (written by the capture trigger)
-    // and is quoted as an identifier; a table no longer registered for
-    // capture is refused (its record must not read as deleted).
-    // A record larger than MAX_RECORD_BYTES as JSON is not read: its
-    // size is, and the push fails with it (the dispatcher's memory is
-    // bounded by its concurrency times this).
-    let sql = format!(
-        "WITH claimed AS (
-             SELECT id, attempts, created_at, old_row, changed_columns, operation FROM sync_outbox
-             WHERE provider = $1 AND table_name = $2 AND record_id = $3 AND status = 'pending'
-             ORDER BY id
-             FOR UPDATE SKIP LOCKED),
-         record AS (SELECT to_jsonb(t) AS j FROM {} t WHERE t.id = $3),
-         sized AS (
-             SELECT octet_length(j::text) AS len, j FROM record
-             UNION ALL
-             SELECT octet_length(old_row::text), NULL FROM claimed WHERE old_row IS NOT NULL)
-         SELECT array_agg(id ORDER BY id), max(attempts), min(created_at),
-                CASE WHEN (SELECT max(len) FROM sized) <= $4::int THEN
-                    (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1]
-                END,
-                (SELECT j FROM sized WHERE j IS NOT NULL AND len <= $4::int),
-                EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2),
-                EXISTS (SELECT 1 FROM sync_conflicts
-                        WHERE entity_type = $2 AND entity_id = $3 AND provider = $1
-                          AND status = 'open'),
-                (SELECT remote_version FROM sync_links
-                 WHERE entity_type = $2 AND local_id = $3 AND provider = $1 AND slot = 'primary'),
-                (SELECT max(len) FROM sized),
-                (SELECT coalesce(array_agg(DISTINCT c ORDER BY c), '{{}}')
-                 FROM claimed, unnest(claimed.changed_columns) AS c),
-                bool_or(operation = 'INSERT')
-         FROM claimed",
-        postgres_protocol::escape::escape_identifier(&rec.table)
-    );
-    let row = tx
-        .query_one(
-            &sql,
-            &[
-                &provider.as_str(),
-                &rec.table,
-                &rec.record_id,
-                &(MAX_RECORD_BYTES as i32),
-            ],
-        )
-        .await?;
-    let ids: Option<Vec<i64>> = row.get(0);
-    let Some(ids) = ids.filter(|ids| !ids.is_empty()) else {
-        return Ok(None);
-    };
-    if !row.get::<_, bool>(5) {
-        return Err(DbError::NotSynced(format!(
-            "table {:?} has pending changes but is not registered for capture",
-            rec.table
-        )));
-    }
-    if row.get::<_, bool>(6) {
-        // An open conflict holds the record's pushes to this provider until
-        // it is resolved (resolving releases them).
-        tx.execute(
-            "UPDATE sync_outbox SET next_attempt_at = 'infinity' WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-        return Ok(None);
-    }
-    Ok(Some(ClaimedRecord {
-        ids,
-        attempts: row.get::<_, Option<i32>>(1).unwrap_or(0),
-        first_change_at: row.get(2),
-        deleted_row: row.get(3),
-        row: row.get(4),
-        remote_version: row.get(7),
-        oversized: row
-            .get::<_, Option<i32>>(8)
-            .filter(|&n| n as usize > MAX_RECORD_BYTES),
-        changed: row.get::<_, Option<Vec<String>>>(9).unwrap_or_default(),
-        created: row.get::<_, Option<bool>>(10).unwrap_or(false),
-    }))
-}
-
-/// Claims the pending changes of many records of one table for
-/// `provider` and reads each record, in one statement (one snapshot, as
-/// [`claim_record`] does for one): the records another dispatcher holds
-/// (their advisory lock) or an open conflict holds are left out. For
-/// providers that push many records per request.
+/// A record-level advisory lock keeps two dispatchers from pushing the same
+/// record at once: a record another dispatcher holds is left out, as is
+/// one with an open conflict for the provider, whose changes wait (next
+/// attempt `infinity`) until the conflict is resolved (resolving releases
+/// them). Changes still in backoff are claimed too: the push carries their
+/// state. A record larger than [`MAX_RECORD_BYTES`] as JSON is not read:
+/// its size is, and its push fails with it (the dispatcher's memory is
+/// bounded by its group size times this).
 pub async fn claim_records(
     tx: &Transaction<'_>,
     provider: ProviderName,
     table: &str,
     record_ids: &[Uuid],
 ) -> Result<Vec<(DueRecord, ClaimedRecord)>, DbError> {
-    let captured = tx
-        .query_opt(
-            "SELECT 1 FROM syncbridge_capture WHERE table_name = $1 AND provider = $2",
-            &[&table, &provider.as_str()],
-        )
-        .await?
-        .is_some();
-    if !captured {
-        return Err(DbError::NotSynced(format!(
-            "table {table:?} has pending changes but is not registered for capture"
-        )));
-    }
-    // An open conflict holds a record's pushes until it is resolved, as in
-    // claim_record.
-    tx.execute(
-        "UPDATE sync_outbox SET next_attempt_at = 'infinity'
-         WHERE provider = $1 AND table_name = $2 AND status = 'pending'
-           AND record_id IN (SELECT entity_id FROM sync_conflicts
-                             WHERE entity_type = $2 AND provider = $1 AND status = 'open'
-                               AND entity_id = ANY($3))",
-        &[&provider.as_str(), &table, &record_ids],
-    )
-    .await?;
-    // The table is registered for capture (checked above) and quoted as an
-    // identifier. The advisory lock keys are claim_record's.
+    // The table name comes from the outbox (written by the capture
+    // trigger) and is quoted as an identifier; a table no longer
+    // registered for capture is refused (its record must not read as
+    // deleted). The conflict hold is a data-modifying CTE: it runs to
+    // completion whether or not the query reads it, on rows `locked`
+    // leaves out.
     let sql = format!(
-        "WITH locked AS MATERIALIZED (
+        "WITH held AS (
+             UPDATE sync_outbox SET next_attempt_at = 'infinity'
+             WHERE provider = $1 AND table_name = $2 AND status = 'pending'
+               AND record_id IN (SELECT entity_id FROM sync_conflicts
+                                 WHERE entity_type = $2 AND provider = $1 AND status = 'open'
+                                   AND entity_id = ANY($3))
+             RETURNING 1),
+         locked AS MATERIALIZED (
              SELECT r FROM unnest($3::uuid[]) AS r
              WHERE NOT EXISTS (SELECT 1 FROM sync_conflicts
                                WHERE entity_type = $2 AND entity_id = r AND provider = $1
@@ -248,15 +137,20 @@ pub async fn claim_records(
                 greatest(octet_length(r.j::text), octet_length(g.old_row::text)),
                 (SELECT coalesce(array_agg(DISTINCT c ORDER BY c), '{{}}')
                  FROM claimed k, unnest(k.changed_columns) AS c WHERE k.record_id = g.record_id),
-                g.created
+                g.created,
+                (SELECT l.remote_version FROM sync_links l
+                 WHERE l.entity_type = $2 AND l.local_id = g.record_id AND l.provider = $1
+                   AND l.slot = 'primary'),
+                EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2 AND provider = $1)
          FROM grouped g
          LEFT JOIN LATERAL (SELECT to_jsonb(t) AS j FROM {} t WHERE t.id = g.record_id) r ON true
          ORDER BY g.ids[1]",
         postgres_protocol::escape::escape_identifier(table)
     );
+    let stmt = tx.prepare_cached(&sql).await?;
     let rows = tx
         .query(
-            &sql,
+            &stmt,
             &[
                 &provider.as_str(),
                 &table,
@@ -265,6 +159,11 @@ pub async fn claim_records(
             ],
         )
         .await?;
+    if rows.first().is_some_and(|r| !r.get::<_, bool>(10)) {
+        return Err(DbError::NotSynced(format!(
+            "table {table:?} has pending changes but is not registered for capture"
+        )));
+    }
     Ok(rows
         .iter()
         .map(|row| {
@@ -279,7 +178,7 @@ pub async fn claim_records(
                     first_change_at: row.get(3),
                     deleted_row: row.get(4),
                     row: row.get(5),
-                    remote_version: None,
+                    remote_version: row.get(9),
                     oversized: row
                         .get::<_, Option<i32>>(6)
                         .filter(|&n| n as usize > MAX_RECORD_BYTES),
@@ -293,7 +192,7 @@ pub async fn claim_records(
 
 /// Closes pushed changes (`done`), with `syncbridge.origin` set to the
 /// provider.
-pub async fn close_pushed(
+async fn close_pushed(
     tx: &Transaction<'_>,
     provider: ProviderName,
     ids: &[i64],
@@ -313,19 +212,31 @@ pub async fn close_pushed(
     Ok(())
 }
 
-/// A push succeeded: close the changes, store the remote ids and the
-/// snapshots, and mark the record synced — with `syncbridge.origin` set to
-/// the provider, so this write is never captured as a change for it.
-pub async fn record_success(
+/// One record's successful push, for [`record_successes`].
+pub struct PushedRecord<'a> {
+    pub rec: &'a DueRecord,
+    pub claimed: &'a ClaimedRecord,
+    pub pushed: &'a Pushed,
+}
+
+/// Pushes succeeded: close their changes, store the remote ids and the
+/// snapshots, and mark the records synced — with `syncbridge.origin` set
+/// to the provider, so these writes are never captured as changes for it.
+/// A statement each for all of them (the records are of one table).
+pub async fn record_successes(
     tx: &Transaction<'_>,
     provider: ProviderName,
-    rec: &DueRecord,
-    claimed: &ClaimedRecord,
-    pushed: &Pushed,
-    record_exists: bool,
+    done: &[PushedRecord<'_>],
 ) -> Result<(), DbError> {
-    close_pushed(tx, provider, &claimed.ids).await?;
-    record_pushed_state(tx, provider, rec, pushed, record_exists).await
+    if done.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = done
+        .iter()
+        .flat_map(|d| d.claimed.ids.iter().copied())
+        .collect();
+    close_pushed(tx, provider, &ids).await?;
+    record_pushed_states(tx, provider, done).await
 }
 
 /// Audits a write that went over a state read just before it
@@ -430,107 +341,144 @@ pub async fn in_doubt_landed(
     }))
 }
 
-/// Whether a push's result writes anything past closing its changes
-/// ([`record_pushed_state`]).
-pub fn leaves_state(table: &str, pushed: &Pushed) -> bool {
-    crate::providers::entity(table).is_some()
-        || !pushed.links.is_empty()
-        || pushed.write_window.is_some()
-}
-
-/// What a push left on the record's side, once its changes are closed:
-/// its link columns and sync status, the write window's audit row, the
-/// links and snapshots. Runs with `syncbridge.origin` set (by
+/// What pushes left on their records' side, once their changes are
+/// closed: the records' link columns and sync status, the write windows'
+/// audit rows, the links and snapshots — one statement for each kind, for
+/// all the records (of one table). Runs with `syncbridge.origin` set (by
 /// [`close_pushed`]).
-pub async fn record_pushed_state(
+async fn record_pushed_states(
     tx: &Transaction<'_>,
     provider: ProviderName,
-    rec: &DueRecord,
-    pushed: &Pushed,
-    record_exists: bool,
+    done: &[PushedRecord<'_>],
 ) -> Result<(), DbError> {
-    // The record's row before its links: the engine locks rows in that
+    let Some(first) = done.first() else {
+        return Ok(());
+    };
+    let table = first.rec.table.as_str();
+    // The records' rows before their links: the engine locks rows in that
     // order too (a fetch or webhook applying to the same record), so the
     // two never wait on each other in a cycle.
-    if let (true, Some(entity)) = (record_exists, crate::providers::entity(&rec.table)) {
-        // The record's own link columns (its remote ids), synced now. The
-        // columns come from the entity's constants, never from data.
-        let columns: Vec<&str> = entity
+    if let Some(entity) = crate::providers::entity(table) {
+        // The records' own link columns (their remote ids), synced now.
+        // The columns come from the entity's constants, never from data.
+        let slots: Vec<_> = entity
             .link_columns
             .iter()
             .filter(|l| l.provider == provider)
-            .map(|l| l.column)
             .collect();
-        let mut ids = serde_json::Map::new();
-        for l in entity
-            .link_columns
-            .iter()
-            .filter(|l| l.provider == provider)
-        {
-            if let Some((_, id)) = pushed.links.iter().find(|(s, _)| *s == l.slot) {
-                ids.insert(
-                    l.column.to_owned(),
-                    id.clone().map_or(Value::Null, Value::String),
-                );
+        let mut records = Vec::with_capacity(done.len());
+        let mut ids = Vec::with_capacity(done.len());
+        for d in done.iter().filter(|d| d.claimed.row.is_some()) {
+            let mut cols = serde_json::Map::new();
+            for l in &slots {
+                if let Some((_, id)) = d.pushed.links.iter().find(|(s, _)| *s == l.slot) {
+                    cols.insert(
+                        l.column.to_owned(),
+                        id.clone().map_or(Value::Null, Value::String),
+                    );
+                }
+            }
+            records.push(d.rec.record_id);
+            ids.push(Value::Object(cols));
+        }
+        if !records.is_empty() {
+            let sets: String = slots
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{c} = CASE WHEN v.ids ? '{c}' THEN v.ids->>'{c}' ELSE t.{c} END, ",
+                        c = l.column
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE {} t SET {sets}last_synced_at = now(), sync_status = 'synced', sync_error = NULL
+                 FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, ids)
+                 WHERE t.id = v.id",
+                entity.table
+            );
+            let stmt = tx.prepare_cached(&sql).await?;
+            tx.execute(&stmt, &[&records, &ids]).await?;
+        }
+    }
+    for d in done {
+        if let Some(w) = &d.pushed.write_window {
+            declare_write_window(tx, provider, d.rec, w).await?;
+        }
+    }
+    let (mut local, mut slot, mut remote, mut snapshot, mut version) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut gone_local, mut gone_slot) = (vec![], vec![]);
+    for d in done {
+        for (s, r) in &d.pushed.links {
+            match r {
+                Some(r) => {
+                    local.push(d.rec.record_id);
+                    slot.push(*s);
+                    remote.push(r.as_str());
+                    snapshot.push(
+                        d.pushed
+                            .snapshots
+                            .iter()
+                            .find(|(x, _)| x == s)
+                            .map(|(_, v)| v),
+                    );
+                    version.push(
+                        d.pushed
+                            .versions
+                            .iter()
+                            .find(|(x, _)| x == s)
+                            .map(|(_, v)| *v),
+                    );
+                }
+                None => {
+                    gone_local.push(d.rec.record_id);
+                    gone_slot.push(*s);
+                }
             }
         }
-        let sets: String = columns
-            .iter()
-            .map(|c| format!("{c} = CASE WHEN $2::jsonb ? '{c}' THEN $2->>'{c}' ELSE {c} END, "))
-            .collect();
-        let sql = format!(
-            "UPDATE {t} SET {sets}last_synced_at = now(), sync_status = 'synced', sync_error = NULL
-             WHERE id = $1",
-            t = entity.table
-        );
-        tx.execute(&sql, &[&rec.record_id, &Value::Object(ids)])
+    }
+    if !local.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
+                                         snapshot, remote_version, last_synced_at)
+                 SELECT $1, v.local_id, $2, v.slot, v.remote_id, v.snapshot, v.version, now()
+                 FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[])
+                      AS v(local_id, slot, remote_id, snapshot, version)
+                 ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
+                     remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
+                     remote_version = greatest(EXCLUDED.remote_version, sync_links.remote_version),
+                     last_synced_at = now(), deleted_at = NULL, updated_at = now()",
+            )
             .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &table,
+                &provider.as_str(),
+                &local,
+                &slot,
+                &remote,
+                &snapshot,
+                &version,
+            ],
+        )
+        .await?;
     }
-    if let Some(w) = &pushed.write_window {
-        declare_write_window(tx, provider, rec, w).await?;
-    }
-    for (slot, remote) in &pushed.links {
-        match remote {
-            Some(remote_id) => {
-                let snapshot = pushed
-                    .snapshots
-                    .iter()
-                    .find(|(s, _)| s == slot)
-                    .map(|(_, v)| v.clone());
-                let version = pushed
-                    .versions
-                    .iter()
-                    .find(|(s, _)| s == slot)
-                    .map(|(_, v)| *v);
-                tx.execute(
-                    "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id,
-                                             snapshot, remote_version, last_synced_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-                     ON CONFLICT (entity_type, local_id, provider, slot) DO UPDATE SET
-                         remote_id = EXCLUDED.remote_id, snapshot = EXCLUDED.snapshot,
-                         remote_version = greatest(EXCLUDED.remote_version, sync_links.remote_version),
-                         last_synced_at = now(), deleted_at = NULL, updated_at = now()",
-                    &[
-                        &rec.table,
-                        &rec.record_id,
-                        &provider.as_str(),
-                        slot,
-                        remote_id,
-                        &snapshot,
-                        &version,
-                    ],
-                )
-                .await?;
-            }
-            None => {
-                tx.execute(
-                    "DELETE FROM sync_links
-                     WHERE entity_type = $1 AND local_id = $2 AND provider = $3 AND slot = $4",
-                    &[&rec.table, &rec.record_id, &provider.as_str(), slot],
-                )
-                .await?;
-            }
-        }
+    if !gone_local.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "DELETE FROM sync_links l USING unnest($3::uuid[], $4::text[]) AS v(local_id, slot)
+                 WHERE l.entity_type = $1 AND l.provider = $2
+                   AND l.local_id = v.local_id AND l.slot = v.slot",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[&table, &provider.as_str(), &gone_local, &gone_slot],
+        )
+        .await?;
     }
     Ok(())
 }
