@@ -103,14 +103,20 @@ pub async fn claim_records(
     // registered for capture is refused (its record must not read as
     // deleted). The conflict hold is a data-modifying CTE: it runs to
     // completion whether or not the query reads it, on rows `locked`
-    // leaves out.
+    // leaves out. Both reach the outbox from the records (a parameterised
+    // probe of the pending index per record, whatever the statistics say
+    // of the queue: a queue filled in one burst, not yet analysed, had the
+    // planner scan all of it once per group).
     let sql = format!(
         "WITH held AS (
              UPDATE sync_outbox SET next_attempt_at = 'infinity'
-             WHERE provider = $1 AND table_name = $2 AND status = 'pending'
-               AND record_id IN (SELECT entity_id FROM sync_conflicts
-                                 WHERE entity_type = $2 AND provider = $1 AND status = 'open'
-                                   AND entity_id = ANY($3))
+             WHERE id IN (
+                 SELECT o.id FROM sync_conflicts c, LATERAL (
+                     SELECT o.id FROM sync_outbox o
+                     WHERE o.provider = $1 AND o.table_name = $2 AND o.record_id = c.entity_id
+                       AND o.status = 'pending') o
+                 WHERE c.entity_type = $2 AND c.provider = $1 AND c.status = 'open'
+                   AND c.entity_id = ANY($3))
              RETURNING 1),
          locked AS MATERIALIZED (
              SELECT r FROM unnest($3::uuid[]) AS r
@@ -119,31 +125,37 @@ pub async fn claim_records(
                                  AND status = 'open')
                AND pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2 || ':' || r::text, 7))),
          claimed AS (
-             SELECT o.id, o.record_id, o.attempts, o.created_at, o.old_row, o.changed_columns,
-                    o.operation
-             FROM sync_outbox o JOIN locked ON o.record_id = locked.r
-             WHERE o.provider = $1 AND o.table_name = $2 AND o.status = 'pending'
-             ORDER BY o.id
-             FOR UPDATE OF o SKIP LOCKED),
+             SELECT o.* FROM locked, LATERAL (
+                 SELECT o.id, o.record_id, o.attempts, o.created_at, o.old_row,
+                        o.changed_columns, o.operation
+                 FROM sync_outbox o
+                 WHERE o.provider = $1 AND o.table_name = $2 AND o.record_id = locked.r
+                   AND o.status = 'pending'
+                 FOR UPDATE SKIP LOCKED) o),
          grouped AS (
              SELECT record_id, array_agg(id ORDER BY id) AS ids, max(attempts) AS attempts,
                     min(created_at) AS first_at,
                     (array_agg(old_row ORDER BY id DESC) FILTER (WHERE old_row IS NOT NULL))[1] AS old_row,
                     bool_or(operation = 'INSERT') AS created
-             FROM claimed GROUP BY record_id)
+             FROM claimed GROUP BY record_id),
+         cols AS (
+             SELECT k.record_id, array_agg(DISTINCT c ORDER BY c) AS cols
+             FROM claimed k, unnest(k.changed_columns) AS c GROUP BY k.record_id)
          SELECT g.record_id, g.ids, g.attempts, g.first_at,
                 CASE WHEN octet_length(g.old_row::text) <= $4::int THEN g.old_row END,
-                CASE WHEN octet_length(r.j::text) <= $4::int THEN r.j END,
-                greatest(octet_length(r.j::text), octet_length(g.old_row::text)),
-                (SELECT coalesce(array_agg(DISTINCT c ORDER BY c), '{{}}')
-                 FROM claimed k, unnest(k.changed_columns) AS c WHERE k.record_id = g.record_id),
+                CASE WHEN r.len <= $4::int THEN r.j END,
+                greatest(r.len, octet_length(g.old_row::text)),
+                coalesce(cols.cols, '{{}}'),
                 g.created,
                 (SELECT l.remote_version FROM sync_links l
                  WHERE l.entity_type = $2 AND l.local_id = g.record_id AND l.provider = $1
                    AND l.slot = 'primary'),
                 EXISTS (SELECT 1 FROM syncbridge_capture WHERE table_name = $2 AND provider = $1)
          FROM grouped g
-         LEFT JOIN LATERAL (SELECT to_jsonb(t) AS j FROM {} t WHERE t.id = g.record_id) r ON true
+         LEFT JOIN cols ON cols.record_id = g.record_id
+         LEFT JOIN LATERAL (
+             SELECT j, octet_length(j::text) AS len
+             FROM (SELECT to_jsonb(t) AS j FROM {} t WHERE t.id = g.record_id) x) r ON true
          ORDER BY g.ids[1]",
         postgres_protocol::escape::escape_identifier(table)
     );
