@@ -977,6 +977,27 @@ async fn scale(
     result
 }
 
+/// The server's WAL position in bytes.
+async fn wal_lsn(c: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(
+        c.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+            .await?
+            .get(0),
+    )
+}
+
+/// CPU seconds of the other backends connected to `c`'s database.
+async fn backends_cpu(c: &tokio_postgres::Client) -> anyhow::Result<f64> {
+    let rows = c
+        .query(
+            "SELECT pid::text FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| cpu_seconds(r.get(0))).sum())
+}
+
 /// Waits until the inbox has nothing pending (600 s at most).
 async fn wait_inbox_drained(c: &tokio_postgres::Client) -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -1048,20 +1069,7 @@ async fn drain_bench(changes: usize, server: Option<String>) -> anyhow::Result<(
             .await?
             .get(0);
         anyhow::ensure!(queued as usize == changes, "{queued} changes queued, {changes} expected");
-        let wal = async || -> anyhow::Result<i64> {
-            Ok(c.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[]).await?.get(0))
-        };
-        let backends = async || -> anyhow::Result<f64> {
-            let rows = c
-                .query(
-                    "SELECT pid::text FROM pg_stat_activity
-                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                    &[],
-                )
-                .await?;
-            Ok(rows.iter().map(|r| cpu_seconds(r.get(0))).sum())
-        };
-        let w0 = wal().await?;
+        let w0 = wal_lsn(&c).await?;
         let t0 = Instant::now();
         let child = spawn_server_with(&bench.url, false, Some(&api)).await?;
         let pid = child.proc.id().unwrap_or(0);
@@ -1081,8 +1089,8 @@ async fn drain_bench(changes: usize, server: Option<String>) -> anyhow::Result<(
         }
         let took = t0.elapsed();
         let service_cpu = cpu_seconds(&pid.to_string());
-        let postgres_cpu = backends().await?;
-        let wal_per_change = (wal().await? - w0) / changes as i64;
+        let postgres_cpu = backends_cpu(&c).await?;
+        let wal_per_change = (wal_lsn(&c).await? - w0) / changes as i64;
         drop(child);
         let rate = changes as f64 / took.as_secs_f64();
         let bare_rate = changes as f64 / bare.as_secs_f64();
@@ -1292,13 +1300,6 @@ async fn drain_measured(
     config: &Config,
     events: usize,
 ) -> anyhow::Result<Drain> {
-    let wal = async || -> anyhow::Result<i64> {
-        Ok(
-            c.query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
-                .await?
-                .get(0),
-        )
-    };
     let inbox_stats = async || -> anyhow::Result<(i64, i64)> {
         c.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
         let r = c
@@ -1310,26 +1311,16 @@ async fn drain_measured(
             .await?;
         Ok((r.get(0), r.get(1)))
     };
-    let backends = async || -> anyhow::Result<f64> {
-        let rows = c
-            .query(
-                "SELECT pid::text FROM pg_stat_activity
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| cpu_seconds(r.get(0))).sum())
-    };
     let (u0, h0) = inbox_stats().await?;
     let pool = db::pool(&bench.url, POOL_SIZE)?;
     let router = syncbridge::router::Router::new(pool.clone(), registry, config.router.clone());
-    let w0 = wal().await?;
+    let w0 = wal_lsn(c).await?;
     let s0 = cpu_seconds("self");
     let (n, time) = drain_timed(&router).await?;
     let service_cpu = cpu_seconds("self") - s0;
-    let wal_per_event = (wal().await? - w0) / events.max(1) as i64;
+    let wal_per_event = (wal_lsn(c).await? - w0) / events.max(1) as i64;
     // The pool's connections were opened for the drain: their CPU is its.
-    let postgres_cpu = backends().await?;
+    let postgres_cpu = backends_cpu(c).await?;
     drop(router);
     pool.close();
     // The closed backends flush their statistics as they exit.
