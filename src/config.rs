@@ -82,7 +82,8 @@ pub struct DispatcherConfig {
     /// 8), backing off from `SYNCBRIDGE_RETRY_BASE_MS`; a 429's
     /// `Retry-After` when later.
     pub retry: RetryPolicy,
-    /// Records listed per round (8 pushed at a time).
+    /// Records listed per round, at least (they are pushed in groups of
+    /// `dispatcher::GROUP`, two groups at a time).
     pub batch_size: i64,
     /// The sweep that covers a doorbell rung between a re-arm and a drain
     /// (see migrations/0005_capture.up.sql).

@@ -316,7 +316,6 @@ impl Dispatcher {
             })
             .collect();
         outbox::record_successes(&tx, name, &done).await?;
-        drop(done);
         tx.commit().await?;
         for d in &outcomes {
             metrics::counter!("syncbridge_pushes_total", "provider" => name.as_str(), "result" => d.label())
