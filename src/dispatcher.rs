@@ -49,6 +49,29 @@ pub const GROUP: usize = 32;
 /// Groups of one provider in flight at once.
 const GROUPS: usize = 2;
 
+/// Records a provider takes in one turn before the next provider's.
+const TURN: usize = 512;
+
+/// Takes the next group from `ready`: the first record's table and up to
+/// `size` of that table's records, in order; the rest stay.
+fn next_group(
+    ready: &mut std::collections::VecDeque<DueRecord>,
+    size: usize,
+) -> Option<(String, Vec<uuid::Uuid>)> {
+    let first = ready.pop_front()?;
+    let mut ids = vec![first.record_id];
+    let mut rest = std::collections::VecDeque::with_capacity(ready.len());
+    for r in ready.drain(..) {
+        if ids.len() < size && r.table == first.table {
+            ids.push(r.record_id);
+        } else {
+            rest.push_back(r);
+        }
+    }
+    *ready = rest;
+    Some((first.table, ids))
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     pool: Pool,
@@ -109,55 +132,70 @@ impl Dispatcher {
         .await;
     }
 
-    /// Pushes until nothing is due (or cancelled between rounds).
+    /// Pushes until nothing is due (or cancelled between turns). The
+    /// providers take turns, each of at most [`TURN`] records, so a backlog
+    /// for one does not hold up the others.
     pub async fn drain(&self, cancel: &CancellationToken) -> Result<DrainStats, DbError> {
         let mut stats = DrainStats::default();
         loop {
             let mut progressed = false;
             for p in &self.providers {
-                let group = if p.push_batch_size() > 1 {
-                    p.push_batch_size()
-                } else {
-                    GROUP
-                };
-                let limit = (group * GROUPS).max(self.config.batch_size as usize) as i64;
-                let due = {
-                    let client = self.pool.get().await?;
-                    outbox::due_records(&client, p.name(), limit).await?
-                };
-                if due.is_empty() {
-                    continue;
-                }
-                let mut by_table: std::collections::BTreeMap<String, Vec<uuid::Uuid>> =
-                    Default::default();
-                for rec in due {
-                    by_table.entry(rec.table).or_default().push(rec.record_id);
-                }
-                let groups: Vec<(String, Vec<uuid::Uuid>)> = by_table
-                    .into_iter()
-                    .flat_map(|(table, ids)| {
-                        ids.chunks(group)
-                            .map(|c| (table.clone(), c.to_vec()))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                let results: Vec<Vec<Result<Done, DbError>>> = futures_util::stream::iter(groups)
-                    .map(|(table, ids)| self.dispatch_group(p.as_ref(), table, ids))
-                    .buffer_unordered(GROUPS)
-                    .collect()
-                    .await;
-                for r in results.into_iter().flatten() {
-                    match r? {
-                        Done::Pushed => stats.pushed += 1,
-                        Done::Retried => stats.retried += 1,
-                        Done::Failed => stats.failed += 1,
-                        Done::Declined => stats.skipped += 1,
-                    }
-                    progressed = true;
-                }
+                progressed |= self.turn(p.as_ref(), &mut stats).await?;
             }
             if !progressed || cancel.is_cancelled() {
                 return Ok(stats);
+            }
+        }
+    }
+
+    /// One provider's turn: [`GROUPS`] groups in flight, the next one
+    /// started as soon as one finishes, from the records due (fetched a few
+    /// groups at a time, oldest change first). Each record is taken once in
+    /// a turn; a change to it committed meanwhile waits for the next turn.
+    /// Ends when nothing more is due or [`TURN`] records were taken; returns
+    /// whether any change was done with.
+    async fn turn(&self, provider: &dyn Provider, stats: &mut DrainStats) -> Result<bool, DbError> {
+        let group = if provider.push_batch_size() > 1 {
+            provider.push_batch_size()
+        } else {
+            GROUP
+        };
+        let fetch = (group * GROUPS * 4).max(self.config.batch_size as usize);
+        let mut ready: std::collections::VecDeque<DueRecord> = Default::default();
+        let mut taken: std::collections::HashSet<uuid::Uuid> = Default::default();
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut progressed = false;
+        loop {
+            while in_flight.len() < GROUPS && taken.len() < TURN {
+                if ready.is_empty() {
+                    let limit = (fetch + taken.len()) as i64;
+                    let due = {
+                        let client = self.pool.get().await?;
+                        outbox::due_records(&client, provider.name(), limit).await?
+                    };
+                    ready.extend(
+                        due.into_iter()
+                            .filter(|r| !taken.contains(&r.record_id))
+                            .take(fetch),
+                    );
+                }
+                let Some((table, ids)) = next_group(&mut ready, group) else {
+                    break;
+                };
+                taken.extend(ids.iter().copied());
+                in_flight.push(self.dispatch_group(provider, table, ids));
+            }
+            let Some(results) = in_flight.next().await else {
+                return Ok(progressed);
+            };
+            for r in results {
+                match r? {
+                    Done::Pushed => stats.pushed += 1,
+                    Done::Retried => stats.retried += 1,
+                    Done::Failed => stats.failed += 1,
+                    Done::Declined => stats.skipped += 1,
+                }
+                progressed = true;
             }
         }
     }
@@ -430,5 +468,36 @@ fn change_of(rec: &DueRecord, c: &ClaimedRecord) -> Change {
         changed: c.changed.clone(),
         created: c.created,
         context: serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(table: &str, n: u128) -> DueRecord {
+        DueRecord {
+            table: table.into(),
+            record_id: uuid::Uuid::from_u128(n),
+        }
+    }
+
+    #[test]
+    fn a_group_is_one_table_in_order_and_the_rest_keep_theirs() {
+        let mut ready: std::collections::VecDeque<DueRecord> =
+            [due("a", 1), due("b", 2), due("a", 3), due("a", 4), due("b", 5)].into();
+        let (table, ids) = next_group(&mut ready, 2).expect("a group");
+        assert_eq!(table, "a");
+        assert_eq!(ids, [uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(3)]);
+        assert_eq!(
+            ready.iter().cloned().collect::<Vec<_>>(),
+            [due("b", 2), due("a", 4), due("b", 5)]
+        );
+        let (table, ids) = next_group(&mut ready, 32).expect("a group");
+        assert_eq!(table, "b");
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ready.len(), 1);
+        next_group(&mut ready, 32).expect("the last");
+        assert!(next_group(&mut ready, 32).is_none());
     }
 }

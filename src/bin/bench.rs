@@ -188,6 +188,10 @@ enum Cmd {
         database: String,
         #[arg(long)]
         discard: bool,
+        /// Store deliveries but run no router workers: the ingest path
+        /// alone, without the router's work competing for the machine.
+        #[arg(long)]
+        no_router: bool,
         #[arg(long)]
         openphone_api_url: Option<String>,
     },
@@ -247,13 +251,32 @@ fn main() -> anyhow::Result<()> {
             Cmd::Server {
                 database,
                 discard,
+                no_router,
                 openphone_api_url,
-            } => server(database, discard, openphone_api_url).await,
+            } => {
+                let mode = match (discard, no_router) {
+                    (true, _) => ServerMode::Discard,
+                    (false, true) => ServerMode::IngestOnly,
+                    (false, false) => ServerMode::Serve,
+                };
+                server(database, mode, openphone_api_url).await
+            }
         }
     })
 }
 
-async fn server(database: String, discard: bool, api: Option<String>) -> anyhow::Result<()> {
+/// What a benchmark's server process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerMode {
+    /// Verify and acknowledge without storing (the ingest baseline).
+    Discard,
+    /// Verify and store, no router workers: the ingest path alone.
+    IngestOnly,
+    /// What `serve` runs.
+    Serve,
+}
+
+async fn server(database: String, mode: ServerMode, api: Option<String>) -> anyhow::Result<()> {
     let mut settings = Settings::from_pairs([
         ("DATABASE_URL", database.as_str()),
         ("OPENPHONE_WEBHOOK_KEY", KEY),
@@ -264,15 +287,18 @@ async fn server(database: String, discard: bool, api: Option<String>) -> anyhow:
         // The fake has no 10 req/s limit; the benchmark measures our path.
         settings.set("OPENPHONE_API_RATE", "1000000");
     }
-    let config = Config::from_settings(&settings)?;
+    let mut config = Config::from_settings(&settings)?;
+    if mode == ServerMode::IngestOnly {
+        config.router.workers = 0;
+    }
     let pool = db::pool(&database, POOL_SIZE)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let mode = if discard {
+    let inbox = if mode == ServerMode::Discard {
         InboxMode::Discard
     } else {
         InboxMode::Postgres
     };
-    let app = App::start_with(config, pool, listener, mode).await?;
+    let app = App::start_with(config, pool, listener, inbox).await?;
     // The parent reads the address from the first line.
     println!("{}", app.addr());
     let mut line = String::new();
@@ -291,20 +317,26 @@ struct Child {
     addr: String,
 }
 
-async fn spawn_server(database: &str, discard: bool) -> anyhow::Result<Child> {
-    spawn_server_with(database, discard, None).await
+async fn spawn_server(database: &str, mode: ServerMode) -> anyhow::Result<Child> {
+    spawn_server_with(database, mode, None).await
 }
 
 async fn spawn_server_with(
     database: &str,
-    discard: bool,
+    mode: ServerMode,
     api: Option<&str>,
 ) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("server").arg("--database").arg(database);
-    if discard {
-        cmd.arg("--discard");
+    match mode {
+        ServerMode::Discard => {
+            cmd.arg("--discard");
+        }
+        ServerMode::IngestOnly => {
+            cmd.arg("--no-router");
+        }
+        ServerMode::Serve => {}
     }
     if let Some(url) = api {
         cmd.arg("--openphone-api-url").arg(url);
@@ -502,22 +534,41 @@ async fn ingest(senders: usize, seconds: u64, server: Option<String>) -> anyhow:
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
 
-        let base = spawn_server(&db_url, true).await?;
-        let pid = base.proc.id().unwrap_or(0);
-        let b = load(&[&base.addr], senders, seconds, "b", &[pid]).await?;
-        drop(base);
-
-        let real = spawn_server(&db_url, false).await?;
-        let pid = real.proc.id().unwrap_or(0);
-        let r = load(&[&real.addr], senders, seconds, "r", &[pid]).await?;
-        let metrics = reqwest::get(format!("http://{}/metrics", real.addr)).await?.text().await?;
-        drop(real);
-
+        // Each mode: a fresh server process; its CPU and that of its
+        // Postgres backends over the mode (warm-up included).
         let c = db::connect(&db_url).await?;
-        let stored: i64 = c
-            .query_one("SELECT count(*) FROM webhook_events WHERE event_id LIKE 'EVr%'", &[])
-            .await?
-            .get(0);
+        let mut runs = Vec::new();
+        let mut metrics = String::new();
+        for (mode, tag) in [
+            (ServerMode::Discard, "b"),
+            (ServerMode::IngestOnly, "i"),
+            (ServerMode::Serve, "r"),
+        ] {
+            let child = spawn_server(&db_url, mode).await?;
+            let pid = child.proc.id().unwrap_or(0);
+            let t0 = Instant::now();
+            let run = load(&[&child.addr], senders, seconds, tag, &[pid]).await?;
+            let service_cpu = cpu_seconds(&pid.to_string());
+            let postgres_cpu = backends_cpu(&c).await?;
+            let wall = t0.elapsed().as_secs_f64();
+            if mode == ServerMode::Serve {
+                metrics = reqwest::get(format!("http://{}/metrics", child.addr)).await?.text().await?;
+            }
+            drop(child);
+            runs.push((run, service_cpu, postgres_cpu, wall));
+        }
+        let [(b, b_cpu, b_pg, b_wall), (i, i_cpu, i_pg, i_wall), (r, r_cpu, r_pg, r_wall)] =
+            <[_; 3]>::try_from(runs).map_err(|_| anyhow::anyhow!("three modes"))?;
+
+        let stored = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE event_id LIKE 'EVi%'),
+                        count(*) FILTER (WHERE event_id LIKE 'EVr%')
+                 FROM webhook_events",
+                &[],
+            )
+            .await?;
+        let (stored_i, stored_r): (i64, i64) = (stored.get(0), stored.get(1));
         let metric = |name: &str| {
             metrics
                 .lines()
@@ -528,21 +579,42 @@ async fn ingest(senders: usize, seconds: u64, server: Option<String>) -> anyhow:
         };
         let batch = metric("syncbridge_inbox_batch_size_sum") / metric("syncbridge_inbox_batch_size_count").max(1.0);
 
-        println!("{:<34} {:>10} {:>9} {:>9} {:>8} {:>9}", "mode", "acks/s", "p50 ms", "p99 ms", "errors", "RSS MiB");
-        for (label, x) in [("baseline: verify, no store", &b), ("syncbridge: verify + durable inbox", &r)] {
+        println!(
+            "{:<40} {:>9} {:>8} {:>8} {:>7} {:>8} {:>22}",
+            "mode", "acks/s", "p50 ms", "p99 ms", "errors", "RSS MiB", "CPU % service/Postgres"
+        );
+        for (label, x, cpu, pg, wall) in [
+            ("baseline: verify, no store", &b, b_cpu, b_pg, b_wall),
+            ("durable inbox, no router (ingest alone)", &i, i_cpu, i_pg, i_wall),
+            ("durable inbox + router (as served)", &r, r_cpu, r_pg, r_wall),
+        ] {
             println!(
-                "{:<34} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>9.1}",
-                label, x.acks_per_s, x.p50_ms, x.p99_ms, x.errors, x.rss_mib
+                "{:<40} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>8.1} {:>14.0} / {:>5.0}",
+                label,
+                x.acks_per_s,
+                x.p50_ms,
+                x.p99_ms,
+                x.errors,
+                x.rss_mib,
+                100.0 * cpu / wall,
+                100.0 * pg / wall
             );
         }
-        println!("ratio (durable / baseline): {:.2}", r.acks_per_s / b.acks_per_s.max(1.0));
-        println!("server peak RSS (VmHWM): baseline {:.1} MiB, durable {:.1} MiB", b.peak_mib, r.peak_mib);
+        println!(
+            "ratio to baseline: ingest alone {:.2}, with the router {:.2}",
+            i.acks_per_s / b.acks_per_s.max(1.0),
+            r.acks_per_s / b.acks_per_s.max(1.0)
+        );
+        println!(
+            "server peak RSS (VmHWM): baseline {:.1} MiB, ingest alone {:.1} MiB, with the router {:.1} MiB",
+            b.peak_mib, i.peak_mib, r.peak_mib
+        );
         println!("mean deliveries per inbox commit: {batch:.1}");
         println!(
-            "durability check: {} acknowledged in the window, {} stored in total (>= acknowledged)",
-            r.acked, stored
+            "durability check: acknowledged in the window / stored in total (>= acknowledged): ingest alone {} / {}, with the router {} / {}",
+            i.acked, stored_i, r.acked, stored_r
         );
-        if (stored as u64) < r.acked {
+        if (stored_i as u64) < i.acked || (stored_r as u64) < r.acked {
             bail!("acknowledged deliveries are missing from the database");
         }
         anyhow::Ok(())
@@ -601,14 +673,14 @@ async fn backlog(events: usize, bytes: usize, server: Option<String>) -> anyhow:
         // Baseline: the same server idle, on an empty database of its own
         // (the one under test finds its backlog as it starts).
         let empty = BenchDb::create(Some(bench_admin_url(&db_url)?)).await?;
-        let idle = spawn_server(&empty.url, false).await?;
+        let idle = spawn_server(&empty.url, ServerMode::Serve).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_kib = rss_kib(idle.proc.id().unwrap_or(0)).0;
         drop(idle);
         empty.drop_db().await?;
 
         let started = Instant::now();
-        let real = spawn_server(&db_url, false).await?;
+        let real = spawn_server(&db_url, ServerMode::Serve).await?;
         let pid = real.proc.id().unwrap_or(0);
         let (drained, drain_peak) = peak_rss_while(pid, async {
             while pending().await? > 0 {
@@ -814,7 +886,7 @@ async fn push(rate: u32, seconds: u64, server: Option<String>) -> anyhow::Result
 
         let arrivals = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let api = fake_provider(arrivals.clone()).await?;
-        let child = spawn_server_with(&bench.url, false, Some(&api)).await?;
+        let child = spawn_server_with(&bench.url, ServerMode::Serve, Some(&api)).await?;
         let pid = child.proc.id().unwrap_or(0);
         tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -906,7 +978,7 @@ async fn scale(
                 // it stores), the senders spread over them.
                 let mut children = Vec::new();
                 for _ in 0..k {
-                    children.push(spawn_server(&bench.url, false).await?);
+                    children.push(spawn_server(&bench.url, ServerMode::Serve).await?);
                 }
                 let addrs: Vec<&str> = children.iter().map(|c| c.addr.as_str()).collect();
                 let pids: Vec<u32> = children.iter().map(|c| c.proc.id().unwrap_or(0)).collect();
@@ -917,7 +989,7 @@ async fn scale(
                 drop(children);
                 // Whatever the ingest left pending is drained before the
                 // apply round, by one process.
-                let one = spawn_server(&bench.url, false).await?;
+                let one = spawn_server(&bench.url, ServerMode::Serve).await?;
                 wait_inbox_drained(&c).await?;
                 drop(one);
                 c.batch_execute("VACUUM webhook_events, webhook_queue, communications").await?;
@@ -941,7 +1013,7 @@ async fn scale(
                 let t0 = Instant::now();
                 let mut children = Vec::new();
                 for _ in 0..k {
-                    children.push(spawn_server(&bench.url, false).await?);
+                    children.push(spawn_server(&bench.url, ServerMode::Serve).await?);
                 }
                 wait_inbox_drained(&c).await?;
                 let took = t0.elapsed();
@@ -1071,7 +1143,7 @@ async fn drain_bench(changes: usize, server: Option<String>) -> anyhow::Result<(
         anyhow::ensure!(queued as usize == changes, "{queued} changes queued, {changes} expected");
         let w0 = wal_lsn(&c).await?;
         let t0 = Instant::now();
-        let child = spawn_server_with(&bench.url, false, Some(&api)).await?;
+        let child = spawn_server_with(&bench.url, ServerMode::Serve, Some(&api)).await?;
         let pid = child.proc.id().unwrap_or(0);
         let mut peak = 0;
         loop {
@@ -1189,7 +1261,7 @@ async fn capture(seconds: u64, server: Option<String>) -> anyhow::Result<()> {
         )
         .await?;
         c.batch_execute("VACUUM clients").await?;
-        let child = spawn_server_with(&bench.url, false, Some(&api)).await?;
+        let child = spawn_server_with(&bench.url, ServerMode::Serve, Some(&api)).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let live = run("with capture, syncbridge draining").await?;
         drop(child);
