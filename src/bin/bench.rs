@@ -116,7 +116,9 @@ enum Cmd {
     /// `contact.updated` events for linked clients (remote-only changes,
     /// both-sides changes decided by the rules, echoes) drained by the
     /// router; baseline: the same number of `message.received` events
-    /// (one upsert and an audit row each, no conflict engine).
+    /// (one upsert and an audit row each, no conflict engine). Then, each
+    /// in a fresh database: contacts, messages and calls interleaved in
+    /// one backlog; Teli's pulled calls; ResMan's polled prospects.
     Apply {
         /// Events per mode.
         #[arg(long, default_value_t = 20_000)]
@@ -1322,6 +1324,9 @@ struct Drain {
     /// `webhook_events` updates in the drain, and how many were HOT.
     inbox_updates: i64,
     inbox_hot: i64,
+    /// Batches rolled back by a deadlock or serialization failure and
+    /// applied again (as `serve`'s workers do, after their backoff).
+    retried: usize,
 }
 
 impl Drain {
@@ -1330,7 +1335,7 @@ impl Drain {
         let busy = |c: f64| 100.0 * c / self.time.as_secs_f64();
         format!(
             "CPU {:.2} s service ({:.0}% of a core) + {:.2} s Postgres backends ({:.0}%), {:.0}/{:.0}% of the CPU time; \
-             inbox closes {} updates, {} HOT ({:.0}%)",
+             inbox closes {} updates, {} HOT ({:.0}%){}",
             self.service_cpu,
             busy(self.service_cpu),
             self.postgres_cpu,
@@ -1339,7 +1344,11 @@ impl Drain {
             100.0 * self.postgres_cpu / cpu.max(1e-9),
             self.inbox_updates,
             self.inbox_hot,
-            100.0 * self.inbox_hot as f64 / self.inbox_updates.max(1) as f64
+            100.0 * self.inbox_hot as f64 / self.inbox_updates.max(1) as f64,
+            match self.retried {
+                0 => String::new(),
+                n => format!("; {n} batches rolled back (deadlock) and retried"),
+            }
         )
     }
 }
@@ -1388,7 +1397,7 @@ async fn drain_measured(
     let router = syncbridge::router::Router::new(pool.clone(), registry, config.router.clone());
     let w0 = wal_lsn(c).await?;
     let s0 = cpu_seconds("self");
-    let (n, time) = drain_timed(&router).await?;
+    let (n, retried, time) = drain_timed(&router, registry, config.router.workers).await?;
     let service_cpu = cpu_seconds("self") - s0;
     let wal_per_event = (wal_lsn(c).await? - w0) / events.max(1) as i64;
     // The pool's connections were opened for the drain: their CPU is its.
@@ -1410,14 +1419,62 @@ async fn drain_measured(
         postgres_cpu,
         inbox_updates: u1 - u0,
         inbox_hot: h1 - h0,
+        retried,
     })
 }
 
-async fn drain_timed(router: &syncbridge::router::Router) -> anyhow::Result<(usize, Duration)> {
-    let cancel = tokio_util::sync::CancellationToken::new();
+/// Drains the inbox as `serve`'s router workers do: `workers` side by
+/// side, each applying batch after batch of every routed provider
+/// (`Router::apply_batch`, as `Router::drain`) until a pass finds nothing;
+/// a batch that fails for a deadlock or a serialization failure was
+/// rolled back whole, and the worker goes on after the service's backoff
+/// (`worker::drain_loop`: 100 ms, doubling) instead of failing the drain.
+/// Returns the events applied, the batches retried, and the time.
+async fn drain_timed(
+    router: &syncbridge::router::Router,
+    registry: &syncbridge::providers::Registry,
+    workers: usize,
+) -> anyhow::Result<(usize, usize, Duration)> {
+    let providers = registry.routed();
     let t0 = Instant::now();
-    let stats = router.drain_all(&cancel).await?;
-    Ok((stats.total(), t0.elapsed()))
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let (router, providers) = (router.clone(), providers.clone());
+        runs.spawn(async move {
+            let (mut applied, mut retried) = (0usize, 0usize);
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let mut pass = 0;
+                let mut failed = false;
+                for p in &providers {
+                    match router.apply_batch(p.as_ref()).await {
+                        Ok(stats) => pass += stats.total(),
+                        Err(e) if e.is_transient() => {
+                            retried += 1;
+                            failed = true;
+                        }
+                        Err(e) => return Err(anyhow::Error::from(e)),
+                    }
+                }
+                applied += pass;
+                if failed {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                } else if pass == 0 {
+                    return Ok((applied, retried));
+                } else {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+        });
+    }
+    let (mut applied, mut retried) = (0, 0);
+    while let Some(run) = runs.join_next().await {
+        let (a, r) = run??;
+        applied += a;
+        retried += r;
+    }
+    Ok((applied, retried, t0.elapsed()))
 }
 
 async fn apply(
@@ -1426,29 +1483,210 @@ async fn apply(
     workers: Option<usize>,
     server: Option<String>,
 ) -> anyhow::Result<()> {
-    let bench = BenchDb::create(server).await?;
-    // The database goes whatever happens.
-    let result = apply_on(&bench, events, batch, workers).await;
+    let router = (batch, workers);
+    // Each workload in a fresh database of its own, dropped whatever
+    // happens: the OpenPhone messages and contacts (one database, as
+    // before), the mixed OpenPhone backlog, Teli's calls, ResMan's
+    // prospects.
+    let mut runs = fresh(&server, async |b| apply_on(b, events, router).await).await?;
+    runs.push(fresh(&server, async |b| apply_mixed_on(b, events, router).await).await?);
+    runs.push(fresh(&server, async |b| apply_teli_on(b, events, router).await).await?);
+    runs.push(fresh(&server, async |b| apply_resman_on(b, events, router).await).await?);
+
+    let (batch, workers) = runs.first().map(|w| w.router).unwrap_or_default();
+    println!("router apply, {events} events per workload (batch {batch}, {workers} workers):");
+    let base_rate = runs.first().map_or(0.0, |w| w.rate());
+    for (i, w) in runs.iter().enumerate() {
+        let d = &w.drain;
+        let rate = w.rate();
+        let label = format!("{}:", w.label);
+        if i == 0 {
+            println!(
+                "  {label:<56}{rate:>9.0} events/s  ({} B of WAL/event)",
+                d.wal_per_event
+            );
+        } else {
+            println!(
+                "  {label:<56}{rate:>9.0} events/s  ({:.2}x baseline, {:.1} µs/event, {} B of WAL/event)",
+                rate / base_rate.max(1e-9),
+                d.time.as_secs_f64() * 1e6 / d.events.max(1) as f64,
+                d.wal_per_event
+            );
+        }
+    }
+    for w in &runs {
+        println!("  {}: {}", w.name, w.drain.split());
+    }
+    for w in runs.iter().filter(|w| !w.decisions.is_empty()) {
+        print!("  decisions ({}):", w.name);
+        for (d, n) in &w.decisions {
+            print!(" {d}={n}");
+        }
+        println!();
+    }
+    let problems: Vec<String> = runs
+        .iter()
+        .flat_map(|w| w.problems.iter().map(move |p| format!("{}: {p}", w.name)))
+        .collect();
+    if !problems.is_empty() {
+        bail!("events not applied: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// Runs `run` on a fresh, migrated database, dropped afterwards whatever
+/// happens.
+async fn fresh<T>(
+    server: &Option<String>,
+    run: impl AsyncFnOnce(&BenchDb) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let bench = BenchDb::create(server.clone()).await?;
+    let result = run(&bench).await;
     bench.drop_db().await?;
     result
 }
 
-async fn apply_on(
-    bench: &BenchDb,
-    events: usize,
-    batch: usize,
-    workers: Option<usize>,
-) -> anyhow::Result<()> {
-    let c = db::connect(&bench.url).await?;
-    // Earlier runs' dirty pages written out before this one starts, not by
-    // a checkpoint in the middle of the measurement (needs superuser or
-    // pg_checkpoint; without, the run goes on with a note).
+/// One workload of `apply`: its drain, and what was not as expected.
+struct Workload {
+    /// Its figure's line.
+    label: &'static str,
+    /// Its name in the CPU split and the decisions.
+    name: &'static str,
+    drain: Drain,
+    /// SYNCBRIDGE_ROUTER_BATCH and _WORKERS as the router ran.
+    router: (i64, usize),
+    /// The audit log's decisions, by entity where several are written.
+    decisions: Vec<(String, i64)>,
+    /// Events not applied, or effects missing: the bench fails.
+    problems: Vec<String>,
+}
+
+impl Workload {
+    fn rate(&self) -> f64 {
+        self.drain.events as f64 / self.drain.time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The service's configuration for an `apply` workload: the router's batch
+/// and workers as asked, OpenPhone's webhook key, and `extra`.
+fn apply_config(
+    url: &str,
+    (batch, workers): (usize, Option<usize>),
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Config> {
+    let batch = batch.to_string();
+    let workers = workers.map(|w| w.to_string());
+    let mut pairs = vec![
+        ("DATABASE_URL", url),
+        ("OPENPHONE_WEBHOOK_KEY", KEY),
+        ("SYNCBRIDGE_ROUTER_BATCH", batch.as_str()),
+    ];
+    if let Some(w) = &workers {
+        pairs.push(("SYNCBRIDGE_ROUTER_WORKERS", w.as_str()));
+    }
+    pairs.extend_from_slice(extra);
+    Ok(Config::from_settings(&Settings::from_pairs(pairs))?)
+}
+
+/// Earlier runs' dirty pages written out before this one starts, not by
+/// a checkpoint in the middle of the measurement (needs superuser or
+/// pg_checkpoint; without, the run goes on with a note).
+async fn checkpoint(c: &tokio_postgres::Client) {
     if let Err(e) = c.batch_execute("CHECKPOINT").await {
         eprintln!("no CHECKPOINT before the run ({e}): figures may include one");
     }
-    let n = events as i64;
-    // Linked, synced clients: what the contact events are about (set up
-    // with capture off, so the setup itself queues no pushes).
+}
+
+/// Events of the inbox neither processed nor ignored.
+async fn not_applied(c: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM webhook_events WHERE status NOT IN ('processed', 'ignored')",
+        &[],
+    )
+    .await?
+    .get(0))
+}
+
+/// The audit log's decisions, as `entity:decision`.
+async fn decisions(c: &tokio_postgres::Client) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(c.query(
+        "SELECT entity_type || ':' || decision, count(*) FROM sync_audit_log
+             GROUP BY 1 ORDER BY 1",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+/// The count of `sql` (a `SELECT count(*)`) against what it should be.
+async fn expect_count(
+    c: &tokio_postgres::Client,
+    what: &str,
+    sql: &str,
+    want: usize,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let n: i64 = c.query_one(sql, &[]).await?.get(0);
+    if n != want as i64 {
+        problems.push(format!("{n} {what}, expected {want}"));
+    }
+    Ok(())
+}
+
+/// Stores deliveries in the inbox as the service does — the inbox
+/// writer's own insert (`db::inbox::insert_batch`), in groups of 512 a
+/// transaction as its writer commits them — on a connection of its own,
+/// then waits for that backend to exit (the drain counts the CPU of every
+/// backend of the database but `c`'s).
+async fn store_deliveries(
+    c: &tokio_postgres::Client,
+    url: &str,
+    deliveries: &[syncbridge::providers::Delivery],
+) -> anyhow::Result<()> {
+    let pool = db::pool(url, 1)?;
+    let stored = async {
+        let mut client = pool.get().await?;
+        for group in deliveries.chunks(512) {
+            let tx = client.transaction().await?;
+            let refs: Vec<&syncbridge::providers::Delivery> = group.iter().collect();
+            let ids = syncbridge::db::inbox::insert_batch(&tx, &refs).await?;
+            tx.commit().await?;
+            let duplicates = ids.iter().filter(|id| id.is_none()).count();
+            anyhow::ensure!(duplicates == 0, "{duplicates} deliveries were duplicates");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    pool.close();
+    stored?;
+    let t0 = Instant::now();
+    loop {
+        let others: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await?
+            .get(0);
+        if others == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the storing connection is still open after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `n` linked, synced clients (OpenPhone contacts `C1`…), a fifth of them
+/// changed locally since (`last_name`), the rules `merge` with `email`
+/// `prefer_local`, and capture on as in production. Set up with capture
+/// off, so the setup itself queues no pushes.
+async fn linked_clients(c: &tokio_postgres::Client, n: i64) -> anyhow::Result<()> {
     c.batch_execute("SELECT syncbridge_untrack_table('clients', 'openphone')")
         .await?;
     c.execute(
@@ -1473,7 +1711,7 @@ async fn apply_on(
         &[],
     )
     .await?;
-    // A quarter changed locally since (both sides then change last_name).
+    // A fifth changed locally since (both sides then change last_name).
     c.execute(
         "UPDATE clients SET last_name = last_name || '-local', updated_at = now() - interval '1 hour'
          WHERE right(openphone_contact_id, 1) IN ('1', '5')",
@@ -1489,63 +1727,134 @@ async fn apply_on(
     // provider as origin, so they queue nothing for it).
     c.batch_execute("SELECT syncbridge_track_table('clients', 'openphone')")
         .await?;
+    Ok(())
+}
+
+/// `contact.updated` for contact `C{i}` (linked to client `i`): every 4th
+/// an echo of the snapshot, the rest rename.
+fn contact_event(i: usize, at: &str) -> serde_json::Value {
+    let last = if i % 4 == 0 {
+        format!("Last{i}")
+    } else {
+        format!("Remote{i}")
+    };
+    serde_json::json!({
+        "id": format!("EVc{i}"), "object": "event", "apiVersion": "v3",
+        "createdAt": at, "type": "contact.updated",
+        "data": {"object": {"object": "contact", "id": format!("C{i}"),
+            "defaultFields": {"firstName": format!("First{i}"), "lastName": last,
+                "company": format!("Co{i}"),
+                "emails": [{"name": "email", "value": format!("p{i}@example.com")}],
+                "phoneNumbers": [{"name": "phone", "value": format!("+1415{i:07}")}]},
+            "updatedAt": at}}
+    })
+}
+
+/// `message.received` `AC{i}` from client `from`'s number.
+fn message_event(i: usize, from: usize, at: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("EVm{i}"), "object": "event", "apiVersion": "v3",
+        "createdAt": at, "type": "message.received",
+        "data": {"object": {"object": "message", "id": format!("AC{i}"),
+            "direction": "incoming", "from": format!("+1415{from:07}"),
+            "to": "+14155550199", "body": "hello", "status": "received",
+            "createdAt": at}}
+    })
+}
+
+/// `call.completed` `ACk{i}`, an answered incoming call from client
+/// `from`'s number (the fixtures' shape, `call-completed-outgoing.json`).
+fn call_event(i: usize, from: usize, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    let t = |secs: i64| {
+        (now - chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    serde_json::json!({
+        "id": format!("EVk{i}"), "object": "event", "apiVersion": "v3",
+        "createdAt": t(0), "type": "call.completed",
+        "data": {"object": {"object": "call", "id": format!("ACk{i}"),
+            "direction": "incoming", "from": format!("+1415{from:07}"),
+            "to": "+14155550199", "status": "completed",
+            "createdAt": t(330), "answeredAt": t(320), "completedAt": t(1),
+            "conversationId": format!("CN{from}"), "phoneNumberId": "PNq8Zt3kLm",
+            "userId": "USa1B2c3D4", "media": [], "voicemail": null}}
+    })
+}
+
+/// OpenPhone events as the webhook front stores them: signed (legacy
+/// scheme), verified by the provider and checked at the edge.
+fn openphone_deliveries(
+    registry: &syncbridge::providers::Registry,
+    events: &[serde_json::Value],
+) -> anyhow::Result<Vec<syncbridge::providers::Delivery>> {
+    use axum::http::{HeaderMap, HeaderValue};
+    use syncbridge::providers::{Verified, WebhookRequest};
+    let provider = registry
+        .get(syncbridge::domain::ProviderName::OpenPhone)
+        .map_err(|why| anyhow::anyhow!("OpenPhone: {why}"))?;
+    let key = HmacKey::from_base64(KEY).context("bench key")?;
+    let now = chrono::Utc::now();
+    events
+        .iter()
+        .map(|e| {
+            let body = bytes::Bytes::from(serde_json::to_vec(e)?);
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert(
+                "user-agent",
+                HeaderValue::from_static("OpenPhone-Webhooks/1.0"),
+            );
+            headers.insert(
+                "openphone-signature",
+                HeaderValue::from_str(&sign_openphone_legacy(&key, now.timestamp_millis(), &body))?,
+            );
+            let req = WebhookRequest {
+                token: None,
+                headers: &headers,
+                body: &body,
+                now,
+                pulled: false,
+            };
+            match provider.verify(&req) {
+                Ok(Verified::Delivery(d)) => {
+                    d.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    Ok(d)
+                }
+                Ok(other) => bail!("not a delivery: {other:?}"),
+                Err(e) => bail!("refused: {e}"),
+            }
+        })
+        .collect()
+}
+
+/// The existing pair, in one database: N `message.received` (the
+/// baseline: one upsert and an audit row each) then N `contact.updated`
+/// for linked clients through the conflict engine.
+async fn apply_on(
+    bench: &BenchDb,
+    events: usize,
+    router: (usize, Option<usize>),
+) -> anyhow::Result<Vec<Workload>> {
+    let c = db::connect(&bench.url).await?;
+    checkpoint(&c).await;
+    linked_clients(&c, events as i64).await?;
     c.batch_execute("VACUUM ANALYZE").await?;
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let contacts: Vec<Vec<u8>> = (1..=events)
-        .map(|i| {
-            // Every 4th is an echo of the snapshot; the rest rename.
-            let last = if i % 4 == 0 {
-                format!("Last{i}")
-            } else {
-                format!("Remote{i}")
-            };
-            serde_json::to_vec(&serde_json::json!({
-                "id": format!("EVc{i}"), "object": "event", "apiVersion": "v3",
-                "createdAt": at, "type": "contact.updated",
-                "data": {"object": {"object": "contact", "id": format!("C{i}"),
-                    "defaultFields": {"firstName": format!("First{i}"), "lastName": last,
-                        "company": format!("Co{i}"),
-                        "emails": [{"name": "email", "value": format!("p{i}@example.com")}],
-                        "phoneNumbers": [{"name": "phone", "value": format!("+1415{i:07}")}]},
-                    "updatedAt": at}}
-            }))
-            .expect("serialisable")
-        })
-        .collect();
+    let body = |v: serde_json::Value| serde_json::to_vec(&v).expect("serialisable");
+    let contacts: Vec<Vec<u8>> = (1..=events).map(|i| body(contact_event(i, &at))).collect();
     let messages: Vec<Vec<u8>> = (1..=events)
-        .map(|i| {
-            serde_json::to_vec(&serde_json::json!({
-                "id": format!("EVm{i}"), "object": "event", "apiVersion": "v3",
-                "createdAt": at, "type": "message.received",
-                "data": {"object": {"object": "message", "id": format!("AC{i}"),
-                    "direction": "incoming", "from": format!("+1415{i:07}"),
-                    "to": "+14155550199", "body": "hello", "status": "received",
-                    "createdAt": at}}
-            }))
-            .expect("serialisable")
-        })
+        .map(|i| body(message_event(i, i, &at)))
         .collect();
 
-    let batch = batch.to_string();
-    let workers = workers.map(|w| w.to_string());
-    let mut pairs = vec![
-        ("DATABASE_URL", bench.url.as_str()),
-        ("OPENPHONE_WEBHOOK_KEY", KEY),
-        ("SYNCBRIDGE_ROUTER_BATCH", batch.as_str()),
-    ];
-    if let Some(w) = &workers {
-        pairs.push(("SYNCBRIDGE_ROUTER_WORKERS", w.as_str()));
-    }
-    let settings = Settings::from_pairs(pairs);
-    let config = Config::from_settings(&settings)?;
+    let config = apply_config(&bench.url, router, &[])?;
     let registry = syncbridge::providers::Registry::from_config(&config);
+    let shape = (config.router.batch_size, config.router.workers);
 
     store_events(&c, "message.received", &messages).await?;
     let base = drain_measured(&c, bench, &registry, &config, events).await?;
+    let base_failed = not_applied(&c).await?;
     store_events(&c, "contact.updated", &contacts).await?;
     let contact = drain_measured(&c, bench, &registry, &config, events).await?;
-    let (base_n, base_t, base_wal) = (base.events, base.time, base.wal_per_event);
-    let (n_applied, t, contact_wal) = (contact.events, contact.time, contact.wal_per_event);
+    let contact_failed = not_applied(&c).await? - base_failed;
 
     let decisions = c
         .query(
@@ -1553,38 +1862,319 @@ async fn apply_on(
              WHERE entity_type = 'clients' GROUP BY 1 ORDER BY 1",
             &[],
         )
-        .await?;
-    let failed: i64 = c
-        .query_one(
-            "SELECT count(*) FROM webhook_events WHERE status NOT IN ('processed', 'ignored')",
-            &[],
-        )
         .await?
-        .get(0);
-    let base_rate = base_n as f64 / base_t.as_secs_f64();
-    let rate = n_applied as f64 / t.as_secs_f64();
-    println!(
-        "router apply, {events} events per mode (batch {}, {} workers):",
-        config.router.batch_size, config.router.workers
-    );
-    println!("  baseline  message.received (upsert + audit):            {base_rate:>9.0} events/s  ({base_wal} B of WAL/event)");
-    println!(
-        "  contact.updated through the conflict engine + audit:    {rate:>9.0} events/s  ({:.2}x baseline, {:.1} µs/event, {contact_wal} B of WAL/event)",
-        rate / base_rate,
-        t.as_secs_f64() * 1e6 / n_applied.max(1) as f64
-    );
-    for (name, m) in [("messages", &base), ("contacts", &contact)] {
-        println!("  {name}: {}", m.split());
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let problems = |failed: i64, applied: usize| {
+        let mut p = Vec::new();
+        if failed > 0 || applied != events {
+            p.push(format!(
+                "{failed} events not applied ({applied}/{events} drained)"
+            ));
+        }
+        p
+    };
+    Ok(vec![
+        Workload {
+            label: "baseline  message.received (upsert + audit)",
+            name: "messages",
+            problems: problems(base_failed, base.events),
+            drain: base,
+            router: shape,
+            decisions: Vec::new(),
+        },
+        Workload {
+            label: "contact.updated through the conflict engine + audit",
+            name: "contacts",
+            problems: problems(contact_failed, contact.events),
+            drain: contact,
+            router: shape,
+            decisions,
+        },
+    ])
+}
+
+/// OpenPhone's three kinds in one backlog, drained by one router:
+/// `contact.updated` (as in `apply_on`), `message.received` and
+/// `call.completed` from the linked clients' numbers, interleaved one of
+/// each in turn, stored as the webhook front stores them.
+async fn apply_mixed_on(
+    bench: &BenchDb,
+    events: usize,
+    router: (usize, Option<usize>),
+) -> anyhow::Result<Workload> {
+    let c = db::connect(&bench.url).await?;
+    checkpoint(&c).await;
+    linked_clients(&c, events as i64).await?;
+    c.batch_execute("VACUUM ANALYZE").await?;
+    let config = apply_config(&bench.url, router, &[])?;
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    let now = chrono::Utc::now();
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // Event i is about client (i + 2) / 3: a contact, a message, a call.
+    let mixed: Vec<serde_json::Value> = (1..=events)
+        .map(|i| {
+            let client = i.div_ceil(3);
+            match i % 3 {
+                1 => contact_event(client, &at),
+                2 => message_event(i, client, &at),
+                _ => call_event(i, client, now),
+            }
+        })
+        .collect();
+    let deliveries = openphone_deliveries(&registry, &mixed)?;
+    drop(mixed);
+    store_deliveries(&c, &bench.url, &deliveries).await?;
+    drop(deliveries);
+    let drain = drain_measured(&c, bench, &registry, &config, events).await?;
+
+    let mut problems = Vec::new();
+    let failed = not_applied(&c).await?;
+    if failed > 0 || drain.events != events {
+        problems.push(format!(
+            "{failed} events not applied ({}/{events} drained)",
+            drain.events
+        ));
     }
-    print!("  decisions:");
-    for r in &decisions {
-        print!(" {}={}", r.get::<_, String>(0), r.get::<_, i64>(1));
+    let (contacts, messages) = (events.div_ceil(3), (events + 1) / 3);
+    let calls = events - contacts - messages;
+    expect_count(
+        &c,
+        "messages stored",
+        "SELECT count(*) FROM communications WHERE openphone_message_id IS NOT NULL AND client_id IS NOT NULL",
+        messages,
+        &mut problems,
+    )
+    .await?;
+    expect_count(
+        &c,
+        "calls stored",
+        "SELECT count(*) FROM communications WHERE openphone_call_id IS NOT NULL AND client_id IS NOT NULL",
+        calls,
+        &mut problems,
+    )
+    .await?;
+    Ok(Workload {
+        label: "mixed contact/message/call, interleaved, one backlog",
+        name: "mixed",
+        drain,
+        router: (config.router.batch_size, config.router.workers),
+        decisions: decisions(&c).await?,
+        problems,
+    })
+}
+
+/// Teli's pulled calls, applied by the router's `apply_claimed` and
+/// `teli::store::apply_call` (business by agent, customer upsert, one
+/// message per call, an audit row) — what `PullRun::store_and_apply` runs
+/// on each page of a pull. The calls are those of the `teli` bench (the
+/// tests' `make_call`, 2 agents, 2,000 callers), each stored as the pull
+/// stores a fetched detail (`teli::wire::delivery`, the inbox writer's
+/// insert); here they are drained by the router's batches instead of
+/// one transaction a page.
+async fn apply_teli_on(
+    bench: &BenchDb,
+    events: usize,
+    router: (usize, Option<usize>),
+) -> anyhow::Result<Workload> {
+    use serde_json::json;
+    let c = db::connect(&bench.url).await?;
+    checkpoint(&c).await;
+    c.batch_execute(
+        "INSERT INTO businesses (name, teli_agent_id)
+         VALUES ('Bench A', 'agent_bench_a'), ('Bench B', 'agent_bench_b')",
+    )
+    .await?;
+    c.batch_execute("VACUUM ANALYZE").await?;
+    let config = apply_config(&bench.url, router, &[])?;
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    let agents = ["agent_bench_a", "agent_bench_b"];
+    let t0 = chrono::Utc::now().timestamp_millis() - events as i64 * 1000;
+    let deliveries = (0..events)
+        .map(|n| {
+            let call = fake_teli::make_call(
+                &format!("call_{n:06}"),
+                agents[n % 2],
+                "inbound",
+                Some(&format!("+1415{:07}", n % 2000)),
+                Some("+14155550100"),
+                t0 + n as i64 * 1000,
+                json!({"customer_name": format!("Caller {}", n % 2000)}),
+            );
+            // The detail as Teli answers it.
+            let body =
+                serde_json::to_vec(&json!({"success": true, "powered_by": "Teli", "call": call}))?;
+            syncbridge::providers::teli::wire::delivery(bytes::Bytes::from(body))
+                .map_err(|e| anyhow::anyhow!("call {n}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    store_deliveries(&c, &bench.url, &deliveries).await?;
+    drop(deliveries);
+    let drain = drain_measured(&c, bench, &registry, &config, events).await?;
+
+    let mut problems = Vec::new();
+    let failed = not_applied(&c).await?;
+    if failed > 0 || drain.events != events {
+        problems.push(format!(
+            "{failed} events not applied ({}/{events} drained)",
+            drain.events
+        ));
     }
-    println!();
-    if failed > 0 || n_applied != events || base_n != events {
-        bail!("{failed} events not applied ({n_applied}/{events} contacts, {base_n}/{events} messages)");
+    expect_count(
+        &c,
+        "messages stored",
+        "SELECT count(*) FROM messages",
+        events,
+        &mut problems,
+    )
+    .await?;
+    expect_count(
+        &c,
+        "customers stored",
+        "SELECT count(*) FROM customers",
+        events.min(2000),
+        &mut problems,
+    )
+    .await?;
+    Ok(Workload {
+        label: "Teli pulled calls (customer, message + audit)",
+        name: "teli",
+        drain,
+        router: (config.router.batch_size, config.router.workers),
+        decisions: decisions(&c).await?,
+        problems,
+    })
+}
+
+/// ResMan's Standard Webhooks secret for the bench (`whsec_` + base64).
+const RESMAN_SECRET: &str = "whsec_YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMzI=";
+/// The bench's ResMan property (ResMan's id) and its local one.
+const RESMAN_PROPERTY: &str = "07413576-f764-44c6-be35-df4139deec01";
+const LOCAL_PROPERTY: &str = "00000000-0000-4000-8000-00000000000a";
+
+/// ResMan's polled prospects (`event_type` `prospect`, built by
+/// `resman::poll::delivery` as the poll and the pulled-delivery route do),
+/// each mapped to a conversation and its user: the router applies them
+/// with `resman::apply::prospect` (the `resman_prospects` mirror, the
+/// conversation's status, the main person onto the user under the rules
+/// of entity `user`, the link's snapshot, an audit row). A third change
+/// status, three in four rename, a fifth of the users were changed here
+/// too (both sides: the rules decide).
+async fn apply_resman_on(
+    bench: &BenchDb,
+    events: usize,
+    router: (usize, Option<usize>),
+) -> anyhow::Result<Workload> {
+    use serde_json::json;
+    let c = db::connect(&bench.url).await?;
+    checkpoint(&c).await;
+    let n = events as i64;
+    // Set up as ResMan's own writes (origin resman), so capture queues no
+    // pushes for the setup.
+    c.batch_execute(&format!(
+        "SELECT set_config('syncbridge.origin', 'resman', false);
+         INSERT INTO property (id, name) VALUES ('{LOCAL_PROPERTY}', 'Bench Court');
+         INSERT INTO resman_integration (property_id, resman_property_id, api_credentials)
+         VALUES ('{LOCAL_PROPERTY}', '{RESMAN_PROPERTY}', '{{\"account_id\": \"400\"}}');"
+    ))
+    .await?;
+    c.execute(
+        "INSERT INTO \"user\" (id, first_name, last_name, email, phone, resman_contact_id,
+                              resman_sync_status, updated_at)
+         SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+                'First' || i, 'Last' || i, 'p' || i || '@example.com',
+                '+1415' || lpad(i::text, 7, '0'), 'PE' || i, 'synced', now() - interval '1 day'
+         FROM generate_series(1, $1::bigint) AS i",
+        &[&n],
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO conversation (id, property_id, user_id, status, resman_lead_id,
+                                  resman_sync_status, resman_status, updated_at)
+         SELECT ('00000000-0000-4000-9000-' || lpad(i::text, 12, '0'))::uuid, $2::uuid,
+                ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'open',
+                'PR' || i, 'synced', 'Prospect', now() - interval '1 day'
+         FROM generate_series(1, $1::bigint) AS i",
+        &[&n, &LOCAL_PROPERTY.parse::<uuid::Uuid>()?],
+    )
+    .await?;
+    c.batch_execute(
+        "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                 remote_version, last_synced_at)
+         SELECT 'conversation', c.id, 'resman', 'primary', c.resman_lead_id,
+                jsonb_build_object('first_name', u.first_name, 'last_name', u.last_name,
+                                   'email', u.email, 'phone', u.phone),
+                now() - interval '1 day', now()
+         FROM conversation c JOIN \"user\" u ON u.id = c.user_id;
+         UPDATE \"user\" SET last_name = last_name || '-local'
+         WHERE right(resman_contact_id, 1) IN ('1', '5');
+         INSERT INTO sync_conflict_rules (entity_type, field, strategy) VALUES
+             ('user', '*', 'merge'), ('user', 'email', 'prefer_local');
+         SELECT set_config('syncbridge.origin', '', false);",
+    )
+    .await?;
+    c.batch_execute("VACUUM ANALYZE").await?;
+    let config = apply_config(
+        &bench.url,
+        router,
+        &[("RESMAN_WEBHOOK_SECRET", RESMAN_SECRET)],
+    )?;
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let deliveries = (1..=events)
+        .map(|i| {
+            let last = if i % 4 == 0 {
+                format!("Last{i}")
+            } else {
+                format!("Remote{i}")
+            };
+            // The shape of the fixtures' polled prospect.
+            let prospect = json!({
+                "prospectId": format!("PR{i}"), "propertyId": RESMAN_PROPERTY,
+                "mainPersonId": format!("PE{i}"), "lastModified": at,
+                "prospectSourceId": "a1", "prospectSourceName": "Website",
+                "status": if i % 3 == 0 { "Applicant" } else { "Prospect" },
+                "firstContactMethod": "Email", "firstContactDate": at,
+                "leasingAgent": {"personId": "e7", "firstName": "Sam", "lastName": "Lee"},
+                "people": [{"personId": format!("PE{i}"), "firstName": format!("First{i}"),
+                    "lastName": last, "email": format!("p{i}@example.com"),
+                    "phone": format!("415{i:07}"), "phoneType": "Mobile",
+                    "isMainContact": true, "isHeadOfHousehold": true, "isLeaseSigner": false,
+                    "isGuarantor": false, "isDependent": false, "isExcludedFromOccupancy": false}]
+            });
+            syncbridge::providers::resman::poll::delivery(&prospect)
+                .map_err(|e| anyhow::anyhow!("prospect {i}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    store_deliveries(&c, &bench.url, &deliveries).await?;
+    drop(deliveries);
+    let drain = drain_measured(&c, bench, &registry, &config, events).await?;
+
+    let mut problems = Vec::new();
+    let failed = not_applied(&c).await?;
+    if failed > 0 || drain.events != events {
+        problems.push(format!(
+            "{failed} events not applied ({}/{events} drained)",
+            drain.events
+        ));
     }
-    Ok(())
+    expect_count(
+        &c,
+        "prospects mapped to their conversation",
+        "SELECT count(*) FROM resman_prospects WHERE conversation_id IS NOT NULL",
+        events,
+        &mut problems,
+    )
+    .await?;
+    Ok(Workload {
+        label: "ResMan polled prospects (mirror, user rules + audit)",
+        name: "resman",
+        drain,
+        router: (config.router.batch_size, config.router.workers),
+        decisions: decisions(&c).await?,
+        problems,
+    })
 }
 
 fn conflict_bench(records: usize) -> anyhow::Result<()> {
