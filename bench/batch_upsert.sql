@@ -1,13 +1,19 @@
--- batch_upsert_contacts throughput (SPEC §8: >= 50,000 rows/s; the seed
--- asks > 1,000), with a same-run baseline: a plain
--- INSERT ... SELECT ... ON CONFLICT (keap_id) DO UPDATE of the same rows
--- into the same table (same indexes and triggers, origin 'keap' as the
--- function sets it), i.e. without validation, dedup, conflict checks,
--- links or audit. Each phase writes 'batches' batches of 'batch_size'
--- contacts, one transaction per batch, commit included in the time:
+-- batch_upsert_contacts throughput (SPEC §8: >= 0.5x the bare upsert;
+-- the seed asks > 1,000 rows/s), with two same-run baselines, each a plain
+-- INSERT ... SELECT ... ON CONFLICT (keap_id) DO UPDATE of the same rows,
+-- i.e. without validation, dedup, conflict checks, links or audit:
+--   copy: into a copy of sync_contacts with the same indexes (and no
+--         triggers): SPEC's baseline;
+--   plain: into sync_contacts itself (its triggers fire, origin 'keap' as
+--         the function sets it): what the function's own contact write
+--         costs, so the rest is the function's validation, links and audit.
+-- Each phase writes 'batches' batches of 'batch_size' contacts, one
+-- transaction per batch, commit included in the time:
 --   insert: new keap_ids;  update: the same keap_ids, first_name changed.
--- The function and the baseline use their own keap_ids (same data
--- otherwise), so each inserts into and then updates its own rows.
+-- Each phase has its own keap_ids (same data otherwise), so each inserts
+-- into and then updates its own rows. The tables are vacuumed first (the
+-- run's own dead rows, with autovacuum off, would otherwise slow the later
+-- phases).
 --
 -- Run it with bench/batch_upsert.sh <db> [batches] [batch_size] [clients].
 -- psql variables (all optional):
@@ -62,12 +68,21 @@ SELECT k.kind, v.ver, b.n,
                  'tags', jsonb_build_array('tag' || (i % 7), 'tag' || (i % 11)),
                  'custom_fields', jsonb_build_object('plan', 'p' || (i % 3), 'score', i % 100))
              FROM generate_series(1, current_setting('bench.batch_size')::int) i)
-FROM (VALUES ('f'), ('p')) k(kind),
+FROM (VALUES ('f'), ('p'), ('c')) k(kind),
      (VALUES (1), (2)) v(ver),
      generate_series(1, current_setting('bench.batches')::int) b(n)
 WHERE k.kind = 'f' OR current_setting('bench.phases') = 'all';
 
 CREATE TEMP TABLE bench_result (phase text, rows bigint, seconds numeric, result text);
+
+-- SPEC's baseline table: a copy of sync_contacts with its indexes, not its
+-- triggers (a real table: a temporary one would skip the WAL).
+SELECT format('bench_contacts_copy_%s', current_setting('bench.run')) AS copy_table \gset
+CREATE TABLE :"copy_table" (LIKE sync_contacts INCLUDING ALL);
+SELECT set_config('bench.copy_table', :'copy_table', false) \gset
+VACUUM ANALYZE sync_contacts;
+VACUUM ANALYZE sync_links;
+VACUUM ANALYZE sync_audit_log;
 
 SELECT pg_sleep(greatest(0, extract(epoch FROM (nullif(:'start_at', '')::timestamptz - clock_timestamp()))))
 \g /dev/null
@@ -82,12 +97,14 @@ DECLARE
     v_rows bigint;
     agg    bigint[];
     phases text[] := ARRAY[['f', '1', 'batch_upsert_contacts: insert'],
+                           ['c', '1', 'bare upsert, copy: insert'],
+                           ['p', '1', 'bare upsert, sync_contacts: insert'],
                            ['f', '2', 'batch_upsert_contacts: update'],
-                           ['p', '1', 'plain upsert: insert'],
-                           ['p', '2', 'plain upsert: update']];
+                           ['c', '2', 'bare upsert, copy: update'],
+                           ['p', '2', 'bare upsert, sync_contacts: update']];
 BEGIN
     FOR i IN 1 .. array_length(phases, 1) LOOP
-        CONTINUE WHEN phases[i][1] = 'p' AND current_setting('bench.phases') <> 'all';
+        CONTINUE WHEN phases[i][1] <> 'f' AND current_setting('bench.phases') <> 'all';
         total := 0; v_rows := 0; agg := ARRAY[0, 0, 0];
         FOR b IN SELECT arr FROM bench_batch
                  WHERE kind = phases[i][1] AND ver = phases[i][2]::int
@@ -96,6 +113,22 @@ BEGIN
             IF phases[i][1] = 'f' THEN
                 SELECT * INTO r FROM batch_upsert_contacts(b.arr);
                 agg := ARRAY[agg[1] + r.succeeded, agg[2] + r.failed, agg[3] + r.conflicts];
+            ELSIF phases[i][1] = 'c' THEN
+                EXECUTE format($q$
+                INSERT INTO %I AS t
+                    (keap_id, email, first_name, last_name, phone, company, tags, custom_fields,
+                     source_system, sync_status, last_synced_at)
+                SELECT c ->> 'keap_id', c ->> 'email', c ->> 'first_name', c ->> 'last_name',
+                       c ->> 'phone', c ->> 'company', c -> 'tags', c -> 'custom_fields',
+                       'keap', 'synced', now()
+                FROM unnest($1) c
+                ON CONFLICT (keap_id) DO UPDATE SET
+                    email = EXCLUDED.email, first_name = EXCLUDED.first_name,
+                    last_name = EXCLUDED.last_name, phone = EXCLUDED.phone,
+                    company = EXCLUDED.company, tags = EXCLUDED.tags,
+                    custom_fields = EXCLUDED.custom_fields,
+                    sync_status = 'synced', last_synced_at = now()$q$,
+                    current_setting('bench.copy_table')) USING b.arr;
             ELSE
                 PERFORM set_config('syncbridge.origin', 'keap', true);
                 INSERT INTO sync_contacts AS t
@@ -130,12 +163,14 @@ SELECT format('batch_upsert_contacts vs plain INSERT ... ON CONFLICT DO UPDATE: 
 SELECT phase, rows, round(seconds, 3) AS seconds,
        round(rows / nullif(seconds, 0)) AS rows_per_s, result
 FROM bench_result ORDER BY ctid;
-SELECT round((SELECT rows / seconds FROM bench_result WHERE phase = 'batch_upsert_contacts: insert')
-           / (SELECT rows / seconds FROM bench_result WHERE phase = 'plain upsert: insert'), 2)
-           AS fn_vs_plain_insert,
-       round((SELECT rows / seconds FROM bench_result WHERE phase = 'batch_upsert_contacts: update')
-           / (SELECT rows / seconds FROM bench_result WHERE phase = 'plain upsert: update'), 2)
-           AS fn_vs_plain_update
+SELECT v.op,
+       round((SELECT rows / seconds FROM bench_result WHERE phase = 'batch_upsert_contacts: ' || v.op)
+           / (SELECT rows / seconds FROM bench_result WHERE phase = 'bare upsert, copy: ' || v.op), 2)
+           AS fn_vs_copy,
+       round((SELECT rows / seconds FROM bench_result WHERE phase = 'batch_upsert_contacts: ' || v.op)
+           / (SELECT rows / seconds FROM bench_result WHERE phase = 'bare upsert, sync_contacts: ' || v.op), 2)
+           AS fn_vs_sync_contacts
+FROM (VALUES ('insert'), ('update')) v(op)
 WHERE current_setting('bench.phases') = 'all';
 -- For bench/batch_upsert.sh to add up concurrent clients.
 \pset format unaligned
@@ -158,3 +193,4 @@ DELETE FROM sync_outbox
 WHERE table_name = 'sync_contacts' AND record_id IN (SELECT id FROM bench_ids);
 DELETE FROM sync_contacts WHERE id IN (SELECT id FROM bench_ids);
 COMMIT;
+DROP TABLE :"copy_table";

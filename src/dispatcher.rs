@@ -484,8 +484,14 @@ mod tests {
 
     #[test]
     fn a_group_is_one_table_in_order_and_the_rest_keep_theirs() {
-        let mut ready: std::collections::VecDeque<DueRecord> =
-            [due("a", 1), due("b", 2), due("a", 3), due("a", 4), due("b", 5)].into();
+        let mut ready: std::collections::VecDeque<DueRecord> = [
+            due("a", 1),
+            due("b", 2),
+            due("a", 3),
+            due("a", 4),
+            due("b", 5),
+        ]
+        .into();
         let (table, ids) = next_group(&mut ready, 2).expect("a group");
         assert_eq!(table, "a");
         assert_eq!(ids, [uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(3)]);

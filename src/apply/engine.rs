@@ -147,7 +147,7 @@ impl Entity {
              ORDER BY (t.id = (SELECT local_id FROM l)) IS TRUE DESC,
                       (t.{key} = $2) IS TRUE DESC, t.created_at
              LIMIT 1
-             FOR UPDATE",
+             FOR NO KEY UPDATE",
             t = self.table
         ))
     }
@@ -953,7 +953,7 @@ pub async fn resolve_conflict(
     )
     .await?;
     let locked = format!(
-        "SELECT to_jsonb(t) FROM {} t WHERE id = $1 FOR UPDATE",
+        "SELECT to_jsonb(t) FROM {} t WHERE id = $1 FOR NO KEY UPDATE",
         entity.table
     );
     let before: Value = tx

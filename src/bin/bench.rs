@@ -283,6 +283,11 @@ async fn server(database: String, mode: ServerMode, api: Option<String>) -> anyh
         ("DATABASE_URL", database.as_str()),
         ("OPENPHONE_WEBHOOK_KEY", KEY),
     ]);
+    // The service's own tuning knobs pass through, to compare settings
+    // (e.g. SYNCBRIDGE_INBOX_WRITERS=2 syncbridge-bench ingest).
+    for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("SYNCBRIDGE_")) {
+        settings.set(&k, v);
+    }
     if let Some(url) = api {
         settings.set("OPENPHONE_API_URL", url);
         settings.set("OPENPHONE_API_KEY", "bench-key");

@@ -556,7 +556,7 @@ fn prefetch_sql() -> String {
                                                            WHERE phone IS NOT NULL))
                         AND openphone_contact_id IS NULL)
                  ORDER BY id
-                 FOR UPDATE OF c"
+                 FOR NO KEY UPDATE OF c"
     )
 }
 

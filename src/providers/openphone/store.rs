@@ -276,7 +276,7 @@ async fn find_client(
                       (openphone_alt_contact_1_id = $2 OR openphone_alt_contact_2_id = $2) IS TRUE DESC,
                       (id = $3) IS TRUE DESC, created_at
              LIMIT 1
-             FOR UPDATE",
+             FOR NO KEY UPDATE",
         )
         .await?;
     let Some(row) = tx

@@ -52,6 +52,26 @@ fn fields_of(map: Option<&Map<String, Value>>, keys: &[(&str, &str)]) -> Map<Str
         .collect()
 }
 
+/// A statement prepared once per connection: the router applies a batch
+/// of prospects with the same few statements.
+async fn exec(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, DbError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&stmt, params).await?)
+}
+
+async fn query_opt(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>, DbError> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.query_opt(&stmt, params).await?)
+}
+
 /// A relay's notification: the property it names is polled now.
 pub async fn notification(
     ctx: &ApplyCtx<'_, '_>,
@@ -63,27 +83,26 @@ pub async fn notification(
             "the notification names no propertyId".into(),
         ));
     };
-    let local: Option<uuid::Uuid> = ctx
-        .tx
-        .query_opt(
-            "SELECT property_id FROM resman_integration WHERE resman_property_id = $1",
-            &[&property],
-        )
-        .await?
-        .and_then(|r| r.get(0));
+    let local: Option<uuid::Uuid> = query_opt(
+        ctx.tx,
+        "SELECT property_id FROM resman_integration WHERE resman_property_id = $1",
+        &[&property],
+    )
+    .await?
+    .and_then(|r| r.get(0));
     let Some(local) = local else {
         return Ok(Applied::Ignored(format!(
             "no integration polls ResMan property {property}"
         )));
     };
-    ctx.tx
-        .execute(
-            "INSERT INTO sync_cursors (name, position) VALUES ($1, '{\"due\": true}')
+    exec(
+        ctx.tx,
+        "INSERT INTO sync_cursors (name, position) VALUES ($1, '{\"due\": true}')
              ON CONFLICT (name) DO UPDATE
                  SET position = sync_cursors.position || '{\"due\": true}', updated_at = now()",
-            &[&cursor_name(local)],
-        )
-        .await?;
+        &[&cursor_name(local)],
+    )
+    .await?;
     // This process's poller looks now (after the commit it sees the flag;
     // any other process's next round does too).
     wake.notify_one();
@@ -104,21 +123,21 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
     };
     let tx = ctx.tx;
     let property: Option<uuid::Uuid> = match &p.property_id {
-        Some(rp) => tx
-            .query_opt(
-                "SELECT property_id FROM resman_integration WHERE resman_property_id = $1",
-                &[rp],
-            )
-            .await?
-            .and_then(|r| r.get(0)),
+        Some(rp) => query_opt(
+            tx,
+            "SELECT property_id FROM resman_integration WHERE resman_property_id = $1",
+            &[rp],
+        )
+        .await?
+        .and_then(|r| r.get(0)),
         None => None,
     };
     let main = p
         .main_person()
         .map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
     // The mirror, newest state wins.
-    let mirrored = tx
-        .execute(
+    let mirrored = exec(
+            tx,
             "INSERT INTO resman_prospects (prospect_id, property_id, resman_property_id, status,
                                            lost_reason, main_person, data, last_modified)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -147,9 +166,9 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
             p.prospect_id
         )));
     }
-    let link = tx
-        .query_opt(
-            "SELECT l.local_id, l.snapshot, l.remote_version, c.user_id, c.resman_status,
+    let link = query_opt(
+        tx,
+        "SELECT l.local_id, l.snapshot, l.remote_version, c.user_id, c.resman_status,
                     c.resman_lost_reason, to_jsonb(u), c.updated_at
              FROM sync_links l
              JOIN conversation c ON c.id = l.local_id
@@ -157,11 +176,12 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
              WHERE l.provider = 'resman' AND l.entity_type = 'conversation'
                AND l.slot = 'primary' AND l.remote_id = $1
              FOR UPDATE OF l, c",
-            &[&p.prospect_id],
-        )
-        .await?;
+        &[&p.prospect_id],
+    )
+    .await?;
     let Some(link) = link else {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE resman_prospects SET conversation_id = NULL WHERE prospect_id = $1",
             &[&p.prospect_id],
         )
@@ -180,7 +200,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
             p.prospect_id
         )));
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE resman_prospects SET conversation_id = $2 WHERE prospect_id = $1",
         &[&p.prospect_id, &conversation],
     )
@@ -191,7 +212,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
     let status_changed = old_status != p.status || old_reason != p.lost_reason;
     if status_changed {
         // ResMan's own fields: as it reports them.
-        tx.execute(
+        exec(
+            tx,
             "UPDATE conversation SET resman_status = $2, resman_lost_reason = $3,
                  resman_last_sync_at = now()
              WHERE id = $1",
@@ -278,7 +300,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
         detail["remote"] = Value::Object(remote.clone());
         match res.outcome {
             Outcome::Manual => {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO sync_conflicts (entity_type, entity_id, keap_data, supabase_data,
                                                  conflict_fields, provider, remote_id, base_data,
                                                  remote_version, event_id)
@@ -295,7 +318,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
                     ],
                 )
                 .await?;
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE \"user\" SET resman_sync_status = 'conflict' WHERE id = $1",
                     &[&user],
                 )
@@ -313,7 +337,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
                         .iter()
                         .filter_map(|f| Some((f.clone(), res.merged.get(f)?.clone())))
                         .collect();
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE \"user\" AS u SET
                              first_name = CASE WHEN $2::jsonb ? 'first_name' THEN $2->>'first_name' ELSE u.first_name END,
                              last_name = CASE WHEN $2::jsonb ? 'last_name' THEN $2->>'last_name' ELSE u.last_name END,
@@ -328,7 +353,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
                 }
                 if !res.to_remote.is_empty() {
                     // The merged state goes back to ResMan.
-                    tx.execute(
+                    exec(
+                        tx,
                         "INSERT INTO sync_outbox (provider, table_name, record_id, operation, origin,
                                                   changed_columns)
                          VALUES ('resman', 'conversation', $1, 'SYNC', 'syncbridge', $2)",
@@ -340,7 +366,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
                     if !both.is_empty() {
                         // Decided by the rules: on record as an
                         // auto-resolved conflict.
-                        tx.execute(
+                        exec(
+                            tx,
                             "INSERT INTO sync_conflicts (entity_type, entity_id, keap_data, supabase_data,
                                                          conflict_fields, provider, remote_id, base_data,
                                                          remote_version, event_id, status,
@@ -376,7 +403,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
                 for (k, v) in &remote {
                     snap.entry(k.clone()).or_insert_with(|| v.clone());
                 }
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE sync_links SET snapshot = $2, remote_version = $3, last_synced_at = now(),
                          updated_at = now()
                      WHERE provider = 'resman' AND entity_type = 'conversation' AND remote_id = $1",
@@ -386,7 +414,8 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
             }
         }
     } else {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE sync_links SET remote_version = $2, last_synced_at = now(), updated_at = now()
              WHERE provider = 'resman' AND entity_type = 'conversation' AND remote_id = $1",
             &[&p.prospect_id, &modified],
