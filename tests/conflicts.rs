@@ -760,3 +760,132 @@ async fn a_link_left_by_a_deleted_client_is_taken_over() {
         }
     }
 }
+
+/// One batch of contacts and messages (the set-based path): a message goes
+/// ahead of the contacts' pending client writes only when they cannot
+/// change which client it belongs to. Client A's contact event moves A's
+/// phone to a new number, and a message from that number follows in the
+/// same batch: it must find A. A message from client B's number (B's
+/// contact event renames B, phone unchanged) finds B, and the renames are
+/// all written.
+#[tokio::test]
+async fn a_message_after_a_phone_move_in_the_same_batch_finds_the_moved_client() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    c.batch_execute("SELECT set_config('syncbridge.origin', 'openphone', false)")
+        .await
+        .unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, cid, phone) in [(a, "CMIXA", "+14155550111"), (b, "CMIXB", "+14155550122")] {
+        c.execute(
+            "INSERT INTO clients (id, first_name, last_name, phone, openphone_contact_id,
+                                  sync_status, last_synced_at, updated_at)
+             VALUES ($1, 'Ann', 'A', $2, $3, 'synced', now() - interval '2 days',
+                     now() - interval '2 days')",
+            &[&id, &phone, &cid],
+        )
+        .await
+        .unwrap();
+        c.execute(
+            "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                     remote_version, last_synced_at)
+             VALUES ('clients', $1, 'openphone', 'primary', $2,
+                     jsonb_build_object('first_name', 'Ann', 'last_name', 'A',
+                                        'company', NULL, 'email', NULL, 'phone', $3::text),
+                     now() - interval '2 days', now() - interval '2 days')",
+            &[&id, &cid, &phone],
+        )
+        .await
+        .unwrap();
+    }
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let message = |key: &str, id: &str, from: &str| {
+        json!({
+            "id": key, "object": "event", "apiVersion": "v3", "createdAt": at,
+            "type": "message.received",
+            "data": {"object": {"object": "message", "id": id, "direction": "incoming",
+                "from": from, "to": "+14155550199", "body": "hello", "status": "received",
+                "createdAt": at}}
+        })
+    };
+    let store_message = async |key: &str, id: &str, from: &str| {
+        c.execute(
+            "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+             VALUES ('openphone', $1, 'message.received', $1, $2)",
+            &[&key, &serde_json::to_vec(&message(key, id, from)).unwrap()],
+        )
+        .await
+        .unwrap();
+    };
+    // In claim order: B renamed, a message from B's number, A moved to a
+    // new number, a message from A's new number.
+    store_contact_event(
+        &c,
+        "EVmix1",
+        "CMIXB",
+        &at,
+        json!({"firstName": "Bea", "lastName": "A",
+               "phoneNumbers": [{"name": "phone", "value": "+14155550122"}]}),
+    )
+    .await;
+    store_message("EVmix2", "ACMIXB", "+14155550122").await;
+    store_contact_event(
+        &c,
+        "EVmix3",
+        "CMIXA",
+        &at,
+        json!({"firstName": "Ann", "lastName": "A",
+               "phoneNumbers": [{"name": "phone", "value": "+14155550133"}]}),
+    )
+    .await;
+    store_message("EVmix4", "ACMIXA", "+14155550133").await;
+
+    let router = one_worker_router(&db);
+    router
+        .drain_all(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+
+    let client_of = async |msg: &str| -> Option<Uuid> {
+        c.query_one(
+            "SELECT client_id FROM communications WHERE openphone_message_id = $1",
+            &[&msg],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(client_of("ACMIXB").await, Some(b));
+    assert_eq!(
+        client_of("ACMIXA").await,
+        Some(a),
+        "the message from A's new number finds A"
+    );
+    let rows = c
+        .query(
+            "SELECT id, first_name, phone FROM clients WHERE id = ANY($1) ORDER BY phone",
+            &[&vec![a, b]],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(Uuid, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (b, "Bea".to_owned(), "+14155550122".to_owned()),
+            (a, "Ann".to_owned(), "+14155550133".to_owned())
+        ]
+    );
+    let pending: i64 = c
+        .query_one(
+            "SELECT count(*) FROM webhook_events WHERE status NOT IN ('processed', 'ignored')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0);
+}

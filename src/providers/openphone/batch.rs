@@ -16,7 +16,7 @@
 //! batch is rolled back and re-applied one event at a time with a savepoint
 //! each, so the two paths must decide alike.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -67,7 +67,17 @@ pub struct ContactBatch {
     pushes: Vec<Uuid>,
     /// Remote ids whose link names a client that no longer exists.
     dangling: Vec<String>,
+    /// The E.164 numbers a pending update moves a phone column from or to:
+    /// a call or message with one of them as its counterpart would match
+    /// another client once the updates are written.
+    phones_moving: HashSet<String>,
+    /// A pending update moves a phone column from or to a value that does
+    /// not parse as a number: every call and message waits for the flush.
+    phone_unparsed: bool,
 }
+
+/// The columns calls and messages match clients by (`store::MATCH_CLIENT`).
+const PHONE_COLUMNS: [&str; 3] = ["phone", "alt_phone_1", "alt_phone_2"];
 
 impl ContactBatch {
     /// Reads the links and locks the clients the batch's contacts may
@@ -157,6 +167,8 @@ impl ContactBatch {
             audits: Vec::new(),
             pushes: Vec::new(),
             dangling,
+            phones_moving: HashSet::new(),
+            phone_unparsed: false,
         })
     }
 
@@ -166,6 +178,44 @@ impl ContactBatch {
             || !self.link_writes.is_empty()
             || !self.audits.is_empty()
             || !self.pushes.is_empty()
+    }
+
+    /// Whether a call or message with this counterpart must see the
+    /// pending client updates written first: one of them moves a phone
+    /// column from or to its number. Updates to other columns leave its
+    /// match (`store::MATCH_CLIENT`: phone columns, then age) as it is.
+    pub fn may_match(&self, counterpart: Option<&E164Phone>) -> bool {
+        if self.updates.is_empty() {
+            return false;
+        }
+        match counterpart {
+            None => false,
+            Some(p) => self.phone_unparsed || self.phones_moving.contains(p.as_str()),
+        }
+    }
+
+    /// Notes the numbers a pending update moves phone columns between.
+    fn note_phone_moves(&mut self, before: &Value, values: &Map<String, Value>) {
+        for col in PHONE_COLUMNS {
+            let Some(new) = values.get(col) else {
+                continue;
+            };
+            let old = before.get(col).unwrap_or(&Value::Null);
+            if old == new {
+                continue;
+            }
+            for v in [old, new] {
+                match v.as_str().map(str::trim).filter(|s| !s.is_empty()) {
+                    None => {}
+                    Some(s) => match E164Phone::parse(s) {
+                        Some(p) => {
+                            self.phones_moving.insert(p.as_str().to_owned());
+                        }
+                        None => self.phone_unparsed = true,
+                    },
+                }
+            }
+        }
     }
 
     /// The client a contact belongs to, by the rules of
@@ -306,6 +356,9 @@ impl ContactBatch {
                         != Some(c.remote_id.as_str());
                 let wrote_values = !values.is_empty();
                 if wrote_values || set_contact_id {
+                    if let Some(before) = self.clients.get(&id).map(|c| c.row.clone()) {
+                        self.note_phone_moves(&before, &values);
+                    }
                     let pending = self.updates.entry(id).or_default();
                     if wrote_values {
                         pending.values.extend(values.clone());
@@ -410,6 +463,8 @@ impl ContactBatch {
 
     /// Writes everything pending: client updates, links, pushes, audit rows.
     pub async fn flush(&mut self, tx: &impl GenericClient) -> Result<(), DbError> {
+        self.phones_moving.clear();
+        self.phone_unparsed = false;
         if !self.updates.is_empty() {
             let rows: Vec<Value> = self
                 .updates
@@ -616,6 +671,12 @@ impl BatchWrites for Batched {
                 DomainEvent::ContactDeleted { .. } => {
                     self.batch.flush(ctx.tx).await?;
                     self.closed = true;
+                    Ok(None)
+                }
+                // A call or message whose client match the pending
+                // updates cannot change goes ahead of them.
+                DomainEvent::Call(c) if !self.batch.may_match(c.counterpart.as_ref()) => Ok(None),
+                DomainEvent::Message(m) if !self.batch.may_match(m.counterpart.as_ref()) => {
                     Ok(None)
                 }
                 _ => {
