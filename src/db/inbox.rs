@@ -2,7 +2,7 @@
 //! status updates that close an event.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 
 use super::DbError;
 use crate::domain::ProviderName;
@@ -11,9 +11,11 @@ use crate::providers::Delivery;
 /// Inserts a batch of deliveries; for each, `Some(id)` if it is new or
 /// `None` if an equal one was stored before (or earlier in this batch).
 /// Runs inside the caller's transaction: nothing is visible, and nothing
-/// may be acknowledged, until it commits.
+/// may be acknowledged, until it commits. A batch with no object keys is
+/// one statement, which may run on its own (its own transaction, durable
+/// when it returns): see [`needs_transaction`].
 pub async fn insert_batch(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     batch: &[&Delivery],
 ) -> Result<Vec<Option<i64>>, DbError> {
     const INSERT: &str = "
@@ -85,6 +87,13 @@ pub async fn insert_batch(
         }
     }
     Ok(out)
+}
+
+/// Whether [`insert_batch`] of these deliveries runs more than one
+/// statement (batched hints: their object keys are recorded after the
+/// events), and so needs a transaction of its own.
+pub fn needs_transaction(batch: &[&Delivery]) -> bool {
+    batch.iter().any(|d| !d.object_keys.is_empty())
 }
 
 /// One claimed inbox row.
