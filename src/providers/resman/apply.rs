@@ -135,63 +135,63 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
     let main = p
         .main_person()
         .map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
-    // The mirror, newest state wins.
+    // The conversation the prospect maps to, locked (its link and row)
+    // before anything is written.
+    let link = query_opt(
+        tx,
+        "SELECT l.local_id, l.snapshot, l.remote_version, c.user_id, c.resman_status,
+                c.resman_lost_reason, to_jsonb(u), c.updated_at
+         FROM sync_links l
+         JOIN conversation c ON c.id = l.local_id
+         LEFT JOIN \"user\" u ON u.id = c.user_id
+         WHERE l.provider = 'resman' AND l.entity_type = 'conversation'
+           AND l.slot = 'primary' AND l.remote_id = $1
+         FOR NO KEY UPDATE OF l, c",
+        &[&p.prospect_id],
+    )
+    .await?;
+    let conversation: Option<uuid::Uuid> = link.as_ref().map(|l| l.get(0));
+    // The mirror, newest state wins, with the conversation it maps to
+    // (none: it shows in lead_sync_mapping as from_resman).
     let mirrored = exec(
-            tx,
-            "INSERT INTO resman_prospects (prospect_id, property_id, resman_property_id, status,
-                                           lost_reason, main_person, data, last_modified)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (prospect_id) DO UPDATE SET
-                 property_id = EXCLUDED.property_id, resman_property_id = EXCLUDED.resman_property_id,
-                 status = EXCLUDED.status, lost_reason = EXCLUDED.lost_reason,
-                 main_person = EXCLUDED.main_person, data = EXCLUDED.data,
-                 last_modified = EXCLUDED.last_modified, updated_at = now()
-             WHERE resman_prospects.last_modified IS NULL
-                OR EXCLUDED.last_modified >= resman_prospects.last_modified",
-            &[
-                &p.prospect_id,
-                &property,
-                &p.property_id,
-                &p.status,
-                &p.lost_reason,
-                &main,
-                value,
-                &modified,
-            ],
-        )
-        .await?;
+        tx,
+        "INSERT INTO resman_prospects (prospect_id, property_id, resman_property_id, status,
+                                       lost_reason, main_person, data, last_modified,
+                                       conversation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (prospect_id) DO UPDATE SET
+             property_id = EXCLUDED.property_id, resman_property_id = EXCLUDED.resman_property_id,
+             status = EXCLUDED.status, lost_reason = EXCLUDED.lost_reason,
+             main_person = EXCLUDED.main_person, data = EXCLUDED.data,
+             last_modified = EXCLUDED.last_modified, conversation_id = EXCLUDED.conversation_id,
+             updated_at = now()
+         WHERE resman_prospects.last_modified IS NULL
+            OR EXCLUDED.last_modified >= resman_prospects.last_modified",
+        &[
+            &p.prospect_id,
+            &property,
+            &p.property_id,
+            &p.status,
+            &p.lost_reason,
+            &main,
+            value,
+            &modified,
+            &conversation,
+        ],
+    )
+    .await?;
     if mirrored == 0 {
         return Ok(Applied::Stale(format!(
             "prospect {} at {modified} is older than the one applied",
             p.prospect_id
         )));
     }
-    let link = query_opt(
-        tx,
-        "SELECT l.local_id, l.snapshot, l.remote_version, c.user_id, c.resman_status,
-                    c.resman_lost_reason, to_jsonb(u), c.updated_at
-             FROM sync_links l
-             JOIN conversation c ON c.id = l.local_id
-             LEFT JOIN \"user\" u ON u.id = c.user_id
-             WHERE l.provider = 'resman' AND l.entity_type = 'conversation'
-               AND l.slot = 'primary' AND l.remote_id = $1
-             FOR UPDATE OF l, c",
-        &[&p.prospect_id],
-    )
-    .await?;
-    let Some(link) = link else {
-        exec(
-            tx,
-            "UPDATE resman_prospects SET conversation_id = NULL WHERE prospect_id = $1",
-            &[&p.prospect_id],
-        )
-        .await?;
+    let (Some(link), Some(conversation)) = (link, conversation) else {
         return Ok(Applied::Ignored(format!(
             "prospect {} maps to no conversation: recorded (lead_sync_mapping from_resman)",
             p.prospect_id
         )));
     };
-    let conversation: uuid::Uuid = link.get(0);
     let snapshot: Option<Value> = link.get(1);
     let version: Option<DateTime<Utc>> = link.get(2);
     if version.is_some_and(|v| modified <= v) {
@@ -200,12 +200,6 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
             p.prospect_id
         )));
     }
-    exec(
-        tx,
-        "UPDATE resman_prospects SET conversation_id = $2 WHERE prospect_id = $1",
-        &[&p.prospect_id, &conversation],
-    )
-    .await?;
     let user: Option<uuid::Uuid> = link.get(3);
     let old_status: Option<String> = link.get(4);
     let old_reason: Option<String> = link.get(5);
