@@ -522,6 +522,31 @@ async fn store_contact_event(
     .unwrap();
 }
 
+/// A synced client Ann A with `phone`, linked to OpenPhone contact `cid`
+/// with that state as the snapshot, both two days old.
+async fn linked_client(c: &tokio_postgres::Client, id: Uuid, cid: &str, phone: &str) {
+    c.execute(
+        "INSERT INTO clients (id, first_name, last_name, phone, openphone_contact_id,
+                              sync_status, last_synced_at, updated_at)
+         VALUES ($1, 'Ann', 'A', $2, $3, 'synced', now() - interval '2 days',
+                 now() - interval '2 days')",
+        &[&id, &phone, &cid],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
+                                 remote_version, last_synced_at)
+         VALUES ('clients', $1, 'openphone', 'primary', $2,
+                 jsonb_build_object('first_name', 'Ann', 'last_name', 'A',
+                                    'company', NULL, 'email', NULL, 'phone', $3::text),
+                 now() - interval '2 days', now() - interval '2 days')",
+        &[&id, &cid, &phone],
+    )
+    .await
+    .unwrap();
+}
+
 /// A router on `db` with one worker, so events stored together are one
 /// batch (two or more contacts: the set-based path).
 fn one_worker_router(db: &TestDb) -> syncbridge::router::Router {
@@ -554,26 +579,7 @@ async fn a_contact_event_waiting_on_a_locked_client_decides_from_the_link_commit
         for i in 0..contacts {
             let id = Uuid::new_v4();
             let cid = format!("CLOCK{i}");
-            c.execute(
-                "INSERT INTO clients (id, first_name, last_name, phone, openphone_contact_id,
-                                      sync_status, last_synced_at, updated_at)
-                 VALUES ($1, 'Ann', 'A', $2, $3, 'synced', now() - interval '2 days',
-                         now() - interval '2 days')",
-                &[&id, &format!("+1415555010{i}"), &cid],
-            )
-            .await
-            .unwrap();
-            c.execute(
-                "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
-                                         remote_version, last_synced_at)
-                 VALUES ('clients', $1, 'openphone', 'primary', $2,
-                         jsonb_build_object('first_name', 'Ann', 'last_name', 'A',
-                                            'company', NULL, 'email', NULL, 'phone', $3::text),
-                         now() - interval '2 days', now() - interval '2 days')",
-                &[&id, &cid, &format!("+1415555010{i}")],
-            )
-            .await
-            .unwrap();
+            linked_client(&c, id, &cid, &format!("+1415555010{i}")).await;
             ids.push((id, cid));
         }
 
@@ -777,26 +783,7 @@ async fn a_message_after_a_phone_move_in_the_same_batch_finds_the_moved_client()
         .unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     for (id, cid, phone) in [(a, "CMIXA", "+14155550111"), (b, "CMIXB", "+14155550122")] {
-        c.execute(
-            "INSERT INTO clients (id, first_name, last_name, phone, openphone_contact_id,
-                                  sync_status, last_synced_at, updated_at)
-             VALUES ($1, 'Ann', 'A', $2, $3, 'synced', now() - interval '2 days',
-                     now() - interval '2 days')",
-            &[&id, &phone, &cid],
-        )
-        .await
-        .unwrap();
-        c.execute(
-            "INSERT INTO sync_links (entity_type, local_id, provider, slot, remote_id, snapshot,
-                                     remote_version, last_synced_at)
-             VALUES ('clients', $1, 'openphone', 'primary', $2,
-                     jsonb_build_object('first_name', 'Ann', 'last_name', 'A',
-                                        'company', NULL, 'email', NULL, 'phone', $3::text),
-                     now() - interval '2 days', now() - interval '2 days')",
-            &[&id, &cid, &phone],
-        )
-        .await
-        .unwrap();
+        linked_client(&c, id, cid, phone).await;
     }
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let message = |key: &str, id: &str, from: &str| {

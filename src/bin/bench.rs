@@ -1640,6 +1640,30 @@ async fn expect_count(
     Ok(())
 }
 
+/// Stores `deliveries` ([`store_deliveries`]), drains them with a router
+/// of its own ([`drain_measured`]) and notes the events not applied.
+async fn store_and_drain(
+    c: &tokio_postgres::Client,
+    bench: &BenchDb,
+    registry: &syncbridge::providers::Registry,
+    config: &Config,
+    events: usize,
+    deliveries: Vec<syncbridge::providers::Delivery>,
+) -> anyhow::Result<(Drain, Vec<String>)> {
+    store_deliveries(c, &bench.url, &deliveries).await?;
+    drop(deliveries);
+    let drain = drain_measured(c, bench, registry, config, events).await?;
+    let mut problems = Vec::new();
+    let failed = not_applied(c).await?;
+    if failed > 0 || drain.events != events {
+        problems.push(format!(
+            "{failed} events not applied ({}/{events} drained)",
+            drain.events
+        ));
+    }
+    Ok((drain, problems))
+}
+
 /// Stores deliveries in the inbox as the service does — the inbox
 /// writer's own insert (`db::inbox::insert_batch`), in groups of 512 a
 /// transaction as its writer commits them — on a connection of its own,
@@ -1930,18 +1954,8 @@ async fn apply_mixed_on(
         .collect();
     let deliveries = openphone_deliveries(&registry, &mixed)?;
     drop(mixed);
-    store_deliveries(&c, &bench.url, &deliveries).await?;
-    drop(deliveries);
-    let drain = drain_measured(&c, bench, &registry, &config, events).await?;
-
-    let mut problems = Vec::new();
-    let failed = not_applied(&c).await?;
-    if failed > 0 || drain.events != events {
-        problems.push(format!(
-            "{failed} events not applied ({}/{events} drained)",
-            drain.events
-        ));
-    }
+    let (drain, mut problems) =
+        store_and_drain(&c, bench, &registry, &config, events, deliveries).await?;
     let (contacts, messages) = (events.div_ceil(3), (events + 1) / 3);
     let calls = events - contacts - messages;
     expect_count(
@@ -2014,18 +2028,8 @@ async fn apply_teli_on(
                 .map_err(|e| anyhow::anyhow!("call {n}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    store_deliveries(&c, &bench.url, &deliveries).await?;
-    drop(deliveries);
-    let drain = drain_measured(&c, bench, &registry, &config, events).await?;
-
-    let mut problems = Vec::new();
-    let failed = not_applied(&c).await?;
-    if failed > 0 || drain.events != events {
-        problems.push(format!(
-            "{failed} events not applied ({}/{events} drained)",
-            drain.events
-        ));
-    }
+    let (drain, mut problems) =
+        store_and_drain(&c, bench, &registry, &config, events, deliveries).await?;
     expect_count(
         &c,
         "messages stored",
@@ -2152,18 +2156,8 @@ async fn apply_resman_on(
                 .map_err(|e| anyhow::anyhow!("prospect {i}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    store_deliveries(&c, &bench.url, &deliveries).await?;
-    drop(deliveries);
-    let drain = drain_measured(&c, bench, &registry, &config, events).await?;
-
-    let mut problems = Vec::new();
-    let failed = not_applied(&c).await?;
-    if failed > 0 || drain.events != events {
-        problems.push(format!(
-            "{failed} events not applied ({}/{events} drained)",
-            drain.events
-        ));
-    }
+    let (drain, mut problems) =
+        store_and_drain(&c, bench, &registry, &config, events, deliveries).await?;
     expect_count(
         &c,
         "prospects mapped to their conversation",
