@@ -5,11 +5,10 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::GenericClient;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::wire::Detail;
-use crate::apply::engine;
 use crate::apply::Applied;
 use crate::db::DbError;
 use crate::domain::{E164Phone, ProviderName};
@@ -65,51 +64,63 @@ pub async fn apply_call(ctx: &ApplyCtx<'_, '_>, call: &Value) -> Result<Applied,
         }
     }
 
+    // The customer, the call's message and its audit row in one
+    // statement. A call older than the stored one leaves the message (and
+    // writes no audit row); its customer is upserted all the same.
     let stmt = ctx
         .tx
         .prepare_cached(
-            "INSERT INTO customers (business_id, phone_number, name, last_call_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (business_id, phone_number) DO UPDATE SET
-                 name = CASE WHEN EXCLUDED.last_call_at IS NOT DISTINCT FROM NULL
-                                  OR EXCLUDED.last_call_at >= coalesce(customers.last_call_at, '-infinity')
-                             THEN coalesce(EXCLUDED.name, customers.name)
-                             ELSE customers.name END,
-                 last_call_at = greatest(customers.last_call_at, EXCLUDED.last_call_at)
-             RETURNING id, (xmax = 0)",
+            "WITH customer AS (
+                 INSERT INTO customers (business_id, phone_number, name, last_call_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (business_id, phone_number) DO UPDATE SET
+                     name = CASE WHEN EXCLUDED.last_call_at IS NOT DISTINCT FROM NULL
+                                      OR EXCLUDED.last_call_at >= coalesce(customers.last_call_at, '-infinity')
+                                 THEN coalesce(EXCLUDED.name, customers.name)
+                                 ELSE customers.name END,
+                     last_call_at = greatest(customers.last_call_at, EXCLUDED.last_call_at)
+                 RETURNING id, (xmax = 0) AS new_customer
+             ), message AS (
+                 INSERT INTO messages (customer_id, teli_data, teli_updated_at)
+                 SELECT id, $5::jsonb, $6::timestamptz FROM customer
+                 ON CONFLICT ((teli_data ->> 'call_id')) DO UPDATE SET
+                     customer_id = EXCLUDED.customer_id,
+                     teli_data = EXCLUDED.teli_data,
+                     teli_updated_at = EXCLUDED.teli_updated_at
+                 WHERE messages.teli_updated_at IS NULL
+                    OR EXCLUDED.teli_updated_at > messages.teli_updated_at
+                 RETURNING id, (xmax = 0) AS inserted
+             ), audited AS (
+                 INSERT INTO sync_audit_log (entity_type, entity_id, operation, new_data,
+                     changed_fields, sync_source, sync_destination, event_id, decision, detail)
+                 SELECT 'messages', m.id, CASE WHEN m.inserted THEN 'insert' ELSE 'update' END,
+                        jsonb_build_object('call_id', $7::text, 'customer_id', c.id,
+                                           'business_id', $1::uuid),
+                        '{}'::text[], $8, 'local', $9,
+                        CASE WHEN m.inserted THEN 'inserted' ELSE 'refreshed' END,
+                        jsonb_build_object('business', $10::text, 'newCustomer', c.new_customer)
+                 FROM message m, customer c
+             )
+             SELECT id, inserted FROM message",
         )
         .await?;
-    let row = ctx
+    let Some(row) = ctx
         .tx
-        .query_one(
+        .query_opt(
             &stmt,
             &[
                 &business_id,
                 &phone.as_str(),
                 &detail.name,
                 &detail.listed.started,
+                &data,
+                &detail.listed.updated_at,
+                &detail.listed.call_id,
+                &ProviderName::Teli.as_str(),
+                &ctx.inbox_id,
+                &business_name,
             ],
         )
-        .await?;
-    let customer_id: Uuid = row.get(0);
-    let new_customer: bool = row.get(1);
-
-    let stmt = ctx
-        .tx
-        .prepare_cached(
-            "INSERT INTO messages (customer_id, teli_data, teli_updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT ((teli_data ->> 'call_id')) DO UPDATE SET
-                 customer_id = EXCLUDED.customer_id,
-                 teli_data = EXCLUDED.teli_data,
-                 teli_updated_at = EXCLUDED.teli_updated_at
-             WHERE messages.teli_updated_at IS NULL
-                OR EXCLUDED.teli_updated_at > messages.teli_updated_at
-             RETURNING id, (xmax = 0)",
-        )
-        .await?;
-    let Some(row) = ctx
-        .tx
-        .query_opt(&stmt, &[&customer_id, &data, &detail.listed.updated_at])
         .await?
     else {
         return Ok(Applied::Stale(format!(
@@ -119,24 +130,6 @@ pub async fn apply_call(ctx: &ApplyCtx<'_, '_>, call: &Value) -> Result<Applied,
     };
     let message_id: Uuid = row.get(0);
     let inserted: bool = row.get(1);
-    let decision = if inserted { "inserted" } else { "refreshed" };
-    engine::audit(
-        ctx.tx,
-        "messages",
-        message_id,
-        if inserted { "insert" } else { "update" },
-        ProviderName::Teli,
-        Some(ctx.inbox_id),
-        decision,
-        &json!({
-            "after": {"call_id": detail.listed.call_id, "customer_id": customer_id,
-                      "business_id": business_id},
-            "business": business_name,
-            "newCustomer": new_customer,
-        }),
-        &[],
-    )
-    .await?;
     Ok(if inserted {
         Applied::Inserted(message_id)
     } else {
