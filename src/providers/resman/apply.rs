@@ -122,16 +122,6 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
         )));
     };
     let tx = ctx.tx;
-    let property: Option<uuid::Uuid> = match &p.property_id {
-        Some(rp) => query_opt(
-            tx,
-            "SELECT property_id FROM resman_integration WHERE resman_property_id = $1",
-            &[rp],
-        )
-        .await?
-        .and_then(|r| r.get(0)),
-        None => None,
-    };
     let main = p
         .main_person()
         .map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
@@ -153,12 +143,14 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
     let conversation: Option<uuid::Uuid> = link.as_ref().map(|l| l.get(0));
     // The mirror, newest state wins, with the conversation it maps to
     // (none: it shows in lead_sync_mapping as from_resman).
-    let mirrored = exec(
+    // The local property is the integration's that polls ResMan's.
+    let mirrored = query_opt(
         tx,
         "INSERT INTO resman_prospects (prospect_id, property_id, resman_property_id, status,
                                        lost_reason, main_person, data, last_modified,
                                        conversation_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         VALUES ($1, (SELECT property_id FROM resman_integration WHERE resman_property_id = $2),
+                 $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (prospect_id) DO UPDATE SET
              property_id = EXCLUDED.property_id, resman_property_id = EXCLUDED.resman_property_id,
              status = EXCLUDED.status, lost_reason = EXCLUDED.lost_reason,
@@ -166,10 +158,10 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
              last_modified = EXCLUDED.last_modified, conversation_id = EXCLUDED.conversation_id,
              updated_at = now()
          WHERE resman_prospects.last_modified IS NULL
-            OR EXCLUDED.last_modified >= resman_prospects.last_modified",
+            OR EXCLUDED.last_modified >= resman_prospects.last_modified
+         RETURNING property_id",
         &[
             &p.prospect_id,
-            &property,
             &p.property_id,
             &p.status,
             &p.lost_reason,
@@ -180,12 +172,13 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
         ],
     )
     .await?;
-    if mirrored == 0 {
+    let Some(mirrored) = mirrored else {
         return Ok(Applied::Stale(format!(
             "prospect {} at {modified} is older than the one applied",
             p.prospect_id
         )));
-    }
+    };
+    let property: Option<uuid::Uuid> = mirrored.get(0);
     let (Some(link), Some(conversation)) = (link, conversation) else {
         return Ok(Applied::Ignored(format!(
             "prospect {} maps to no conversation: recorded (lead_sync_mapping from_resman)",
