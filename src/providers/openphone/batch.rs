@@ -79,6 +79,35 @@ pub struct ContactBatch {
 /// The columns calls and messages match clients by (`store::MATCH_CLIENT`).
 const PHONE_COLUMNS: [&str; 3] = ["phone", "alt_phone_1", "alt_phone_2"];
 
+/// Notes in `moving` the numbers an update of `before` with `values`
+/// moves phone columns between (`unparsed` when one is not a number).
+fn note_phone_moves(
+    moving: &mut HashSet<String>,
+    unparsed: &mut bool,
+    before: &Value,
+    values: &Map<String, Value>,
+) {
+    for col in PHONE_COLUMNS {
+        let Some(new) = values.get(col) else {
+            continue;
+        };
+        let old = before.get(col).unwrap_or(&Value::Null);
+        if old == new {
+            continue;
+        }
+        for v in [old, new] {
+            if let Some(s) = v.as_str().map(str::trim).filter(|s| !s.is_empty()) {
+                match E164Phone::parse(s) {
+                    Some(p) => {
+                        moving.insert(p.as_str().to_owned());
+                    }
+                    None => *unparsed = true,
+                }
+            }
+        }
+    }
+}
+
 impl ContactBatch {
     /// Reads the links and locks the clients the batch's contacts may
     /// belong to.
@@ -191,30 +220,6 @@ impl ContactBatch {
         match counterpart {
             None => false,
             Some(p) => self.phone_unparsed || self.phones_moving.contains(p.as_str()),
-        }
-    }
-
-    /// Notes the numbers a pending update moves phone columns between.
-    fn note_phone_moves(&mut self, before: &Value, values: &Map<String, Value>) {
-        for col in PHONE_COLUMNS {
-            let Some(new) = values.get(col) else {
-                continue;
-            };
-            let old = before.get(col).unwrap_or(&Value::Null);
-            if old == new {
-                continue;
-            }
-            for v in [old, new] {
-                match v.as_str().map(str::trim).filter(|s| !s.is_empty()) {
-                    None => {}
-                    Some(s) => match E164Phone::parse(s) {
-                        Some(p) => {
-                            self.phones_moving.insert(p.as_str().to_owned());
-                        }
-                        None => self.phone_unparsed = true,
-                    },
-                }
-            }
         }
     }
 
@@ -356,8 +361,13 @@ impl ContactBatch {
                         != Some(c.remote_id.as_str());
                 let wrote_values = !values.is_empty();
                 if wrote_values || set_contact_id {
-                    if let Some(before) = self.clients.get(&id).map(|c| c.row.clone()) {
-                        self.note_phone_moves(&before, &values);
+                    if let Some(cached) = self.clients.get(&id) {
+                        note_phone_moves(
+                            &mut self.phones_moving,
+                            &mut self.phone_unparsed,
+                            &cached.row,
+                            &values,
+                        );
                     }
                     let pending = self.updates.entry(id).or_default();
                     if wrote_values {

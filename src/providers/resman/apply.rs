@@ -141,9 +141,9 @@ pub async fn prospect(ctx: &ApplyCtx<'_, '_>, value: &Value) -> Result<Applied, 
     )
     .await?;
     let conversation: Option<uuid::Uuid> = link.as_ref().map(|l| l.get(0));
-    // The mirror, newest state wins, with the conversation it maps to
+    // The mirror, newest state wins, with the local property (the
+    // integration's that polls ResMan's) and the conversation it maps to
     // (none: it shows in lead_sync_mapping as from_resman).
-    // The local property is the integration's that polls ResMan's.
     let mirrored = query_opt(
         tx,
         "INSERT INTO resman_prospects (prospect_id, property_id, resman_property_id, status,
