@@ -876,3 +876,294 @@ async fn a_message_after_a_phone_move_in_the_same_batch_finds_the_moved_client()
         .get(0);
     assert_eq!(pending, 0);
 }
+
+/// An OpenPhone backlog with every case the set-based path decides in
+/// memory — calls created by a facet event, lifecycle events out of order,
+/// a message redelivered older, a message older than the stored row, a
+/// message before and after the contact that creates its client, a message
+/// after a phone move — is applied as one batch and, in another database,
+/// one event a batch (the one-at-a-time path). Both leave the same rows,
+/// the same audit trail and the same outcomes.
+#[tokio::test]
+async fn a_batch_of_calls_messages_and_contacts_applies_as_one_event_at_a_time_would() {
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
+    let t = |secs: i64| {
+        (base + chrono::Duration::seconds(secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let envelope = |key: &str, ty: &str, at: &str, object: Value| {
+        json!({"id": key, "object": "event", "apiVersion": "v3", "createdAt": at,
+               "type": ty, "data": {"object": object}})
+    };
+    let message = |key: &str, ty: &str, id: &str, from: &str, at: &str, status: &str| {
+        let object = json!({"object": "message", "id": id, "direction": "incoming",
+            "from": from, "to": "+14155550199", "body": format!("{key} says hi"),
+            "status": status, "createdAt": t(0)});
+        envelope(key, ty, at, object)
+    };
+    let call = |key: &str, ty: &str, id: &str, from: &str, at: &str, status: &str| {
+        let media = if ty == "call.recording.completed" {
+            json!([{"url": format!("https://example.invalid/rec/{id}.mp3"),
+                    "type": "audio/mpeg", "duration": 60}])
+        } else {
+            json!([])
+        };
+        let object = json!({"object": "call", "id": id, "direction": "incoming",
+            "from": from, "to": "+14155550199", "status": status, "createdAt": t(0),
+            "answeredAt": if status == "ringing" { Value::Null } else { json!(t(5)) },
+            "completedAt": if status == "ringing" { Value::Null } else { json!(t(65)) },
+            "conversationId": "CNEQ1", "phoneNumberId": "PNq8Zt3kLm", "userId": "USa1B2c3D4",
+            "media": media, "voicemail": null});
+        envelope(key, ty, at, object)
+    };
+    let contact = |key: &str, id: &str, first: &str, phone: &str, at: &str| {
+        let object = json!({"object": "contact", "id": id, "updatedAt": at,
+            "defaultFields": {"firstName": first, "lastName": "A",
+                "phoneNumbers": [{"name": "phone", "value": phone}]}});
+        envelope(key, "contact.updated", at, object)
+    };
+    let summary = json!({"object": "callSummary", "callId": "ACEQ1",
+        "summary": ["Asked about the 2BR."], "nextSteps": [], "status": "completed"});
+    let (a_phone, b_phone, n_phone, a_new) = (
+        "+14155550111",
+        "+14155550122",
+        "+14155550177",
+        "+14155550133",
+    );
+    let events = [
+        call("EQ01", "call.ringing", "ACEQ1", b_phone, &t(10), "ringing"),
+        message(
+            "EQ02",
+            "message.received",
+            "AMEQ1",
+            n_phone,
+            &t(10),
+            "received",
+        ),
+        contact("EQ03", "CEQN", "Nia", n_phone, &t(11)),
+        message(
+            "EQ04",
+            "message.received",
+            "AMEQ2",
+            n_phone,
+            &t(12),
+            "received",
+        ),
+        envelope("EQ05", "call.summary.completed", &t(13), summary),
+        call(
+            "EQ06",
+            "call.completed",
+            "ACEQ1",
+            b_phone,
+            &t(30),
+            "completed",
+        ),
+        call("EQ07", "call.ringing", "ACEQ1", b_phone, &t(20), "ringing"),
+        message(
+            "EQ08",
+            "message.delivered",
+            "AMEQ1",
+            n_phone,
+            &t(30),
+            "delivered",
+        ),
+        message(
+            "EQ09",
+            "message.received",
+            "AMEQ1",
+            n_phone,
+            &t(10),
+            "received",
+        ),
+        contact("EQ10", "CEQA", "Ann", a_new, &t(31)),
+        message(
+            "EQ11",
+            "message.received",
+            "AMEQ3",
+            a_new,
+            &t(32),
+            "received",
+        ),
+        call(
+            "EQ12",
+            "call.recording.completed",
+            "ACEQ2",
+            a_new,
+            &t(33),
+            "completed",
+        ),
+        call(
+            "EQ13",
+            "call.completed",
+            "ACEQ2",
+            a_new,
+            &t(34),
+            "completed",
+        ),
+        contact("EQ14", "CEQB", "Bea", b_phone, &t(35)),
+        message(
+            "EQ15",
+            "message.received",
+            "AMEQ4",
+            b_phone,
+            &t(36),
+            "received",
+        ),
+        message(
+            "EQ16",
+            "message.received",
+            "AMEQ0",
+            b_phone,
+            &t(37),
+            "received",
+        ),
+    ];
+
+    let mut states = Vec::new();
+    for batch in ["256", "1"] {
+        let db = TestDb::create().await;
+        let c = db.client().await;
+        c.batch_execute("SELECT set_config('syncbridge.origin', 'openphone', false)")
+            .await
+            .unwrap();
+        for (id, cid, phone) in [
+            (Uuid::new_v4(), "CEQA", a_phone),
+            (Uuid::new_v4(), "CEQB", b_phone),
+        ] {
+            linked_client(&c, id, cid, phone).await;
+        }
+        // A message stored with a newer event than the one redelivered.
+        c.execute(
+            "INSERT INTO communications (channel, source, openphone_message_id, body, status,
+                                         openphone_event_timestamp)
+             VALUES ('message', 'Quo', 'AMEQ0', 'kept', 'delivered', $1::text::timestamptz)",
+            &[&t(3600)],
+        )
+        .await
+        .unwrap();
+        for e in &events {
+            c.execute(
+                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+                 VALUES ('openphone', $1, $2, $1, $3)",
+                &[
+                    &e["id"].as_str().unwrap(),
+                    &e["type"].as_str().unwrap(),
+                    &serde_json::to_vec(e).unwrap(),
+                ],
+            )
+            .await
+            .unwrap();
+        }
+        let mut settings = test_settings(&db.url);
+        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
+        settings.set("SYNCBRIDGE_ROUTER_BATCH", batch);
+        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
+        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
+        let registry = syncbridge::providers::Registry::from_config(&config);
+        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
+        router
+            .drain_all(&tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+        let text = async |sql: &str| -> Vec<String> {
+            c.query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        };
+        let comms = text(
+            "SELECT concat_ws('|', channel, coalesce(openphone_call_id, openphone_message_id),
+                    direction, from_number, status, body, answered_at, completed_at,
+                    recording_url, summary, transcript, openphone_event_timestamp,
+                    (SELECT k.first_name || ' ' || k.phone FROM clients k WHERE k.id = client_id))
+             FROM communications ORDER BY 1",
+        )
+        .await;
+        let clients =
+            text("SELECT concat_ws('|', first_name, phone, openphone_contact_id) FROM clients ORDER BY 1")
+                .await;
+        let outcomes =
+            text("SELECT concat_ws('|', dedup_key, status, error) FROM webhook_events ORDER BY 1")
+                .await;
+        let audit = text(
+            "SELECT concat_ws('|', w.dedup_key, a.entity_type, a.operation, a.decision,
+                    a.new_data - 'id' - 'client_id' - 'created_at' - 'updated_at',
+                    a.new_data -> 'client_id' <> 'null')
+             FROM sync_audit_log a JOIN webhook_events w ON w.id = a.event_id
+             WHERE a.entity_type = 'communications' ORDER BY 1",
+        )
+        .await;
+        let client_audit = text(
+            "SELECT concat_ws('|', w.dedup_key, a.operation, a.decision, a.changed_fields::text)
+             FROM sync_audit_log a JOIN webhook_events w ON w.id = a.event_id
+             WHERE a.entity_type = 'clients' ORDER BY 1",
+        )
+        .await;
+        states.push((comms, clients, outcomes, audit, client_audit));
+    }
+    let (batched, single) = (&states[0], &states[1]);
+    assert_eq!(batched.0, single.0, "communications");
+    assert_eq!(batched.1, single.1, "clients");
+    assert_eq!(batched.2, single.2, "outcomes");
+    assert_eq!(batched.3, single.3, "communications' audit");
+    assert_eq!(batched.4, single.4, "clients' audit");
+
+    // And what both leave is what the events say.
+    let comm = |id: &str| {
+        batched
+            .0
+            .iter()
+            .find(|r| r.split('|').nth(1) == Some(id))
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The message before its contact was stored without a client; its
+    // later delivery found the client the contact created.
+    let first = batched.3.iter().find(|r| r.starts_with("EQ02|")).cloned();
+    assert!(
+        first.as_deref().is_some_and(|r| r.ends_with("|f")),
+        "{first:?}"
+    );
+    assert!(comm("AMEQ1").contains("|delivered|"), "{}", comm("AMEQ1"));
+    assert!(
+        comm("AMEQ1").ends_with("Nia +14155550177"),
+        "{}",
+        comm("AMEQ1")
+    );
+    assert!(
+        comm("AMEQ2").ends_with("Nia +14155550177"),
+        "{}",
+        comm("AMEQ2")
+    );
+    assert!(
+        comm("AMEQ3").ends_with("Ann +14155550133"),
+        "{}",
+        comm("AMEQ3")
+    );
+    assert!(
+        comm("AMEQ4").ends_with("Bea +14155550122"),
+        "{}",
+        comm("AMEQ4")
+    );
+    assert!(comm("AMEQ0").contains("|kept|"), "{}", comm("AMEQ0"));
+    let k1 = comm("ACEQ1");
+    assert!(
+        k1.contains("|completed|") && k1.contains("Asked about the 2BR."),
+        "{k1}"
+    );
+    let k2 = comm("ACEQ2");
+    assert!(
+        k2.contains("|completed|")
+            && k2.contains("rec/ACEQ2.mp3")
+            && k2.ends_with("Ann +14155550133"),
+        "{k2}"
+    );
+    let stale: Vec<&String> = batched
+        .2
+        .iter()
+        .filter(|r| r.contains("skipped_stale"))
+        .collect();
+    assert_eq!(stale.len(), 3, "EQ07, EQ09 and EQ16 are stale: {stale:?}");
+}

@@ -29,6 +29,11 @@ pub enum DbError {
     /// A table or provider the request names is not synced that way.
     #[error("{0}")]
     NotSynced(String),
+    /// A set-based write found the database otherwise than its batch read
+    /// it (another process wrote meanwhile): the batch is applied again
+    /// one event at a time.
+    #[error("{0}")]
+    Mispredicted(String),
 }
 
 /// The server's message (and detail) for a database error, not just
@@ -62,7 +67,7 @@ impl DbError {
                         }
                     }
             }
-            DbError::Migration(_) | DbError::NotSynced(_) => false,
+            DbError::Migration(_) | DbError::NotSynced(_) | DbError::Mispredicted(_) => false,
         }
     }
 

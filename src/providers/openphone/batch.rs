@@ -23,6 +23,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::comms::CommsBatch;
 use super::entities::CLIENTS;
 use super::store::{insert_client, Slot};
 use crate::apply::engine::{self, Action, Conflict, LinkState, LocalRow, RemoteRecord};
@@ -287,14 +288,18 @@ impl ContactBatch {
     }
 
     /// Applies one contact event: decided now, written at [`flush`](Self::flush).
+    /// What it writes at once (a new client, a conflict) is written after
+    /// the calls and messages pending in `comms`, which came before it.
     pub async fn apply(
         &mut self,
         tx: &impl GenericClient,
         rules: &Rules,
         c: &RemoteContact,
         event_id: i64,
+        comms: &mut CommsBatch,
     ) -> Result<Applied, DbError> {
         let Some((id, slot, link)) = self.find(c) else {
+            comms.flush(tx).await?;
             return self.insert(tx, c, event_id).await;
         };
         let remote = RemoteRecord {
@@ -322,6 +327,7 @@ impl ContactBatch {
                 base,
             } => {
                 // Rare: written at once, after what is pending.
+                comms.flush(tx).await?;
                 self.flush(tx).await?;
                 applied = engine::write_conflict(
                     tx,
@@ -647,21 +653,45 @@ fn update_sql() -> String {
     )
 }
 
-/// The router's view of a [`ContactBatch`]: contact updates are decided in
-/// memory; a call or message first writes what is pending (it links to
-/// clients by phone and must see them); a contact deletion writes what is
-/// pending and ends the set-based path for the rest of the batch.
+/// The router's view of a batch's set-based writes: contact updates
+/// ([`ContactBatch`], when the batch has two or more) and calls and messages
+/// ([`CommsBatch`]) are decided in memory. Calls and messages go ahead of
+/// pending contact updates (written first at a flush) unless one of those
+/// moves a phone column to or from their number: then what is pending is
+/// written first. A contact deletion writes what is pending and ends the
+/// contacts' set-based path for the rest of the batch; any event the batch
+/// does not take writes what is pending before the router applies it.
 pub struct Batched {
-    batch: ContactBatch,
+    contacts: Option<ContactBatch>,
+    comms: CommsBatch,
     closed: bool,
 }
 
 impl Batched {
-    pub fn new(batch: ContactBatch) -> Batched {
+    pub fn new(contacts: Option<ContactBatch>, comms: CommsBatch) -> Batched {
         Batched {
-            batch,
+            contacts,
+            comms,
             closed: false,
         }
+    }
+
+    /// Writes everything pending: calls and messages first (they went
+    /// ahead), then the contacts' writes.
+    async fn flush_all(&mut self, tx: &impl GenericClient) -> Result<(), DbError> {
+        self.comms.flush(tx).await?;
+        match self.contacts.as_mut() {
+            Some(b) if b.is_dirty() => b.flush(tx).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether pending contact updates could change the client a call or
+    /// message with this counterpart matches.
+    fn may_match(&self, counterpart: Option<&E164Phone>) -> bool {
+        self.contacts
+            .as_ref()
+            .is_some_and(|b| b.may_match(counterpart))
     }
 }
 
@@ -672,27 +702,30 @@ impl BatchWrites for Batched {
         event: &'a DomainEvent,
     ) -> BatchApplyFuture<'a> {
         Box::pin(async move {
-            match event {
-                DomainEvent::ContactUpserted(c) if !self.closed => self
-                    .batch
-                    .apply(ctx.tx, ctx.rules, c, ctx.inbox_id)
+            match (event, self.contacts.as_mut()) {
+                (DomainEvent::ContactUpserted(c), Some(batch)) if !self.closed => batch
+                    .apply(ctx.tx, ctx.rules, c, ctx.inbox_id, &mut self.comms)
                     .await
                     .map(Some),
-                DomainEvent::ContactDeleted { .. } => {
-                    self.batch.flush(ctx.tx).await?;
+                (DomainEvent::ContactDeleted { .. }, _) => {
+                    self.flush_all(ctx.tx).await?;
                     self.closed = true;
                     Ok(None)
                 }
-                // A call or message whose client match the pending
-                // updates cannot change goes ahead of them.
-                DomainEvent::Call(c) if !self.batch.may_match(c.counterpart.as_ref()) => Ok(None),
-                DomainEvent::Message(m) if !self.batch.may_match(m.counterpart.as_ref()) => {
-                    Ok(None)
+                (DomainEvent::Call(c), _) => {
+                    if self.may_match(c.counterpart.as_ref()) {
+                        self.flush_all(ctx.tx).await?;
+                    }
+                    self.comms.call(ctx.tx, c, ctx.inbox_id).await.map(Some)
+                }
+                (DomainEvent::Message(m), _) => {
+                    if self.may_match(m.counterpart.as_ref()) {
+                        self.flush_all(ctx.tx).await?;
+                    }
+                    self.comms.message(ctx.tx, m, ctx.inbox_id).await.map(Some)
                 }
                 _ => {
-                    if self.batch.is_dirty() {
-                        self.batch.flush(ctx.tx).await?;
-                    }
+                    self.flush_all(ctx.tx).await?;
                     Ok(None)
                 }
             }
@@ -703,6 +736,6 @@ impl BatchWrites for Batched {
         &'a mut self,
         tx: &'a deadpool_postgres::Transaction<'t>,
     ) -> FlushFuture<'a> {
-        Box::pin(async move { self.batch.flush(tx).await })
+        Box::pin(async move { self.flush_all(tx).await })
     }
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub mod batch;
+mod comms;
 pub mod config;
 pub mod entities;
 mod integrity;
@@ -244,13 +245,22 @@ impl Provider for OpenPhone {
                     _ => None,
                 })
                 .collect();
-            if contacts.len() < 2 {
+            let comms = events
+                .iter()
+                .filter(|d| matches!(d, DomainEvent::Call(_) | DomainEvent::Message(_)))
+                .count();
+            if contacts.len() < 2 && comms < 2 {
                 return Ok(None);
             }
-            let batch =
-                batch::ContactBatch::prefetch(tx, ProviderName::OpenPhone, &contacts).await?;
+            let contacts = match contacts.len() {
+                0 | 1 => None,
+                _ => Some(
+                    batch::ContactBatch::prefetch(tx, ProviderName::OpenPhone, &contacts).await?,
+                ),
+            };
+            let comms = comms::CommsBatch::prefetch(tx, events).await?;
             Ok(Some(
-                Box::new(batch::Batched::new(batch)) as Box<dyn BatchWrites>
+                Box::new(batch::Batched::new(contacts, comms)) as Box<dyn BatchWrites>
             ))
         })
     }

@@ -18,43 +18,71 @@ use crate::db::DbError;
 use crate::domain::ProviderName;
 use crate::events::{CallEvent, CallFacet, MessageEvent, RemoteContact};
 
-/// The client whose phone (or alternate phone) is `$1`, primary phone
-/// first. Shared by calls and messages.
+/// The client whose phone (or alternate phone) is `x.counterpart`, primary
+/// phone first. Shared by calls and messages.
 const MATCH_CLIENT: &str = "(SELECT id FROM clients
-      WHERE $1::text IS NOT NULL
-        AND (syncbridge_e164(phone) = $1 OR syncbridge_e164(alt_phone_1) = $1
-             OR syncbridge_e164(alt_phone_2) = $1)
-      ORDER BY (syncbridge_e164(phone) = $1) DESC, created_at
+      WHERE x.counterpart IS NOT NULL
+        AND (syncbridge_e164(phone) = x.counterpart
+             OR syncbridge_e164(alt_phone_1) = x.counterpart
+             OR syncbridge_e164(alt_phone_2) = x.counterpart)
+      ORDER BY (syncbridge_e164(phone) = x.counterpart) DESC, created_at
       LIMIT 1)";
 
-/// Upserts a call by `openphone_call_id`. Lifecycle events overwrite the
+/// One communication a set-based upsert wrote: its provider id (call or
+/// message id), its row id, whether it was inserted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub key: String,
+    pub id: Uuid,
+    pub inserted: bool,
+}
+
+/// Upserts calls by `openphone_call_id`, each with its audit row, in one
+/// statement; `calls` name distinct calls, each with the inbox event it
+/// comes from and the row id a new call gets. Lifecycle events overwrite a
 /// call's state only when they are at least as new as the last one applied
-/// (`openphone_event_timestamp`); facet events (recording, summary,
-/// transcript) fill their own columns and only fill gaps in the rest.
-pub async fn upsert_call(
-    tx: &Transaction<'_>,
-    ev: &CallEvent,
-    event_id: i64,
-) -> Result<Applied, DbError> {
+/// (`openphone_event_timestamp`, which only lifecycle events set: a row
+/// whose incoming timestamp is NULL is a facet event's); facet events
+/// (recording, summary, transcript) fill their own columns and only fill
+/// gaps in the rest. A call the guard holds back is not among the result.
+pub async fn upsert_calls(
+    tx: &impl GenericClient,
+    calls: &[(&CallEvent, i64, Uuid)],
+) -> Result<Vec<Upserted>, DbError> {
+    // The update's "this is a lifecycle event" test, on EXCLUDED.
+    const LIFE: &str = "EXCLUDED.openphone_event_timestamp IS NOT NULL";
     let sql = format!(
-        "WITH up AS (
+        "WITH x AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
+                                 $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
+                                 $14::text[], $15::text[], $16::jsonb[], $17::timestamptz[],
+                                 $18::text[], $19::bigint[], $20::uuid[])
+                AS x(call_id, direction, from_number, to_number, status, occurred_at,
+                     answered_at, completed_at, duration_seconds, conversation_id,
+                     phone_number_id, user_id, recording_url, voicemail_url, summary,
+                     transcript, lifecycle_at, counterpart, event_id, new_id)
+         ), up AS (
             INSERT INTO communications AS c
-                (channel, source, openphone_call_id, direction, from_number, to_number, status,
-                 occurred_at, answered_at, completed_at, duration_seconds,
+                (id, channel, source, openphone_call_id, direction, from_number, to_number,
+                 status, occurred_at, answered_at, completed_at, duration_seconds,
                  openphone_conversation_id, openphone_phone_number_id, openphone_user_id,
                  recording_url, voicemail_url, summary, transcript,
                  openphone_event_timestamp, client_id)
-            VALUES ('call', 'Quo', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                    $14, $15, $16, $17, CASE WHEN $18 THEN $19::timestamptz END, {MATCH_CLIENT})
+            SELECT x.new_id, 'call', 'Quo', x.call_id, x.direction, x.from_number, x.to_number,
+                   x.status, x.occurred_at, x.answered_at, x.completed_at, x.duration_seconds,
+                   x.conversation_id, x.phone_number_id, x.user_id, x.recording_url,
+                   x.voicemail_url, x.summary, x.transcript, x.lifecycle_at, {MATCH_CLIENT}
+            FROM x
             ON CONFLICT (openphone_call_id) DO UPDATE SET
-                direction        = CASE WHEN $18 THEN COALESCE(EXCLUDED.direction, c.direction) ELSE COALESCE(c.direction, EXCLUDED.direction) END,
-                from_number      = CASE WHEN $18 THEN COALESCE(EXCLUDED.from_number, c.from_number) ELSE COALESCE(c.from_number, EXCLUDED.from_number) END,
-                to_number        = CASE WHEN $18 THEN COALESCE(EXCLUDED.to_number, c.to_number) ELSE COALESCE(c.to_number, EXCLUDED.to_number) END,
-                status           = CASE WHEN $18 THEN COALESCE(EXCLUDED.status, c.status) ELSE COALESCE(c.status, EXCLUDED.status) END,
+                direction        = CASE WHEN {LIFE} THEN COALESCE(EXCLUDED.direction, c.direction) ELSE COALESCE(c.direction, EXCLUDED.direction) END,
+                from_number      = CASE WHEN {LIFE} THEN COALESCE(EXCLUDED.from_number, c.from_number) ELSE COALESCE(c.from_number, EXCLUDED.from_number) END,
+                to_number        = CASE WHEN {LIFE} THEN COALESCE(EXCLUDED.to_number, c.to_number) ELSE COALESCE(c.to_number, EXCLUDED.to_number) END,
+                status           = CASE WHEN {LIFE} THEN COALESCE(EXCLUDED.status, c.status) ELSE COALESCE(c.status, EXCLUDED.status) END,
                 occurred_at      = COALESCE(c.occurred_at, EXCLUDED.occurred_at),
                 answered_at      = COALESCE(EXCLUDED.answered_at, c.answered_at),
                 completed_at     = COALESCE(EXCLUDED.completed_at, c.completed_at),
-                duration_seconds = CASE WHEN $18 THEN COALESCE(EXCLUDED.duration_seconds, c.duration_seconds) ELSE COALESCE(c.duration_seconds, EXCLUDED.duration_seconds) END,
+                duration_seconds = CASE WHEN {LIFE} THEN COALESCE(EXCLUDED.duration_seconds, c.duration_seconds) ELSE COALESCE(c.duration_seconds, EXCLUDED.duration_seconds) END,
                 openphone_conversation_id = COALESCE(c.openphone_conversation_id, EXCLUDED.openphone_conversation_id),
                 openphone_phone_number_id = COALESCE(c.openphone_phone_number_id, EXCLUDED.openphone_phone_number_id),
                 openphone_user_id = COALESCE(c.openphone_user_id, EXCLUDED.openphone_user_id),
@@ -62,73 +90,153 @@ pub async fn upsert_call(
                 voicemail_url    = COALESCE(EXCLUDED.voicemail_url, c.voicemail_url),
                 summary          = COALESCE(EXCLUDED.summary, c.summary),
                 transcript       = COALESCE(EXCLUDED.transcript, c.transcript),
-                openphone_event_timestamp = CASE WHEN $18 THEN EXCLUDED.openphone_event_timestamp ELSE c.openphone_event_timestamp END,
+                openphone_event_timestamp = COALESCE(EXCLUDED.openphone_event_timestamp, c.openphone_event_timestamp),
                 client_id        = COALESCE(c.client_id, EXCLUDED.client_id)
-            WHERE NOT $18 OR c.openphone_event_timestamp IS NULL
+            WHERE NOT {LIFE} OR c.openphone_event_timestamp IS NULL
                OR c.openphone_event_timestamp <= EXCLUDED.openphone_event_timestamp
             RETURNING c.*, (xmax = 0) AS inserted
          ), audit AS (
             INSERT INTO sync_audit_log
                 (entity_type, entity_id, operation, new_data, sync_source, sync_destination, event_id, decision)
-            SELECT 'communications', id, CASE WHEN inserted THEN 'INSERT' ELSE 'UPDATE' END,
-                   to_jsonb(up) - 'inserted', 'openphone', 'local', $20, 'applied'
-            FROM up
+            SELECT 'communications', up.id, CASE WHEN up.inserted THEN 'INSERT' ELSE 'UPDATE' END,
+                   to_jsonb(up) - 'inserted', 'openphone', 'local', x.event_id, 'applied'
+            FROM up JOIN x ON x.call_id = up.openphone_call_id
+            ORDER BY x.event_id
          )
-         SELECT id, inserted FROM up"
+         SELECT openphone_call_id, id, inserted FROM up"
     );
-    let lifecycle = matches!(ev.facet, CallFacet::Lifecycle);
-    let (summary, transcript) = match &ev.facet {
-        CallFacet::Summary(s) => (Some(s.as_str()), None),
-        CallFacet::Transcript(t) => (None, Some(t)),
-        _ => (None, None),
-    };
-    let counterpart = ev.counterpart.as_ref().map(|p| p.as_str());
+    let mut cols = CallColumns::default();
+    for (ev, event_id, new_id) in calls {
+        cols.push(ev, *event_id, *new_id);
+    }
     let stmt = tx.prepare_cached(&sql).await?;
-    let row = tx
-        .query_opt(
+    let c = &cols;
+    let rows = tx
+        .query(
             &stmt,
             &[
-                &counterpart,
-                &ev.call_id,
-                &ev.direction.map(|d| d.as_str()),
-                &ev.from,
-                &ev.to,
-                &ev.status,
-                &ev.started_at.or(Some(ev.event_at)),
-                &ev.answered_at,
-                &ev.completed_at,
-                &ev.duration_seconds,
-                &ev.conversation_id,
-                &ev.phone_number_id,
-                &ev.user_id,
-                &ev.recording_url,
-                &ev.voicemail_url,
-                &summary,
-                &transcript,
-                &lifecycle,
-                &ev.event_at,
-                &event_id,
+                &c.call_id,
+                &c.direction,
+                &c.from,
+                &c.to,
+                &c.status,
+                &c.occurred_at,
+                &c.answered_at,
+                &c.completed_at,
+                &c.duration_seconds,
+                &c.conversation_id,
+                &c.phone_number_id,
+                &c.user_id,
+                &c.recording_url,
+                &c.voicemail_url,
+                &c.summary,
+                &c.transcript,
+                &c.lifecycle_at,
+                &c.counterpart,
+                &c.event_id,
+                &c.new_id,
             ],
         )
         .await?;
-    Ok(upserted(row, || {
+    Ok(rows.iter().map(upserted_row).collect())
+}
+
+/// [`upsert_calls`]' parameters, one array a column.
+#[derive(Default)]
+struct CallColumns<'a> {
+    call_id: Vec<&'a str>,
+    direction: Vec<Option<&'static str>>,
+    from: Vec<Option<&'a str>>,
+    to: Vec<Option<&'a str>>,
+    status: Vec<Option<&'a str>>,
+    occurred_at: Vec<Option<DateTime<Utc>>>,
+    answered_at: Vec<Option<DateTime<Utc>>>,
+    completed_at: Vec<Option<DateTime<Utc>>>,
+    duration_seconds: Vec<Option<i32>>,
+    conversation_id: Vec<Option<&'a str>>,
+    phone_number_id: Vec<Option<&'a str>>,
+    user_id: Vec<Option<&'a str>>,
+    recording_url: Vec<Option<&'a str>>,
+    voicemail_url: Vec<Option<&'a str>>,
+    summary: Vec<Option<&'a str>>,
+    transcript: Vec<Option<&'a Value>>,
+    lifecycle_at: Vec<Option<DateTime<Utc>>>,
+    counterpart: Vec<Option<&'a str>>,
+    event_id: Vec<i64>,
+    new_id: Vec<Uuid>,
+}
+
+impl<'a> CallColumns<'a> {
+    fn push(&mut self, ev: &'a CallEvent, event_id: i64, new_id: Uuid) {
+        let (summary, transcript) = match &ev.facet {
+            CallFacet::Summary(s) => (Some(s.as_str()), None),
+            CallFacet::Transcript(t) => (None, Some(t)),
+            _ => (None, None),
+        };
+        let lifecycle = matches!(ev.facet, CallFacet::Lifecycle);
+        self.call_id.push(&ev.call_id);
+        self.direction.push(ev.direction.map(|d| d.as_str()));
+        self.from.push(ev.from.as_deref());
+        self.to.push(ev.to.as_deref());
+        self.status.push(ev.status.as_deref());
+        self.occurred_at.push(ev.started_at.or(Some(ev.event_at)));
+        self.answered_at.push(ev.answered_at);
+        self.completed_at.push(ev.completed_at);
+        self.duration_seconds.push(ev.duration_seconds);
+        self.conversation_id.push(ev.conversation_id.as_deref());
+        self.phone_number_id.push(ev.phone_number_id.as_deref());
+        self.user_id.push(ev.user_id.as_deref());
+        self.recording_url.push(ev.recording_url.as_deref());
+        self.voicemail_url.push(ev.voicemail_url.as_deref());
+        self.summary.push(summary);
+        self.transcript.push(transcript);
+        self.lifecycle_at.push(lifecycle.then_some(ev.event_at));
+        self.counterpart
+            .push(ev.counterpart.as_ref().map(|p| p.as_str()));
+        self.event_id.push(event_id);
+        self.new_id.push(new_id);
+    }
+}
+
+/// Upserts one call ([`upsert_calls`] of one).
+pub async fn upsert_call(
+    tx: &Transaction<'_>,
+    ev: &CallEvent,
+    event_id: i64,
+) -> Result<Applied, DbError> {
+    let written = upsert_calls(tx, &[(ev, event_id, Uuid::new_v4())]).await?;
+    Ok(upserted(written, || {
         format!("call {} already has a newer event applied", ev.call_id)
     }))
 }
 
-/// Upserts a message by `openphone_message_id`, newest event wins.
-pub async fn upsert_message(
-    tx: &Transaction<'_>,
-    ev: &MessageEvent,
-    event_id: i64,
-) -> Result<Applied, DbError> {
+/// Upserts messages by `openphone_message_id`, each with its audit row, in
+/// one statement, newest event wins; `messages` name distinct messages,
+/// each with the inbox event it comes from and the row id a new message
+/// gets. A message the guard holds back is not among the result.
+pub async fn upsert_messages(
+    tx: &impl GenericClient,
+    messages: &[(&MessageEvent, i64, Uuid)],
+) -> Result<Vec<Upserted>, DbError> {
     let sql = format!(
-        "WITH up AS (
+        "WITH x AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::timestamptz[], $8::text[], $9::text[],
+                                 $10::text[], $11::timestamptz[], $12::text[], $13::bigint[],
+                                 $14::uuid[])
+                AS x(message_id, direction, from_number, to_number, body, status, occurred_at,
+                     conversation_id, phone_number_id, user_id, event_at, counterpart,
+                     event_id, new_id)
+         ), up AS (
             INSERT INTO communications AS c
-                (channel, source, openphone_message_id, direction, from_number, to_number, body,
-                 status, occurred_at, openphone_conversation_id, openphone_phone_number_id,
-                 openphone_user_id, openphone_event_timestamp, client_id)
-            VALUES ('message', 'Quo', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {MATCH_CLIENT})
+                (id, channel, source, openphone_message_id, direction, from_number, to_number,
+                 body, status, occurred_at, openphone_conversation_id,
+                 openphone_phone_number_id, openphone_user_id, openphone_event_timestamp,
+                 client_id)
+            SELECT x.new_id, 'message', 'Quo', x.message_id, x.direction, x.from_number,
+                   x.to_number, x.body, x.status, x.occurred_at, x.conversation_id,
+                   x.phone_number_id, x.user_id, x.event_at, {MATCH_CLIENT}
+            FROM x
             ON CONFLICT (openphone_message_id) DO UPDATE SET
                 direction   = COALESCE(EXCLUDED.direction, c.direction),
                 from_number = COALESCE(EXCLUDED.from_number, c.from_number),
@@ -147,35 +255,70 @@ pub async fn upsert_message(
          ), audit AS (
             INSERT INTO sync_audit_log
                 (entity_type, entity_id, operation, new_data, sync_source, sync_destination, event_id, decision)
-            SELECT 'communications', id, CASE WHEN inserted THEN 'INSERT' ELSE 'UPDATE' END,
-                   to_jsonb(up) - 'inserted', 'openphone', 'local', $13, 'applied'
-            FROM up
+            SELECT 'communications', up.id, CASE WHEN up.inserted THEN 'INSERT' ELSE 'UPDATE' END,
+                   to_jsonb(up) - 'inserted', 'openphone', 'local', x.event_id, 'applied'
+            FROM up JOIN x ON x.message_id = up.openphone_message_id
+            ORDER BY x.event_id
          )
-         SELECT id, inserted FROM up"
+         SELECT openphone_message_id, id, inserted FROM up"
     );
-    let counterpart = ev.counterpart.as_ref().map(|p| p.as_str());
+    let n = messages.len();
+    let col = |f: fn(&MessageEvent) -> Option<&str>| -> Vec<Option<&str>> {
+        messages.iter().map(|(m, _, _)| f(m)).collect()
+    };
+    let ids: Vec<&str> = messages
+        .iter()
+        .map(|(m, _, _)| m.message_id.as_str())
+        .collect();
+    let direction: Vec<Option<&str>> = messages
+        .iter()
+        .map(|(m, _, _)| m.direction.map(|d| d.as_str()))
+        .collect();
+    let occurred: Vec<Option<DateTime<Utc>>> = messages
+        .iter()
+        .map(|(m, _, _)| m.sent_at.or(Some(m.event_at)))
+        .collect();
+    let event_at: Vec<DateTime<Utc>> = messages.iter().map(|(m, _, _)| m.event_at).collect();
+    let counterpart = col(|m| m.counterpart.as_ref().map(|p| p.as_str()));
+    let mut event_ids = Vec::with_capacity(n);
+    let mut new_ids = Vec::with_capacity(n);
+    for (_, e, id) in messages {
+        event_ids.push(*e);
+        new_ids.push(*id);
+    }
     let stmt = tx.prepare_cached(&sql).await?;
-    let row = tx
-        .query_opt(
+    let rows = tx
+        .query(
             &stmt,
             &[
+                &ids,
+                &direction,
+                &col(|m| m.from.as_deref()),
+                &col(|m| m.to.as_deref()),
+                &col(|m| m.text.as_deref()),
+                &col(|m| m.status.as_deref()),
+                &occurred,
+                &col(|m| m.conversation_id.as_deref()),
+                &col(|m| m.phone_number_id.as_deref()),
+                &col(|m| m.user_id.as_deref()),
+                &event_at,
                 &counterpart,
-                &ev.message_id,
-                &ev.direction.map(|d| d.as_str()),
-                &ev.from,
-                &ev.to,
-                &ev.text,
-                &ev.status,
-                &ev.sent_at.or(Some(ev.event_at)),
-                &ev.conversation_id,
-                &ev.phone_number_id,
-                &ev.user_id,
-                &ev.event_at,
-                &event_id,
+                &event_ids,
+                &new_ids,
             ],
         )
         .await?;
-    Ok(upserted(row, || {
+    Ok(rows.iter().map(upserted_row).collect())
+}
+
+/// Upserts one message ([`upsert_messages`] of one).
+pub async fn upsert_message(
+    tx: &Transaction<'_>,
+    ev: &MessageEvent,
+    event_id: i64,
+) -> Result<Applied, DbError> {
+    let written = upsert_messages(tx, &[(ev, event_id, Uuid::new_v4())]).await?;
+    Ok(upserted(written, || {
         format!(
             "message {} already has a newer event applied",
             ev.message_id
@@ -183,12 +326,20 @@ pub async fn upsert_message(
     }))
 }
 
-/// An `(id, inserted)` row from a guarded upsert; no row means the guard
-/// (a newer state already applied) held.
-fn upserted(row: Option<tokio_postgres::Row>, stale: impl FnOnce() -> String) -> Applied {
-    match row {
-        Some(r) if r.get::<_, bool>(1) => Applied::Inserted(r.get(0)),
-        Some(r) => Applied::Updated(r.get(0)),
+fn upserted_row(r: &tokio_postgres::Row) -> Upserted {
+    Upserted {
+        key: r.get(0),
+        id: r.get(1),
+        inserted: r.get(2),
+    }
+}
+
+/// The one row of a guarded upsert of one; none means the guard (a newer
+/// state already applied) held.
+fn upserted(written: Vec<Upserted>, stale: impl FnOnce() -> String) -> Applied {
+    match written.into_iter().next() {
+        Some(u) if u.inserted => Applied::Inserted(u.id),
+        Some(u) => Applied::Updated(u.id),
         None => Applied::Stale(stale()),
     }
 }
