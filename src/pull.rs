@@ -187,13 +187,17 @@ impl PullRun<'_> {
             .await?
             .into_iter()
             .unzip();
-        let outcomes = self
+        let applied = self
             .pipeline
             .router
             .apply_claimed(&mut tx, self.pipeline.provider.as_ref(), &rows)
             .await?;
-        count_outcomes(self.pipeline.provider.as_ref(), &outcomes);
-        let closed: Vec<(i64, Outcome)> = outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
+        count_outcomes(self.pipeline.provider.as_ref(), &applied.events);
+        let closed: Vec<(i64, Outcome)> = applied
+            .events
+            .into_iter()
+            .map(|(id, o, _)| (id, o))
+            .collect();
         inbox::close(&tx, &closed).await?;
         tx.commit().await?;
         let mut by_id: HashMap<i64, Outcome> = closed.into_iter().collect();

@@ -44,6 +44,14 @@ pub struct Router {
     body_sizes: Arc<Vec<AtomicUsize>>,
 }
 
+/// What [`Router::apply_claimed`] did with a batch: each event's outcome
+/// and how long it took, and whether the set-based pass failed so that
+/// every event was applied again one at a time.
+pub struct BatchOutcomes {
+    pub events: Vec<(i64, Outcome, std::time::Duration)>,
+    pub replayed: bool,
+}
+
 /// What one pass over the inbox did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassStats {
@@ -52,6 +60,11 @@ pub struct PassStats {
     pub stale: usize,
     pub retried: usize,
     pub failed: usize,
+    /// Events of batches whose set-based pass failed (one event could not
+    /// be applied, or another process wrote a row the batch had read), so
+    /// that each was applied again one at a time. Counted beside the
+    /// outcomes above, not in [`total`](Self::total).
+    pub replayed: usize,
 }
 
 impl std::ops::AddAssign for PassStats {
@@ -61,6 +74,7 @@ impl std::ops::AddAssign for PassStats {
         self.stale += s.stale;
         self.retried += s.retried;
         self.failed += s.failed;
+        self.replayed += s.replayed;
     }
 }
 
@@ -150,10 +164,16 @@ impl Router {
             let bytes: usize = claimed.iter().map(|c| c.body.len()).sum();
             size.store((bytes / claimed.len()).max(1), Ordering::Relaxed);
         }
-        let outcomes = self.apply_claimed(&mut tx, provider, &claimed).await?;
-        let stats = count_outcomes(provider, &outcomes);
-        let outcomes: Vec<(i64, Outcome)> =
-            outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
+        let applied = self.apply_claimed(&mut tx, provider, &claimed).await?;
+        let mut stats = count_outcomes(provider, &applied.events);
+        if applied.replayed {
+            stats.replayed = claimed.len();
+        }
+        let outcomes: Vec<(i64, Outcome)> = applied
+            .events
+            .into_iter()
+            .map(|(id, o, _)| (id, o))
+            .collect();
         inbox::close(&tx, &outcomes).await?;
         tx.commit().await?;
         Ok(stats)
@@ -168,7 +188,7 @@ impl Router {
         tx: &mut deadpool_postgres::Transaction<'_>,
         provider: &dyn Provider,
         claimed: &[Claimed],
-    ) -> Result<Vec<(i64, Outcome, std::time::Duration)>, DbError> {
+    ) -> Result<BatchOutcomes, DbError> {
         tx.execute(
             "SELECT set_config('syncbridge.origin', $1, true)",
             &[&provider.name().as_str()],
@@ -232,9 +252,15 @@ impl Router {
                 optimistic.rollback().await?;
             } else {
                 optimistic.commit().await?;
-                return Ok(outcomes);
+                return Ok(BatchOutcomes {
+                    events: outcomes,
+                    replayed: false,
+                });
             }
         }
+        metrics::counter!("syncbridge_batch_replays_total",
+            "provider" => provider.name().as_str())
+        .increment(1);
         outcomes.clear();
         for (ev, events) in claimed.iter().zip(&normalised) {
             let started = Instant::now();
@@ -260,7 +286,10 @@ impl Router {
             };
             outcomes.push((ev.id, outcome, started.elapsed()));
         }
-        Ok(outcomes)
+        Ok(BatchOutcomes {
+            events: outcomes,
+            replayed: true,
+        })
     }
 
     /// Applies one event's domain events: fetch hints and ignored events

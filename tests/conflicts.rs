@@ -1061,10 +1061,13 @@ async fn a_batch_of_calls_messages_and_contacts_applies_as_one_event_at_a_time_w
         let pool = syncbridge::db::pool(&db.url, 4).unwrap();
         let registry = syncbridge::providers::Registry::from_config(&config);
         let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
-        router
+        let stats = router
             .drain_all(&tokio_util::sync::CancellationToken::new())
             .await
             .unwrap();
+        // The batched run took the set-based path through and through:
+        // no batch fell back to one event at a time.
+        assert_eq!(stats.replayed, 0, "batch {batch}: {stats:?}");
         let text = async |sql: &str| -> Vec<String> {
             c.query(sql, &[])
                 .await

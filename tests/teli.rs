@@ -968,3 +968,248 @@ async fn the_fake_speaks_telis_wire_format() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// Pulled calls with every case the set-based path decides in memory — a
+/// customer calling twice (the older call keeps the newer name), a call
+/// refreshed and then listed again older, a call older than its stored
+/// message, an unknown agent, a caller number that is no number — applied
+/// as one batch and, in another database, one event a batch (the
+/// one-at-a-time path) leave the same rows, audit trail and outcomes.
+#[tokio::test]
+async fn a_batch_of_calls_applies_as_one_call_at_a_time_would() {
+    let t0 = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let call =
+        |id: &str, agent: &str, from: &str, start_s: i64, name: Option<&str>, updated: &str| {
+            let extracted = match name {
+                Some(n) => json!({"customer_name": n}),
+                None => json!({}),
+            };
+            let mut c = make_call(
+                id,
+                agent,
+                "inbound",
+                Some(from),
+                Some("+14155550100"),
+                t0 + start_s * 1000,
+                extracted,
+            );
+            c["updated_at"] = json!(updated);
+            c
+        };
+    let calls = [
+        call(
+            "eq_c1",
+            "agent_eq_a",
+            "+14155550101",
+            100,
+            Some("Ann"),
+            "2026-01-01T10:00:00",
+        ),
+        call(
+            "eq_c2",
+            "agent_eq_a",
+            "+14155550101",
+            50,
+            Some("Annie"),
+            "2026-01-01T10:00:00",
+        ),
+        call(
+            "eq_c3",
+            "agent_eq_b",
+            "+14155550102",
+            200,
+            Some("Bob"),
+            "2026-01-01T10:00:00",
+        ),
+        call(
+            "eq_c1",
+            "agent_eq_a",
+            "+14155550101",
+            100,
+            Some("Ann B"),
+            "2026-01-01T11:00:00",
+        ),
+        call(
+            "eq_c1",
+            "agent_eq_a",
+            "+14155550101",
+            100,
+            Some("Ann C"),
+            "2026-01-01T10:30:00",
+        ),
+        call(
+            "eq_c4",
+            "agent_eq_zzz",
+            "+14155550104",
+            10,
+            Some("Zed"),
+            "2026-01-01T10:00:00",
+        ),
+        call(
+            "eq_c5",
+            "agent_eq_a",
+            "not a phone",
+            10,
+            Some("Nobody"),
+            "2026-01-01T10:00:00",
+        ),
+        call(
+            "eq_c6",
+            "agent_eq_b",
+            "+14155550106",
+            10,
+            Some("Old"),
+            "2026-01-01T10:00:00",
+        ),
+        call(
+            "eq_c7",
+            "agent_eq_a",
+            "+14155550103",
+            300,
+            None,
+            "2026-01-01T10:00:00",
+        ),
+        call(
+            "eq_c8",
+            "agent_eq_b",
+            "+14155550101",
+            400,
+            Some("Ann at B"),
+            "2026-01-01T10:00:00",
+        ),
+    ];
+    let mut states = Vec::new();
+    for batch in ["256", "1"] {
+        let db = TestDb::create().await;
+        let c = db.client().await;
+        c.batch_execute(
+            "INSERT INTO businesses (name, teli_agent_id)
+             VALUES ('Clinic A', 'agent_eq_a'), ('Clinic B', 'agent_eq_b');
+             WITH cu AS (
+                 INSERT INTO customers (business_id, phone_number, name)
+                 SELECT id, '+14155550106', 'Stored' FROM businesses WHERE teli_agent_id = 'agent_eq_b'
+                 RETURNING id)
+             INSERT INTO messages (customer_id, teli_data, teli_updated_at)
+             SELECT id, '{\"call_id\": \"eq_c6\"}', '2026-01-02T00:00:00Z' FROM cu",
+        )
+        .await
+        .unwrap();
+        for (i, call) in calls.iter().enumerate() {
+            let key = format!("{}@{i}", call["call_id"].as_str().unwrap());
+            let body = serde_json::to_vec(&json!({"success": true, "call": call})).unwrap();
+            c.execute(
+                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+                 VALUES ('teli', $1, 'call', $2, $3)",
+                &[&key, &call["call_id"].as_str().unwrap(), &body],
+            )
+            .await
+            .unwrap();
+        }
+        let mut settings = test_settings(&db.url);
+        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
+        settings.set("SYNCBRIDGE_ROUTER_BATCH", batch);
+        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
+        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
+        let registry = syncbridge::providers::Registry::from_config(&config);
+        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
+        let stats = router
+            .drain_all(&tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+        // The batched run took the set-based path through and through:
+        // no batch fell back to one event at a time.
+        assert_eq!(stats.replayed, 0, "batch {batch}: {stats:?}");
+        let text = async |sql: &str| -> Vec<String> {
+            c.query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        };
+        let customers = text(
+            "SELECT concat_ws('|', b.name, cu.phone_number, cu.name, cu.last_call_at)
+             FROM customers cu JOIN businesses b ON b.id = cu.business_id ORDER BY 1",
+        )
+        .await;
+        let messages = text(
+            "SELECT concat_ws('|', m.teli_data ->> 'call_id', cu.phone_number, m.teli_updated_at,
+                    m.teli_data -> 'extracted_fields')
+             FROM messages m JOIN customers cu ON cu.id = m.customer_id ORDER BY 1",
+        )
+        .await;
+        let outcomes =
+            text("SELECT concat_ws('|', dedup_key, status, error) FROM webhook_events ORDER BY 1")
+                .await;
+        let audit = text(
+            "SELECT concat_ws('|', w.dedup_key, a.operation, a.decision, a.detail,
+                    a.new_data ->> 'call_id')
+             FROM sync_audit_log a JOIN webhook_events w ON w.id = a.event_id
+             WHERE a.entity_type = 'messages' ORDER BY 1",
+        )
+        .await;
+        states.push((customers, messages, outcomes, audit));
+    }
+    let (batched, single) = (&states[0], &states[1]);
+    assert_eq!(batched.0, single.0, "customers");
+    assert_eq!(batched.1, single.1, "messages");
+    assert_eq!(batched.2, single.2, "outcomes");
+    assert_eq!(batched.3, single.3, "audit");
+
+    // And what both leave is what the calls say.
+    let row = |rows: &[String], prefix: &str| {
+        rows.iter()
+            .find(|r| r.starts_with(prefix))
+            .cloned()
+            .unwrap_or_default()
+    };
+    // The older call (eq_c2) keeps the name of the newer one; the stale
+    // listing of eq_c1 leaves its message but, as the latest call of its
+    // customer, still names the customer.
+    assert!(
+        row(&batched.0, "Clinic A|+14155550101|").contains("|Ann C|"),
+        "{:?}",
+        batched.0
+    );
+    assert!(
+        row(&batched.1, "eq_c1|").contains("Ann B"),
+        "{:?}",
+        batched.1
+    );
+    assert!(
+        row(&batched.2, "eq_c1@4|").contains("skipped_stale"),
+        "{:?}",
+        batched.2
+    );
+    assert!(
+        row(&batched.2, "eq_c6@7|").contains("skipped_stale"),
+        "{:?}",
+        batched.2
+    );
+    assert!(
+        row(&batched.2, "eq_c4@5|").contains("ignored"),
+        "{:?}",
+        batched.2
+    );
+    assert!(
+        row(&batched.2, "eq_c5@6|").contains("ignored"),
+        "{:?}",
+        batched.2
+    );
+    assert!(
+        row(&batched.3, "eq_c8@9|").contains("\"newCustomer\": true"),
+        "the same number at another business is a new customer: {:?}",
+        batched.3
+    );
+    assert!(
+        row(&batched.3, "eq_c2@1|").contains("\"newCustomer\": false"),
+        "{:?}",
+        batched.3
+    );
+    assert_eq!(
+        batched.0.len(),
+        5,
+        "A:0101, A:0103, B:0101, B:0102, B:0106: {:?}",
+        batched.0
+    );
+}

@@ -6,6 +6,7 @@
 //! one audit row) live beside it. Providers' own writers (their `store`
 //! modules) call into this stage; it never calls back into a provider.
 
+pub mod checked;
 pub mod engine;
 
 use uuid::Uuid;

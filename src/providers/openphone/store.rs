@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::entities::CLIENTS;
+use crate::apply::checked::Upserted;
 use crate::apply::engine::{self, LinkState, LocalRow, RemoteRecord};
 use crate::apply::Applied;
 use crate::conflict::Rules;
@@ -27,15 +28,6 @@ const MATCH_CLIENT: &str = "(SELECT id FROM clients
              OR syncbridge_e164(alt_phone_2) = x.counterpart)
       ORDER BY (syncbridge_e164(phone) = x.counterpart) DESC, created_at
       LIMIT 1)";
-
-/// One communication a set-based upsert wrote: its provider id (call or
-/// message id), its row id, whether it was inserted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upserted {
-    pub key: String,
-    pub id: Uuid,
-    pub inserted: bool,
-}
 
 /// Upserts calls by `openphone_call_id`, each with its audit row, in one
 /// statement; `calls` name distinct calls, each with the inbox event it
@@ -138,7 +130,7 @@ pub async fn upsert_calls(
             ],
         )
         .await?;
-    Ok(rows.iter().map(upserted_row).collect())
+    Ok(rows.iter().map(Upserted::from_row).collect())
 }
 
 /// [`upsert_calls`]' parameters, one array a column.
@@ -205,7 +197,7 @@ pub async fn upsert_call(
     event_id: i64,
 ) -> Result<Applied, DbError> {
     let written = upsert_calls(tx, &[(ev, event_id, Uuid::new_v4())]).await?;
-    Ok(upserted(written, || {
+    Ok(Upserted::single(written, || {
         format!("call {} already has a newer event applied", ev.call_id)
     }))
 }
@@ -308,7 +300,7 @@ pub async fn upsert_messages(
             ],
         )
         .await?;
-    Ok(rows.iter().map(upserted_row).collect())
+    Ok(rows.iter().map(Upserted::from_row).collect())
 }
 
 /// Upserts one message ([`upsert_messages`] of one).
@@ -318,30 +310,12 @@ pub async fn upsert_message(
     event_id: i64,
 ) -> Result<Applied, DbError> {
     let written = upsert_messages(tx, &[(ev, event_id, Uuid::new_v4())]).await?;
-    Ok(upserted(written, || {
+    Ok(Upserted::single(written, || {
         format!(
             "message {} already has a newer event applied",
             ev.message_id
         )
     }))
-}
-
-fn upserted_row(r: &tokio_postgres::Row) -> Upserted {
-    Upserted {
-        key: r.get(0),
-        id: r.get(1),
-        inserted: r.get(2),
-    }
-}
-
-/// The one row of a guarded upsert of one; none means the guard (a newer
-/// state already applied) held.
-fn upserted(written: Vec<Upserted>, stale: impl FnOnce() -> String) -> Applied {
-    match written.into_iter().next() {
-        Some(u) if u.inserted => Applied::Inserted(u.id),
-        Some(u) => Applied::Updated(u.id),
-        None => Applied::Stale(stale()),
-    }
 }
 
 /// Which OpenPhone contact of a client a remote contact is.

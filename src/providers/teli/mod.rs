@@ -5,6 +5,7 @@
 //! for what is stored.
 
 pub mod api;
+mod batch;
 pub mod config;
 pub mod store;
 pub mod sync;
@@ -13,8 +14,8 @@ pub mod wire;
 use serde_json::{json, Value};
 
 use super::{
-    ApplyCtx, ApplyFuture, AuditFuture, NormaliseError, Provider, Pull, PullError, PullFuture,
-    Reject, StoredEvent, Verified, WebhookRequest,
+    ApplyCtx, ApplyFuture, AuditFuture, BatchWrites, NormaliseError, PrepareFuture, Provider, Pull,
+    PullError, PullFuture, Reject, StoredEvent, Verified, WebhookRequest,
 };
 use crate::apply::Applied;
 use crate::config::Config;
@@ -68,6 +69,18 @@ impl Provider for Teli {
             kind: "call",
             value: call,
         }])
+    }
+
+    fn prepare_batch<'a, 't: 'a>(
+        &'a self,
+        tx: &'a deadpool_postgres::Transaction<'t>,
+        events: &'a [&'a DomainEvent],
+    ) -> PrepareFuture<'a> {
+        Box::pin(async move {
+            Ok(batch::CallBatch::prefetch(tx, events)
+                .await?
+                .map(|b| Box::new(b) as Box<dyn BatchWrites>))
+        })
     }
 
     fn apply_event<'a, 't: 'a>(
