@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_resman_schema"),
     migration!(18, "0018_integrity"),
     migration!(19, "0019_inbox_queue"),
+    migration!(20, "0020_collate_c_links"),
 ];
 
 /// Arbitrary, fixed: the advisory lock all migration runs share.
