@@ -1054,28 +1054,11 @@ async fn a_batch_of_calls_messages_and_contacts_applies_as_one_event_at_a_time_w
             .await
             .unwrap();
         }
-        let mut settings = test_settings(&db.url);
-        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
-        settings.set("SYNCBRIDGE_ROUTER_BATCH", batch);
-        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
-        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
-        let registry = syncbridge::providers::Registry::from_config(&config);
-        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
-        let stats = router
-            .drain_all(&tokio_util::sync::CancellationToken::new())
-            .await
-            .unwrap();
+        let stats = drain_with_batch(&db, batch).await;
         // The batched run took the set-based path through and through:
         // no batch fell back to one event at a time.
         assert_eq!(stats.replayed, 0, "batch {batch}: {stats:?}");
-        let text = async |sql: &str| -> Vec<String> {
-            c.query(sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect()
-        };
+        let text = async |sql: &str| text_rows(&c, sql).await;
         let comms = text(
             "SELECT concat_ws('|', channel, coalesce(openphone_call_id, openphone_message_id),
                     direction, from_number, status, body, answered_at, completed_at,

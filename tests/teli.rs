@@ -1105,28 +1105,11 @@ async fn a_batch_of_calls_applies_as_one_call_at_a_time_would() {
             .await
             .unwrap();
         }
-        let mut settings = test_settings(&db.url);
-        settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
-        settings.set("SYNCBRIDGE_ROUTER_BATCH", batch);
-        let config = syncbridge::config::Config::from_settings(&settings).unwrap();
-        let pool = syncbridge::db::pool(&db.url, 4).unwrap();
-        let registry = syncbridge::providers::Registry::from_config(&config);
-        let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
-        let stats = router
-            .drain_all(&tokio_util::sync::CancellationToken::new())
-            .await
-            .unwrap();
+        let stats = drain_with_batch(&db, batch).await;
         // The batched run took the set-based path through and through:
         // no batch fell back to one event at a time.
         assert_eq!(stats.replayed, 0, "batch {batch}: {stats:?}");
-        let text = async |sql: &str| -> Vec<String> {
-            c.query(sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect()
-        };
+        let text = async |sql: &str| text_rows(&c, sql).await;
         let customers = text(
             "SELECT concat_ws('|', b.name, cu.phone_number, cu.name, cu.last_call_at)
              FROM customers cu JOIN businesses b ON b.id = cu.business_id ORDER BY 1",

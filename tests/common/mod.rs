@@ -448,6 +448,33 @@ impl TestApp {
     }
 }
 
+/// Drains every due event of `db` with a router of one worker claiming
+/// `batch` events a transaction (1: each event applied on its own, the
+/// one-at-a-time path); what it did.
+pub async fn drain_with_batch(db: &TestDb, batch: &str) -> syncbridge::router::PassStats {
+    let mut settings = test_settings(&db.url);
+    settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
+    settings.set("SYNCBRIDGE_ROUTER_BATCH", batch);
+    let config = syncbridge::config::Config::from_settings(&settings).unwrap();
+    let pool = syncbridge::db::pool(&db.url, 4).unwrap();
+    let registry = syncbridge::providers::Registry::from_config(&config);
+    let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
+    router
+        .drain_all(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// The first column of each row of `sql`, as text.
+pub async fn text_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"))
 }
