@@ -1153,3 +1153,92 @@ async fn a_batch_of_calls_messages_and_contacts_applies_as_one_event_at_a_time_w
         .collect();
     assert_eq!(stale.len(), 3, "EQ07, EQ09 and EQ16 are stale: {stale:?}");
 }
+
+/// A call or message links to the client whose primary phone is its
+/// counterpart — the oldest, when several are — before any client that
+/// has the number as an alternate, and to the oldest of those when no
+/// primary phone matches; numbers match in any format. The same on the
+/// set-based path (a batch) and one event at a time.
+#[tokio::test]
+async fn a_call_or_message_links_to_a_primary_phone_first_then_the_oldest_client() {
+    for batch in ["256", "1"] {
+        let db = TestDb::create().await;
+        let c = db.client().await;
+        let mut ids = std::collections::HashMap::new();
+        // name, phone, alt 1, alt 2, age in days
+        for (name, phone, alt1, alt2, days) in [
+            ("Alt", None, Some("+14155550144"), None, 9),
+            ("Second", Some("415-555-0144"), None, None, 5),
+            ("Third", Some("+1 (415) 555-0144"), None, None, 1),
+            ("OldAlt", None, None, Some("(415) 555-0155"), 8),
+            ("NewAlt", None, Some("+14155550155"), None, 2),
+        ] {
+            let id: Uuid = c
+                .query_one(
+                    "INSERT INTO clients (first_name, last_name, phone, alt_phone_1, alt_phone_2,
+                                          created_at)
+                     VALUES ($1, 'X', $2, $3, $4, now() - make_interval(days => $5))
+                     RETURNING id",
+                    &[&name, &phone, &alt1, &alt2, &days],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            ids.insert(name, id);
+        }
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let events = [
+            (
+                "PM1",
+                "message.received",
+                message_event("PM1", "AMPM1", "+14155550144", "hi", &at),
+            ),
+            (
+                "PM2",
+                "message.received",
+                message_event("PM2", "AMPM2", "+14155550155", "hi", &at),
+            ),
+            (
+                "PM3",
+                "message.received",
+                message_event("PM3", "AMPM3", "+14155550166", "hi", &at),
+            ),
+        ];
+        for (key, ty, body) in &events {
+            c.execute(
+                "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+                 VALUES ('openphone', $1, $2, $1, $3)",
+                &[key, ty, body],
+            )
+            .await
+            .unwrap();
+        }
+        let stats = drain_with_batch(&db, batch).await;
+        assert_eq!(
+            (stats.processed, stats.replayed),
+            (3, 0),
+            "batch {batch}: {stats:?}"
+        );
+        let client_of = async |msg: &str| -> Option<Uuid> {
+            c.query_one(
+                "SELECT client_id FROM communications WHERE openphone_message_id = $1",
+                &[&msg],
+            )
+            .await
+            .unwrap()
+            .get(0)
+        };
+        let name = |id: Option<Uuid>| ids.iter().find(|(_, v)| Some(**v) == id).map(|(k, _)| *k);
+        assert_eq!(
+            name(client_of("AMPM1").await),
+            Some("Second"),
+            "batch {batch}"
+        );
+        assert_eq!(
+            name(client_of("AMPM2").await),
+            Some("OldAlt"),
+            "batch {batch}"
+        );
+        assert_eq!(client_of("AMPM3").await, None, "batch {batch}");
+    }
+}

@@ -77,7 +77,7 @@ pub struct ContactBatch {
     phone_unparsed: bool,
 }
 
-/// The columns calls and messages match clients by (`store::MATCH_CLIENT`).
+/// The columns calls and messages match clients by (`store::match_client`).
 const PHONE_COLUMNS: [&str; 3] = ["phone", "alt_phone_1", "alt_phone_2"];
 
 /// Notes in `moving` the numbers an update of `before` with `values`
@@ -213,7 +213,7 @@ impl ContactBatch {
     /// Whether a call or message with this counterpart must see the
     /// pending client updates written first: one of them moves a phone
     /// column from or to its number. Updates to other columns leave its
-    /// match (`store::MATCH_CLIENT`: phone columns, then age) as it is.
+    /// match (`store::match_client`: phone columns, then age) as it is.
     pub fn may_match(&self, counterpart: Option<&E164Phone>) -> bool {
         if self.updates.is_empty() {
             return false;

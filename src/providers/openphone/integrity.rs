@@ -5,30 +5,31 @@
 //! `--fix` links them, audited; the rows themselves are OpenPhone's and
 //! stay as they are.
 
+use super::store;
 use crate::providers::{Finding, Fix, IntegrityCtx};
 
-/// The other party's number of a communication, and the client that has it
-/// (primary phone first, then the oldest), as `store::MATCH_CLIENT` picks.
-const UNLINKED: &str = "
-    SELECT m.id AS communication_id,
-           (SELECT c.id FROM clients c
-             WHERE syncbridge_e164(c.phone) = m.party OR syncbridge_e164(c.alt_phone_1) = m.party
-                OR syncbridge_e164(c.alt_phone_2) = m.party
-             ORDER BY (syncbridge_e164(c.phone) = m.party) DESC, c.created_at
-             LIMIT 1) AS client_id
-    FROM (SELECT id, syncbridge_e164(CASE WHEN direction = 'incoming' THEN from_number
-                                          ELSE to_number END) AS party
-          FROM communications WHERE client_id IS NULL) m
-    WHERE m.party IS NOT NULL";
+/// The other party's number of a communication, and the client
+/// [`store::match_client`] links it to.
+fn unlinked() -> String {
+    format!(
+        "SELECT m.id AS communication_id, {} AS client_id
+         FROM (SELECT id, syncbridge_e164(CASE WHEN direction = 'incoming' THEN from_number
+                                               ELSE to_number END) AS party
+               FROM communications WHERE client_id IS NULL) m
+         WHERE m.party IS NOT NULL",
+        store::match_client("m.party")
+    )
+}
 
 pub(super) async fn check(ctx: &IntegrityCtx<'_>) -> Result<Vec<Finding>, String> {
     let db = |e: tokio_postgres::Error| format!("reading communications: {e}");
+    let unlinked = unlinked();
     let row = ctx
         .db
         .query_one(
             &format!(
                 "SELECT count(*), coalesce((array_agg(communication_id::text ORDER BY communication_id))[1:5], '{{}}')
-                 FROM ({UNLINKED}) u WHERE client_id IS NOT NULL"
+                 FROM ({unlinked}) u WHERE client_id IS NOT NULL"
             ),
             &[],
         )
@@ -44,7 +45,7 @@ pub(super) async fn check(ctx: &IntegrityCtx<'_>) -> Result<Vec<Finding>, String
             .db
             .query_one(
                 &format!(
-                    "WITH found AS ({UNLINKED}),
+                    "WITH found AS ({unlinked}),
                      linked AS (
                          UPDATE communications m SET client_id = f.client_id
                          FROM found f

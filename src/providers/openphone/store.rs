@@ -19,15 +19,20 @@ use crate::db::DbError;
 use crate::domain::ProviderName;
 use crate::events::{CallEvent, CallFacet, MessageEvent, RemoteContact};
 
-/// The client whose phone (or alternate phone) is `x.counterpart`, primary
-/// phone first. Shared by calls and messages.
-const MATCH_CLIENT: &str = "(SELECT id FROM clients
-      WHERE x.counterpart IS NOT NULL
-        AND (syncbridge_e164(phone) = x.counterpart
-             OR syncbridge_e164(alt_phone_1) = x.counterpart
-             OR syncbridge_e164(alt_phone_2) = x.counterpart)
-      ORDER BY (syncbridge_e164(phone) = x.counterpart) DESC, created_at
-      LIMIT 1)";
+/// The client whose phone (or alternate phone) is `party` (an E.164
+/// expression): the oldest whose primary phone it is, else the oldest that
+/// has it as an alternate. Calls and messages link by it
+/// (`x.counterpart`), and the integrity check finds what it would link.
+pub(crate) fn match_client(party: &str) -> String {
+    format!(
+        "coalesce(
+            (SELECT c.id FROM clients c WHERE syncbridge_e164(c.phone) = {party}
+             ORDER BY c.created_at LIMIT 1),
+            (SELECT c.id FROM clients c
+             WHERE syncbridge_e164(c.alt_phone_1) = {party} OR syncbridge_e164(c.alt_phone_2) = {party}
+             ORDER BY c.created_at LIMIT 1))"
+    )
+}
 
 /// Upserts calls by `openphone_call_id`, each with its audit row, in one
 /// statement; `calls` name distinct calls, each with the inbox event it
@@ -43,6 +48,7 @@ pub async fn upsert_calls(
 ) -> Result<Vec<Upserted>, DbError> {
     // The update's "this is a lifecycle event" test, on EXCLUDED.
     const LIFE: &str = "EXCLUDED.openphone_event_timestamp IS NOT NULL";
+    let match_client = match_client("x.counterpart");
     let sql = format!(
         "WITH x AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -64,7 +70,7 @@ pub async fn upsert_calls(
             SELECT x.new_id, 'call', 'Quo', x.call_id, x.direction, x.from_number, x.to_number,
                    x.status, x.occurred_at, x.answered_at, x.completed_at, x.duration_seconds,
                    x.conversation_id, x.phone_number_id, x.user_id, x.recording_url,
-                   x.voicemail_url, x.summary, x.transcript, x.lifecycle_at, {MATCH_CLIENT}
+                   x.voicemail_url, x.summary, x.transcript, x.lifecycle_at, {match_client}
             FROM x
             ON CONFLICT (openphone_call_id) DO UPDATE SET
                 direction        = CASE WHEN {LIFE} THEN COALESCE(EXCLUDED.direction, c.direction) ELSE COALESCE(c.direction, EXCLUDED.direction) END,
@@ -210,6 +216,7 @@ pub async fn upsert_messages(
     tx: &impl GenericClient,
     messages: &[(&MessageEvent, i64, Uuid)],
 ) -> Result<Vec<Upserted>, DbError> {
+    let match_client = match_client("x.counterpart");
     let sql = format!(
         "WITH x AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -227,7 +234,7 @@ pub async fn upsert_messages(
                  client_id)
             SELECT x.new_id, 'message', 'Quo', x.message_id, x.direction, x.from_number,
                    x.to_number, x.body, x.status, x.occurred_at, x.conversation_id,
-                   x.phone_number_id, x.user_id, x.event_at, {MATCH_CLIENT}
+                   x.phone_number_id, x.user_id, x.event_at, {match_client}
             FROM x
             ON CONFLICT (openphone_message_id) DO UPDATE SET
                 direction   = COALESCE(EXCLUDED.direction, c.direction),
