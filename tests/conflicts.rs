@@ -1054,7 +1054,7 @@ async fn a_batch_of_calls_messages_and_contacts_applies_as_one_event_at_a_time_w
             .await
             .unwrap();
         }
-        let stats = drain_with_batch(&db, batch).await;
+        let stats = drain_with_batch(&db.url, batch).await;
         // The batched run took the set-based path through and through:
         // no batch fell back to one event at a time.
         assert_eq!(stats.replayed, 0, "batch {batch}: {stats:?}");
@@ -1213,7 +1213,7 @@ async fn a_call_or_message_links_to_a_primary_phone_first_then_the_oldest_client
             .await
             .unwrap();
         }
-        let stats = drain_with_batch(&db, batch).await;
+        let stats = drain_with_batch(&db.url, batch).await;
         assert_eq!(
             (stats.processed, stats.replayed),
             (3, 0),
@@ -1241,4 +1241,95 @@ async fn a_call_or_message_links_to_a_primary_phone_first_then_the_oldest_client
         );
         assert_eq!(client_of("AMPM3").await, None, "batch {batch}");
     }
+}
+
+/// Another process writes a message the batch read as new: the batch's
+/// set-based write finds the row otherwise than it decided (an update, not
+/// an insert), the batch is applied again one event at a time, and the
+/// message ends as one-at-a-time apply would leave it.
+#[tokio::test]
+async fn a_message_written_elsewhere_after_the_batch_read_it_is_applied_one_at_a_time() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for (key, id) in [("RC1", "AMRC1"), ("RC2", "AMRC2")] {
+        c.execute(
+            "INSERT INTO webhook_events (provider, dedup_key, event_type, event_id, body)
+             VALUES ('openphone', $1, 'message.received', $1, $2)",
+            &[
+                &key,
+                &message_event(key, id, "+14155550177", "from the webhook", &at),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    // Another writer inserts AMRC1 (older) and holds its transaction open.
+    let other = db.client().await;
+    other
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO communications (channel, source, openphone_message_id, body,
+                                         openphone_event_timestamp)
+             VALUES ('message', 'Quo', 'AMRC1', 'from elsewhere', now() - interval '1 hour')",
+        )
+        .await
+        .unwrap();
+    let url = db.url.clone();
+    let drain = tokio::spawn(async move { drain_with_batch(&url, "256").await });
+    // The router read no AMRC1 and now waits on the other writer's row.
+    let waiting = async {
+        loop {
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the router waits on the other writer");
+    other.batch_execute("COMMIT").await.unwrap();
+    let stats = drain.await.unwrap();
+    assert_eq!(stats.processed, 2, "{stats:?}");
+    assert_eq!(
+        stats.replayed, 2,
+        "the batch fell back to one event at a time: {stats:?}"
+    );
+    let rows = c
+        .query(
+            "SELECT openphone_message_id, body FROM communications ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        [
+            ("AMRC1".to_owned(), "from the webhook".to_owned()),
+            ("AMRC2".to_owned(), "from the webhook".to_owned())
+        ]
+    );
+    let ops: Vec<String> = c
+        .query(
+            "SELECT a.operation FROM sync_audit_log a JOIN webhook_events w ON w.id = a.event_id
+             WHERE a.entity_type = 'communications' ORDER BY w.dedup_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ops, ["UPDATE", "INSERT"], "one audit row each, as applied");
 }

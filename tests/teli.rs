@@ -1105,7 +1105,7 @@ async fn a_batch_of_calls_applies_as_one_call_at_a_time_would() {
             .await
             .unwrap();
         }
-        let stats = drain_with_batch(&db, batch).await;
+        let stats = drain_with_batch(&db.url, batch).await;
         // The batched run took the set-based path through and through:
         // no batch fell back to one event at a time.
         assert_eq!(stats.replayed, 0, "batch {batch}: {stats:?}");

@@ -448,15 +448,15 @@ impl TestApp {
     }
 }
 
-/// Drains every due event of `db` with a router of one worker claiming
+/// Drains every due event of the database at `db_url` with a router of one worker claiming
 /// `batch` events a transaction (1: each event applied on its own, the
 /// one-at-a-time path); what it did.
-pub async fn drain_with_batch(db: &TestDb, batch: &str) -> syncbridge::router::PassStats {
-    let mut settings = test_settings(&db.url);
+pub async fn drain_with_batch(db_url: &str, batch: &str) -> syncbridge::router::PassStats {
+    let mut settings = test_settings(db_url);
     settings.set("SYNCBRIDGE_ROUTER_WORKERS", "1");
     settings.set("SYNCBRIDGE_ROUTER_BATCH", batch);
     let config = syncbridge::config::Config::from_settings(&settings).unwrap();
-    let pool = syncbridge::db::pool(&db.url, 4).unwrap();
+    let pool = syncbridge::db::pool(db_url, 4).unwrap();
     let registry = syncbridge::providers::Registry::from_config(&config);
     let router = syncbridge::router::Router::new(pool, &registry, config.router.clone());
     router
