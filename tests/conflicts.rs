@@ -558,6 +558,31 @@ fn one_worker_router(db: &TestDb) -> syncbridge::router::Router {
     syncbridge::router::Router::new(pool, &registry, config.router.clone())
 }
 
+/// Returns once a session of `c`'s database waits for a lock (within 20
+/// s, else fails with `what`).
+async fn lock_wait(c: &tokio_postgres::Client, what: &str) {
+    let waiting = async {
+        loop {
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                     WHERE NOT l.granted AND a.datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect(what);
+}
+
 /// Routers decide from the link as the record's lock holder left it. A
 /// dispatcher (here: a transaction playing one) holds a client's lock while
 /// it records a newer synced state — the client's value and the link's
@@ -631,26 +656,7 @@ async fn a_contact_event_waiting_on_a_locked_client_decides_from_the_link_commit
                 .await
         });
         // The router claims the events and waits on the clients' locks.
-        let waiting = async {
-            loop {
-                let n: i64 = c
-                    .query_one(
-                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-                         WHERE NOT l.granted AND a.datname = current_database()",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                if n > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("the router waits for the locked clients");
+        lock_wait(&c, "the router waits for the locked clients").await;
         holder.batch_execute("COMMIT").await.unwrap();
         let stats = drain.await.unwrap().unwrap();
         assert_eq!(stats.total(), contacts, "{stats:?}");
@@ -1278,26 +1284,7 @@ async fn a_message_written_elsewhere_after_the_batch_read_it_is_applied_one_at_a
     let url = db.url.clone();
     let drain = tokio::spawn(async move { drain_with_batch(&url, "256").await });
     // The router read no AMRC1 and now waits on the other writer's row.
-    let waiting = async {
-        loop {
-            let n: i64 = c
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), waiting)
-        .await
-        .expect("the router waits on the other writer");
+    lock_wait(&c, "the router waits on the other writer").await;
     other.batch_execute("COMMIT").await.unwrap();
     let stats = drain.await.unwrap();
     assert_eq!(stats.processed, 2, "{stats:?}");
