@@ -90,6 +90,59 @@ impl Expect {
     }
 }
 
+/// One kind of row a batch upserts: the rows as read and as the batch's
+/// decisions leave them, and the decisions waiting for their write.
+pub struct Ledger<V> {
+    rows: HashMap<String, Known<V>>,
+    pending: HashMap<String, Expect>,
+}
+
+impl<V: Copy> Ledger<V> {
+    pub fn new(rows: HashMap<String, Known<V>>) -> Ledger<V> {
+        Ledger {
+            rows,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// The row `key` names, as the batch leaves it.
+    pub fn row(&self, key: &str) -> Option<Known<V>> {
+        self.rows.get(key).copied()
+    }
+
+    /// Whether a decision about `key` waits for its write.
+    pub fn is_pending(&self, key: &str) -> bool {
+        self.pending.contains_key(key)
+    }
+
+    /// Records the decision about `key` (stale, or written and left at
+    /// `version`): the id a new row gets, and the outcome to record.
+    pub fn decide(
+        &mut self,
+        key: &str,
+        stale: bool,
+        version: V,
+        why: impl FnOnce() -> String,
+    ) -> (Uuid, Applied) {
+        let new_id = Uuid::new_v4();
+        let (expect, applied) = Expect::decide(self.rows.get(key), new_id, stale, why);
+        if !stale {
+            let row = Known {
+                id: expect.id,
+                version,
+            };
+            self.rows.insert(key.to_owned(), row);
+        }
+        self.pending.insert(key.to_owned(), expect);
+        (new_id, applied)
+    }
+
+    /// Holds a write of the pending decisions against them ([`check`]).
+    pub fn check(&mut self, kind: &str, written: &[Upserted]) -> Result<(), DbError> {
+        check(kind, &std::mem::take(&mut self.pending), written)
+    }
+}
+
 /// Whether a write came back as decided: each fresh row as the insert or
 /// update of the row it was decided for, no stale one.
 pub fn check(

@@ -16,7 +16,7 @@ use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::store;
-use crate::apply::checked::{self, Expect, Known};
+use crate::apply::checked::{Known, Ledger};
 use crate::apply::Applied;
 use crate::db::DbError;
 use crate::events::{CallEvent, CallFacet, DomainEvent, MessageEvent};
@@ -24,26 +24,11 @@ use crate::events::{CallEvent, CallFacet, DomainEvent, MessageEvent};
 /// The last lifecycle event applied (`openphone_event_timestamp`).
 type Row = Known<Option<DateTime<Utc>>>;
 
-struct Pending<E> {
-    events: Vec<(E, i64, Uuid)>,
-    expect: HashMap<String, Expect>,
-}
-
-impl<E> Default for Pending<E> {
-    fn default() -> Self {
-        Pending {
-            events: Vec::new(),
-            expect: HashMap::new(),
-        }
-    }
-}
-
-#[derive(Default)]
 pub struct CommsBatch {
-    calls: HashMap<String, Row>,
-    messages: HashMap<String, Row>,
-    pending_calls: Pending<CallEvent>,
-    pending_messages: Pending<MessageEvent>,
+    calls: Ledger<Option<DateTime<Utc>>>,
+    messages: Ledger<Option<DateTime<Utc>>>,
+    pending_calls: Vec<(CallEvent, i64, Uuid)>,
+    pending_messages: Vec<(MessageEvent, i64, Uuid)>,
 }
 
 impl CommsBatch {
@@ -62,9 +47,15 @@ impl CommsBatch {
                 _ => {}
             }
         }
-        let mut batch = CommsBatch::default();
+        let (mut calls, mut messages) = (HashMap::new(), HashMap::new());
+        let batch = |calls, messages| CommsBatch {
+            calls: Ledger::new(calls),
+            messages: Ledger::new(messages),
+            pending_calls: Vec::new(),
+            pending_messages: Vec::new(),
+        };
         if call_ids.is_empty() && message_ids.is_empty() {
-            return Ok(batch);
+            return Ok(batch(calls, messages));
         }
         let stmt = tx
             .prepare_cached(
@@ -74,18 +65,18 @@ impl CommsBatch {
             )
             .await?;
         for r in tx.query(&stmt, &[&call_ids, &message_ids]).await? {
-            let known = Known {
+            let known: Row = Known {
                 id: r.get(2),
                 version: r.get(3),
             };
             if let Some(call) = r.get::<_, Option<String>>(0) {
-                batch.calls.insert(call, known);
+                calls.insert(call, known);
             }
             if let Some(message) = r.get::<_, Option<String>>(1) {
-                batch.messages.insert(message, known);
+                messages.insert(message, known);
             }
         }
-        Ok(batch)
+        Ok(batch(calls, messages))
     }
 
     /// Takes a call: decided now, written at [`flush`](Self::flush).
@@ -95,30 +86,19 @@ impl CommsBatch {
         ev: &CallEvent,
         event_id: i64,
     ) -> Result<Applied, DbError> {
-        if self.pending_calls.expect.contains_key(&ev.call_id) {
+        if self.calls.is_pending(&ev.call_id) {
             self.flush(tx).await?;
         }
         let lifecycle = matches!(ev.facet, CallFacet::Lifecycle);
-        let known = self.calls.get(&ev.call_id).copied();
-        let last = known.and_then(|k| k.version);
+        let last = self.calls.row(&ev.call_id).and_then(|k| k.version);
         // `upsert_calls`' guard: a lifecycle event older than the last one
         // applied changes nothing.
         let stale = lifecycle && last.is_some_and(|at| at > ev.event_at);
-        let new_id = Uuid::new_v4();
-        let (expect, applied) = Expect::decide(known.as_ref(), new_id, stale, || {
+        let version = if lifecycle { Some(ev.event_at) } else { last };
+        let (new_id, applied) = self.calls.decide(&ev.call_id, stale, version, || {
             format!("call {} already has a newer event applied", ev.call_id)
         });
-        if !stale {
-            let version = if lifecycle { Some(ev.event_at) } else { last };
-            let row = Known {
-                id: expect.id,
-                version,
-            };
-            self.calls.insert(ev.call_id.clone(), row);
-        }
-        let pending = &mut self.pending_calls;
-        pending.expect.insert(ev.call_id.clone(), expect);
-        pending.events.push((ev.clone(), event_id, new_id));
+        self.pending_calls.push((ev.clone(), event_id, new_id));
         Ok(applied)
     }
 
@@ -129,50 +109,40 @@ impl CommsBatch {
         ev: &MessageEvent,
         event_id: i64,
     ) -> Result<Applied, DbError> {
-        if self.pending_messages.expect.contains_key(&ev.message_id) {
+        if self.messages.is_pending(&ev.message_id) {
             self.flush(tx).await?;
         }
-        let known = self.messages.get(&ev.message_id).copied();
+        let last = self.messages.row(&ev.message_id).and_then(|k| k.version);
         // `upsert_messages`' guard: newest event wins.
-        let stale = known
-            .and_then(|k| k.version)
-            .is_some_and(|at| at > ev.event_at);
-        let new_id = Uuid::new_v4();
-        let (expect, applied) = Expect::decide(known.as_ref(), new_id, stale, || {
-            format!(
-                "message {} already has a newer event applied",
-                ev.message_id
-            )
-        });
-        if !stale {
-            let row = Known {
-                id: expect.id,
-                version: Some(ev.event_at),
-            };
-            self.messages.insert(ev.message_id.clone(), row);
-        }
-        let pending = &mut self.pending_messages;
-        pending.expect.insert(ev.message_id.clone(), expect);
-        pending.events.push((ev.clone(), event_id, new_id));
+        let stale = last.is_some_and(|at| at > ev.event_at);
+        let (new_id, applied) =
+            self.messages
+                .decide(&ev.message_id, stale, Some(ev.event_at), || {
+                    format!(
+                        "message {} already has a newer event applied",
+                        ev.message_id
+                    )
+                });
+        self.pending_messages.push((ev.clone(), event_id, new_id));
         Ok(applied)
     }
 
     /// Writes the pending calls and messages and checks each came back as
     /// decided.
     pub async fn flush(&mut self, tx: &impl GenericClient) -> Result<(), DbError> {
-        if !self.pending_calls.events.is_empty() {
+        if !self.pending_calls.is_empty() {
             let pending = std::mem::take(&mut self.pending_calls);
             let rows: Vec<(&CallEvent, i64, Uuid)> =
-                pending.events.iter().map(|(e, i, n)| (e, *i, *n)).collect();
+                pending.iter().map(|(e, i, n)| (e, *i, *n)).collect();
             let written = store::upsert_calls(tx, &rows).await?;
-            checked::check("call", &pending.expect, &written)?;
+            self.calls.check("call", &written)?;
         }
-        if !self.pending_messages.events.is_empty() {
+        if !self.pending_messages.is_empty() {
             let pending = std::mem::take(&mut self.pending_messages);
             let rows: Vec<(&MessageEvent, i64, Uuid)> =
-                pending.events.iter().map(|(e, i, n)| (e, *i, *n)).collect();
+                pending.iter().map(|(e, i, n)| (e, *i, *n)).collect();
             let written = store::upsert_messages(tx, &rows).await?;
-            checked::check("message", &pending.expect, &written)?;
+            self.messages.check("message", &written)?;
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::store::{self, ReadyCall};
-use crate::apply::checked::{self, Expect, Known};
+use crate::apply::checked::{Known, Ledger};
 use crate::apply::Applied;
 use crate::db::DbError;
 use crate::events::DomainEvent;
@@ -26,9 +26,8 @@ use crate::providers::{ApplyCtx, BatchApplyFuture, BatchWrites, FlushFuture};
 pub struct CallBatch {
     businesses: HashMap<String, (Uuid, Option<String>)>,
     /// Messages by call id as the batch leaves them (`teli_updated_at`).
-    messages: HashMap<String, Known<Option<DateTime<Utc>>>>,
+    messages: Ledger<Option<DateTime<Utc>>>,
     pending: Vec<(ReadyCall, i64, Uuid)>,
-    expect: HashMap<String, Expect>,
     customers: HashSet<(Uuid, String)>,
 }
 
@@ -70,9 +69,8 @@ impl CallBatch {
             .collect();
         Ok(Some(CallBatch {
             businesses,
-            messages,
+            messages: Ledger::new(messages),
             pending: Vec::new(),
-            expect: HashMap::new(),
             customers: HashSet::new(),
         }))
     }
@@ -89,27 +87,22 @@ impl CallBatch {
             Err(ignored) => return Ok(ignored),
         };
         let customer = (call.customer().0, call.phone.clone());
-        if self.expect.contains_key(&call.call_id) || self.customers.contains(&customer) {
+        if self.messages.is_pending(&call.call_id) || self.customers.contains(&customer) {
             self.flush(tx).await?;
         }
-        let known = self.messages.get(&call.call_id).copied();
         // `write_calls`' guard: the message is refreshed only by a newer
         // version (or over one stored without a version).
-        let stale = known.is_some_and(|k| match (k.version, call.updated_at) {
-            (None, _) => false,
-            (Some(stored), Some(new)) => new <= stored,
-            (Some(_), None) => true,
-        });
-        let new_id = Uuid::new_v4();
-        let (expect, applied) = Expect::decide(known.as_ref(), new_id, stale, || call.stale());
-        if !stale {
-            let row = Known {
-                id: expect.id,
-                version: call.updated_at,
-            };
-            self.messages.insert(call.call_id.clone(), row);
-        }
-        self.expect.insert(call.call_id.clone(), expect);
+        let stale =
+            self.messages
+                .row(&call.call_id)
+                .is_some_and(|k| match (k.version, call.updated_at) {
+                    (None, _) => false,
+                    (Some(stored), Some(new)) => new <= stored,
+                    (Some(_), None) => true,
+                });
+        let (new_id, applied) = self
+            .messages
+            .decide(&call.call_id, stale, call.updated_at, || call.stale());
         self.customers.insert(customer);
         self.pending.push((call, event_id, new_id));
         Ok(applied)
@@ -121,12 +114,11 @@ impl CallBatch {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let expect = std::mem::take(&mut self.expect);
         self.customers.clear();
         let rows: Vec<(&ReadyCall, i64, Uuid)> =
             pending.iter().map(|(c, e, n)| (c, *e, *n)).collect();
         let written = store::write_calls(tx, &rows).await?;
-        checked::check("Teli call", &expect, &written)
+        self.messages.check("Teli call", &written)
     }
 }
 

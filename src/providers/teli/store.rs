@@ -271,14 +271,11 @@ pub async fn stored_versions(
     db: &impl GenericClient,
     call_ids: &[&str],
 ) -> Result<HashMap<String, Option<chrono::DateTime<chrono::Utc>>>, DbError> {
-    let stmt = db
-        .prepare_cached(
-            "SELECT teli_data ->> 'call_id', teli_updated_at FROM messages
-             WHERE teli_data ->> 'call_id' = ANY($1)",
-        )
-        .await?;
-    let rows = db.query(&stmt, &[&call_ids]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(stored_messages(db, call_ids)
+        .await?
+        .into_iter()
+        .map(|(call, (_, version))| (call, version))
+        .collect())
 }
 
 /// Which of these agent ids a business answers for.
